@@ -1,0 +1,61 @@
+"""Which base URL and key a spec talks to (DESIGN §6): env var, then the spec's endpoint, then the real host."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wan_pipeline.errors import ConfigError
+from wan_pipeline.providers.registry import get_provider
+from wan_pipeline.spec import DatasetSpec
+
+#: the token the in-process emulator gets when no key is set (it accepts any non-empty token)
+EMULATOR_TOKEN = "emulator-local-token"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    provider: str
+    base_url: str
+    in_process: bool
+    # repr=False: an Endpoint may be logged or shown in an error; the key must never be.
+    api_key: str = field(repr=False)
+
+    def describe(self) -> str:
+        return "in-process emulator" if self.in_process else self.base_url
+
+
+def resolve_endpoint(spec: DatasetSpec, env: Mapping[str, str] | None = None) -> Endpoint:
+    env = os.environ if env is None else env
+    provider = get_provider(spec.provider)
+    key = env.get(provider.key_env) or None
+    base = env.get(provider.base_env) or None
+    if base:
+        source = f"${provider.base_env}"
+    elif spec.endpoint == "emulator":
+        from wan_pipeline.emulator.app import IN_PROCESS_BASE
+
+        return Endpoint(spec.provider, IN_PROCESS_BASE, True, key or EMULATOR_TOKEN)
+    elif spec.endpoint:
+        base, source = spec.endpoint, "the spec's endpoint"
+    else:
+        base, source = provider.default_base, "the default host"
+    if not base.startswith(("https://", "http://")):
+        raise ConfigError(f"{source} must be an http(s) base URL")
+    if not key:
+        raise ConfigError(
+            f"{spec.provider} at {base} ({source}) needs an API key: set the environment variable {provider.key_env}"
+        )
+    return Endpoint(spec.provider, base.rstrip("/"), False, key)
+
+
+def state_dir(spec: DatasetSpec, env: Mapping[str, str] | None = None) -> Path:
+    """Where the ledger (and the in-process emulator's state) live: always local disk."""
+    env = os.environ if env is None else env
+    if env.get("WAN_PIPELINE_STATE_DIR"):
+        return Path(env["WAN_PIPELINE_STATE_DIR"]) / spec.name
+    if not spec.is_s3:
+        return Path(spec.storage_root) / "_state"
+    return Path.home() / ".local" / "state" / "wan_pipeline" / spec.name

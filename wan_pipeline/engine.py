@@ -1,0 +1,376 @@
+"""The async task engine: submit, poll, download — with retries, rate limits, budget and the ledger.
+
+It owns all I/O; provider modules only build and read payloads. Rules (DESIGN §9):
+- an attempt is recorded before its submission and its task id right after;
+- a recorded task is polled, never resubmitted; an attempt whose submission may or may not have
+  reached the provider (network error, 5xx) is re-sent with the *same* idempotency key;
+- the budget is checked before every submission, under a lock, counting what is already committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from wan_pipeline import errors as e
+from wan_pipeline.http import Wire
+from wan_pipeline.ledger import (
+    FAILED, STORED, SUBMITTED, SUBMITTING, SUCCEEDED, Attempt, Ledger, StoredOutput, utcnow,
+)
+from wan_pipeline.media import MediaInfo, inspect_image
+from wan_pipeline.mediatypes import EXTENSIONS
+from wan_pipeline.plan import PlannedTask, canonical_json
+from wan_pipeline.providers.base import HttpCall, HttpReply, Provider, TaskSnapshot, TaskStatus
+from wan_pipeline.providers.catalog import find_model
+from wan_pipeline.sizes import image_size
+from wan_pipeline.spec import Budget
+from wan_pipeline.storage import Storage
+
+#: failures that will not change by asking again with the same request
+PERMANENT = (e.ContentRejected.__name__, e.RejectedByProvider.__name__, e.IdempotencyConflict.__name__)
+#: failures where the provider may hold a task we never heard about: the same key must be reused
+AMBIGUOUS = (e.Transient.__name__, e.RateLimited.__name__)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    max_concurrency: int = 4
+    submits_per_second: float = 2.0
+    poll_initial_s: float = 2.5
+    poll_max_s: float = 10.0
+    poll_growth: float = 1.5
+    poll_deadline_s: float = 900.0
+    http_retries: int = 6
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 30.0
+    generation_attempts: int = 2  # per run, per output, for provider-side failures
+    download_retries: int = 4
+    request_timeout_s: float = 60.0
+
+
+@dataclass
+class Outcome:
+    task: PlannedTask
+    status: str  # "stored" | "failed" | "pending"
+    attempt: Attempt | None = None
+    outputs: list[StoredOutput] = field(default_factory=list)
+    error: e.ProviderError | None = None
+    submitted_now: int = 0
+    latency_s: float | None = None
+
+
+EventSink = Callable[[str, PlannedTask, str], None]
+
+
+class RateGate:
+    """Spaces submissions and honours a shared pause after a 429 (Retry-After applies to all calls)."""
+
+    def __init__(self, per_second: float) -> None:
+        self._interval = 1.0 / per_second if per_second > 0 else 0.0
+        self._next_submit = 0.0
+        self._pause_until = 0.0
+        self._lock = asyncio.Lock()
+
+    def pause(self, seconds: float) -> None:
+        self._pause_until = max(self._pause_until, time.monotonic() + seconds)
+
+    async def before_call(self) -> None:
+        delay = self._pause_until - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def before_submit(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            wait = max(self._next_submit - now, self._pause_until - now, 0.0)
+            self._next_submit = max(now, self._next_submit) + self._interval
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
+def backoff_delay(retry: int, base: float, cap: float, rng: random.Random) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base·2^retry)]."""
+    return rng.uniform(0, min(cap, base * (2**retry)))
+
+
+class TaskEngine:
+    def __init__(
+        self,
+        provider: Provider,
+        wire: Wire,
+        ledger: Ledger,
+        storage: Storage,
+        budget: Budget,
+        settings: EngineSettings = EngineSettings(),
+        run_id: str | None = None,
+        on_event: EventSink | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.provider = provider
+        self.wire = wire
+        self.ledger = ledger
+        self.storage = storage
+        self.budget = budget
+        self.settings = settings
+        self.run_id = run_id
+        self.on_event = on_event or (lambda kind, task, detail: None)
+        self.rng = rng or random.Random()
+        self.gate = RateGate(settings.submits_per_second)
+        self._budget_lock = asyncio.Lock()
+        self._stop: e.ProviderError | None = None
+
+    async def run(self, tasks: list[PlannedTask]) -> list[Outcome]:
+        sem = asyncio.Semaphore(self.settings.max_concurrency)
+
+        async def one(task: PlannedTask) -> Outcome:
+            async with sem:
+                try:
+                    return await self._run_task(task)
+                except e.ProviderError as err:
+                    self.on_event("failed", task, str(err))
+                    return Outcome(task, "failed", self.ledger.latest(task.identity), error=err)
+
+        return list(await asyncio.gather(*(one(t) for t in tasks)))
+
+    # -- one output ----------------------------------------------------------------------------
+    async def _run_task(self, task: PlannedTask) -> Outcome:
+        last = self.ledger.latest(task.identity)
+        started = time.monotonic()
+        if last is not None and last.state == STORED:
+            outputs = self.ledger.outputs(task.identity, last.attempt)
+            if outputs and all(self.storage.size(_relpath(task, o.output_index, o.mime_type)) == o.bytes for o in outputs):
+                return Outcome(task, "stored", last, outputs)
+            last.state = SUCCEEDED  # a stored file went missing: fetch it again from the same task
+
+        submitted_now = 0
+        tries_this_run = 0
+        attempt_no = self._next_attempt(last)
+        if isinstance(attempt_no, Outcome):
+            return attempt_no
+        while True:
+            current = self.ledger.latest(task.identity)
+            if current is None or current.attempt != attempt_no or current.state in (SUBMITTING, FAILED):
+                current, did_send = await self._submit(task, attempt_no)
+                submitted_now += did_send
+                tries_this_run += 1
+            snap = await self._await_terminal(task, current)
+            if snap is None:
+                err = e.PollDeadline(code="poll_deadline", message=f"task {current.task_id} still running; resumed next run")
+                return Outcome(task, "pending", self.ledger.latest(task.identity), error=err, submitted_now=submitted_now)
+            if snap.status == TaskStatus.SUCCEEDED:
+                outputs = await self._store_outputs(task, current, snap)
+                self.on_event("stored", task, f"{len(outputs)} file(s)")
+                return Outcome(task, "stored", self.ledger.latest(task.identity), outputs, submitted_now=submitted_now,
+                               latency_s=time.monotonic() - started)
+            err = snap.error or e.GenerationFailed(code="generation_failed", message="task failed")
+            self.on_event("task_failed", task, str(err))
+            if isinstance(err, e.GenerationFailed) and tries_this_run < self.settings.generation_attempts:
+                attempt_no += 1  # same seed, new attempt, new idempotency key; the old one stays in lineage
+                continue
+            return Outcome(task, "failed", self.ledger.latest(task.identity), error=err, submitted_now=submitted_now)
+
+    def _next_attempt(self, last: Attempt | None) -> int | Outcome:
+        if last is None:
+            return 1
+        if last.state in (SUBMITTED, SUCCEEDED, SUBMITTING):
+            return last.attempt  # resume: poll the recorded task, or re-send with the same key
+        if last.state == FAILED:
+            if last.task_id is None and (last.error_class in AMBIGUOUS or last.error_class is None):
+                return last.attempt  # the provider may have created it: same key again
+            return last.attempt + 1
+        return last.attempt
+
+    async def _submit(self, task: PlannedTask, attempt_no: int) -> tuple[Attempt, int]:
+        if self._stop is not None:
+            raise type(self._stop)(code=self._stop.code, message=f"not submitted: {self._stop.message}")
+        previous = self.ledger.latest(task.identity)
+        if previous is not None and previous.attempt == attempt_no and previous.state == FAILED \
+                and previous.error_class in PERMANENT:
+            raise _rebuild(previous)
+        call = self.provider.submit(task.request(), task.idempotency_key(attempt_no))
+        request_json = call.body_json()
+        attempt = Attempt(
+            identity=task.identity, attempt=attempt_no, dataset=task.dataset, prompt_id=task.prompt_id,
+            variant=task.variant, fingerprint=task.fingerprint, provider=task.provider, model=task.model,
+            mode=task.mode.value, prompt=task.prompt, params_json=canonical_json(task.params.effective()),
+            seed=task.seed, seed_source=task.seed_source, extra_json=canonical_json(task.extra),
+            idempotency_key=task.idempotency_key(attempt_no), request_json=request_json,
+            state=SUBMITTING, credits_estimate=task.estimate.credits,
+            cost_usd=task.estimate.usd, cost_source="catalog" if task.estimate.usd is not None else None,
+            run_id=self.run_id,
+        )
+        async with self._budget_lock:
+            self._check_budget(task, attempt_no)
+            self.ledger.begin_attempt(attempt)  # durable before a byte leaves this process
+        try:
+            reply = await self._send(call, submission=(task.identity, attempt_no))
+            snap = self.provider.accepted(reply)
+        except e.ProviderError as err:
+            if err.stops_submissions:
+                self._stop = err
+            self.ledger.update(task.identity, attempt_no, state=FAILED, error_code=err.code,
+                               error_class=type(err).__name__, error_message=err.message, completed_at=utcnow())
+            raise
+        self.ledger.update(
+            task.identity, attempt_no, state=SUBMITTED, task_id=snap.task_id, submitted_at=utcnow(),
+            credits_reserved=snap.credits_reserved,
+        )
+        self.on_event("submitted", task, snap.task_id)
+        latest = self.ledger.latest(task.identity)
+        assert latest is not None
+        return latest, 1
+
+    def _check_budget(self, task: PlannedTask, attempt_no: int) -> None:
+        held = self.ledger.committed_credits(task.dataset)
+        # Re-sending an attempt already counted must not count it twice.
+        same = next((a for a in self.ledger.attempts(task.identity) if a.attempt == attempt_no), None)
+        already = 0.0
+        if same is not None and not (same.state == FAILED and same.task_id is None):
+            already = same.credits_reserved or same.credits_estimate or 0.0
+        cost = task.estimate.credits or 0.0
+        if self.budget.max_credits is not None and held - already + cost > self.budget.max_credits + 1e-9:
+            raise e.BudgetExceeded(
+                code="budget_exceeded",
+                message=f"{held - already:g} credits committed + {cost:g} would pass max_credits {self.budget.max_credits:g}",
+            )
+        if self.budget.max_usd is not None and task.estimate.usd is not None:
+            spent = self.ledger.committed_usd(task.dataset)
+            if spent + task.estimate.usd > self.budget.max_usd + 1e-9:
+                raise e.BudgetExceeded(code="budget_exceeded",
+                                       message=f"${spent:.4f} committed + ${task.estimate.usd:.4f} would pass max_usd")
+
+    async def _send(self, call: HttpCall, submission: tuple[str, int] | None = None) -> HttpReply:
+        """Send with retries by error class; re-sends are byte-identical (same idempotency key)."""
+        retry = 0
+        while True:
+            if submission is not None:
+                await self.gate.before_submit()
+            else:
+                await self.gate.before_call()
+            try:
+                if submission is not None:
+                    self.ledger.count_submit_call(*submission)
+                reply = await self.wire.send(call, timeout_s=self.settings.request_timeout_s)
+                if reply.status < 400:
+                    return reply
+                err = self.provider.error(reply)
+            except e.Transient as exc:
+                err = exc
+            if not err.retryable or retry >= self.settings.http_retries:
+                raise err
+            if isinstance(err, e.RateLimited) and err.retry_after_s is not None:
+                delay = err.retry_after_s
+                self.gate.pause(delay)
+            else:
+                delay = backoff_delay(retry, self.settings.backoff_base_s, self.settings.backoff_max_s, self.rng)
+                if err.retry_after_s is not None:
+                    delay = max(delay, err.retry_after_s)
+            retry += 1
+            await asyncio.sleep(delay)
+
+    async def _await_terminal(self, task: PlannedTask, attempt: Attempt) -> TaskSnapshot | None:
+        assert attempt.task_id is not None
+        interval = self.settings.poll_initial_s
+        deadline = time.monotonic() + self.settings.poll_deadline_s
+        first = attempt.state == SUBMITTED
+        while True:
+            if first:
+                await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+            first = True
+            try:
+                reply = await self._send(self.provider.poll(attempt.task_id))
+                snap = self.provider.state(reply)
+            except e.ProviderError as err:
+                if isinstance(err, e.Transient) or err.retryable:
+                    snap = None
+                else:
+                    self.ledger.update(task.identity, attempt.attempt, state=FAILED, error_code=err.code,
+                                       error_class=type(err).__name__, error_message=err.message, completed_at=utcnow())
+                    raise
+            if snap is not None and snap.status != TaskStatus.PENDING:
+                self._record_terminal(task, attempt, snap)
+                return snap
+            if time.monotonic() >= deadline:
+                return None
+            interval = min(interval * self.settings.poll_growth, self.settings.poll_max_s)
+
+    def _record_terminal(self, task: PlannedTask, attempt: Attempt, snap: TaskSnapshot) -> None:
+        values: dict[str, object] = {"completed_at": utcnow()}
+        if snap.credits_reserved is not None:
+            values["credits_reserved"] = snap.credits_reserved
+        if snap.credits_final is not None:
+            values["credits_final"] = snap.credits_final
+        if snap.cost_usd is not None:
+            values["cost_usd"] = snap.cost_usd
+            values["cost_source"] = "provider"
+        elif snap.credits_final is not None:
+            values["cost_source"] = "provider" if task.estimate.usd is None else "catalog"
+        if snap.provider_seed is not None:
+            values["provider_seed"] = snap.provider_seed
+        if snap.status == TaskStatus.SUCCEEDED:
+            values.update(state=SUCCEEDED, output_urls=json.dumps(list(snap.output_urls)))
+        else:
+            err = snap.error or e.GenerationFailed(code="generation_failed", message="task failed")
+            values.update(state=FAILED, error_code=err.code, error_class=type(err).__name__, error_message=err.message)
+        self.ledger.update(task.identity, attempt.attempt, **values)
+
+    async def _store_outputs(self, task: PlannedTask, attempt: Attempt, snap: TaskSnapshot) -> list[StoredOutput]:
+        expect_aspect, expect_size = _expected_geometry(task)
+        stored: list[StoredOutput] = []
+        for index, url in enumerate(snap.output_urls):
+            data, info = await self._download_verified(task, url, expect_aspect, expect_size)
+            relpath = _relpath(task, index, info.mime_type)
+            uri = self.storage.put(relpath, data, info.mime_type)
+            out = StoredOutput(
+                identity=task.identity, attempt=attempt.attempt, output_index=index, source_url=url.split("?")[0],
+                media_uri=uri, media_sha256=info.sha256, mime_type=info.mime_type, bytes=info.bytes,
+                width=info.width, height=info.height, duration_s=info.duration_s, fps=info.fps,
+                warnings="; ".join(info.warnings) or None, stored_at=utcnow(),
+            )
+            self.ledger.record_output(out)
+            stored.append(out)
+        self.ledger.update(task.identity, attempt.attempt, state=STORED)
+        return stored
+
+    async def _download_verified(
+        self, task: PlannedTask, url: str, aspect: str | None, size: tuple[int, int] | None
+    ) -> tuple[bytes, MediaInfo]:
+        retry = 0
+        while True:
+            try:
+                data = await self.wire.download(url)
+                return data, inspect_image(data, aspect, size)
+            except (e.Transient, e.MediaInvalid) as err:
+                if retry >= self.settings.download_retries:
+                    raise
+                self.on_event("download_retry", task, str(err))
+                await asyncio.sleep(backoff_delay(retry, self.settings.backoff_base_s, self.settings.backoff_max_s, self.rng))
+                retry += 1
+
+
+def _rebuild(attempt: Attempt) -> e.ProviderError:
+    cls = getattr(e, attempt.error_class or "ProviderError", e.ProviderError)
+    return cls(code=attempt.error_code or "failed", message=attempt.error_message or "")  # type: ignore[no-any-return]
+
+
+def _relpath(task: PlannedTask, index: int, mime: str) -> str:
+    ext = EXTENSIONS.get(mime, ".bin")
+    return f"media/{task.prompt_id}/{task.prompt_id}__v{task.variant}__{index}__{task.fingerprint[:10]}{ext}"
+
+
+def _expected_geometry(task: PlannedTask) -> tuple[str | None, tuple[int, int] | None]:
+    info = find_model(task.provider, task.model)
+    p = task.params
+    if p.width and p.height:
+        return None, (p.width, p.height)
+    if task.mode.value.endswith("edit") or task.mode.value in ("image_to_video",):
+        return None, None  # the output follows the input's geometry
+    aspect = p.aspect_ratio or (info.default_aspect_ratio if info else None)
+    gear = p.resolution or (info.default_resolution if info else None)
+    if aspect and gear in ("1K", "2K", "4K"):
+        return aspect, image_size(aspect, gear)
+    return aspect, None

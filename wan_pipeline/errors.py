@@ -1,0 +1,121 @@
+"""The error taxonomy of DESIGN §9.
+
+Every failure the pipeline can meet is one of these classes; the engine decides what to do (retry,
+wait, stop submitting, resubmit, give up) from the class alone, never from message strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the user's input: where it is and why."""
+
+    file: str
+    row: int | None  # 1-based data row number as a user sees it in a spreadsheet (header = row 1)
+    column: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.row is not None:
+            where += f", row {self.row}"
+        if self.column:
+            where += f", column '{self.column}'"
+        return f"{where}: {self.reason}"
+
+
+class WanPipelineError(Exception):
+    """Base of everything this package raises on purpose."""
+
+
+class InvalidInput(WanPipelineError):
+    """Our own validation failed before anything was spent; carries every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{len(problems)} problem(s) in the input:\n{lines}")
+
+
+class ConfigError(WanPipelineError):
+    """The configuration (environment, spec-level settings) cannot work; nothing was spent."""
+
+
+@dataclass
+class ProviderError(WanPipelineError):
+    """An error reported by (or on the way to) a provider, already classified."""
+
+    code: str
+    message: str
+    http_status: int | None = None
+    retry_after_s: float | None = None
+    details: dict[str, object] = field(default_factory=dict)
+
+    #: may the same request be sent again (with the same idempotency key)?
+    retryable = False
+    #: does this error stop every further submission of the run?
+    stops_submissions = False
+
+    def __post_init__(self) -> None:
+        Exception.__init__(self, f"{self.code}: {self.message}")
+
+    def __str__(self) -> str:
+        status = f" (HTTP {self.http_status})" if self.http_status else ""
+        return f"{type(self).__name__}{status} {self.code}: {self.message}"
+
+
+class RejectedByProvider(ProviderError):
+    """4xx the provider will answer the same way again: a bug in our mapping or an unsupported value."""
+
+
+class AuthenticationFailed(RejectedByProvider):
+    """Missing, invalid, revoked key or missing scope: no submission can succeed."""
+
+    stops_submissions = True
+
+
+class IdempotencyConflict(RejectedByProvider):
+    """The same idempotency key was used with another body: never resolved by retrying."""
+
+
+class InsufficientCredits(ProviderError):
+    """The account cannot pay: stop submitting anything, keep polling what is already paid for."""
+
+    stops_submissions = True
+
+
+class RateLimited(ProviderError):
+    """429: wait as told (Retry-After) and send the same request again."""
+
+    retryable = True
+
+
+class Transient(ProviderError):
+    """5xx, dropped connections, timeouts, truncated downloads: back off and retry."""
+
+    retryable = True
+
+
+class GenerationFailed(ProviderError):
+    """The provider ran the task and it failed: resubmit (a new attempt, same seed) up to a limit."""
+
+
+class ContentRejected(ProviderError):
+    """Moderation refused the prompt, an input or the output: permanent for this request."""
+
+
+class PollDeadline(ProviderError):
+    """The task did not finish in time; it stays recorded and is resumed by the next run."""
+
+
+class BudgetExceeded(ProviderError):
+    """Submitting would pass the spec's budget; nothing was sent."""
+
+
+class MediaInvalid(ProviderError):
+    """A downloaded file does not decode or does not match what was asked (size, MIME, duration)."""
+
+    retryable = True

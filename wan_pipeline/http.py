@@ -1,0 +1,77 @@
+"""The one place that turns a provider's HttpCall into bytes on a socket (or an in-process ASGI app)."""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+import httpx
+
+from wan_pipeline.errors import ConfigError, Transient
+from wan_pipeline.providers.base import HttpCall, HttpReply
+
+
+def is_loopback_http(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        return False
+    if parts.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def check_fetchable(url: str, base_url: str) -> None:
+    """DESIGN §6: https always; plain http only when the base itself is http on loopback."""
+    if url.startswith("https://"):
+        return
+    if url.startswith("http://") and is_loopback_http(base_url):
+        return
+    raise ConfigError(f"refusing to fetch non-HTTPS URL {url.split('?')[0]!r}")
+
+
+class Wire:
+    """Sends HttpCalls to one provider base URL with its auth headers; never logs headers."""
+
+    def __init__(self, client: httpx.AsyncClient, base_url: str, auth_headers: dict[str, str]) -> None:
+        self.client = client
+        self.base_url = base_url.rstrip("/")
+        self._auth = auth_headers
+
+    async def send(self, call: HttpCall, timeout_s: float = 60.0) -> HttpReply:
+        url = self.base_url + call.path
+        headers = {**call.headers, **self._auth}
+        try:
+            if call.files is not None:
+                resp = await self.client.request(
+                    call.method, url, headers=headers, data=call.form or {}, files=call.files, timeout=timeout_s
+                )
+            elif call.json_body is not None:
+                resp = await self.client.request(
+                    call.method, url, headers={**headers, "Content-Type": "application/json"},
+                    content=call.body_json().encode("utf-8"), timeout=timeout_s,
+                )
+            else:
+                resp = await self.client.request(call.method, url, headers=headers, timeout=timeout_s)
+        except httpx.TransportError as exc:
+            raise Transient(code="network_error", message=f"{type(exc).__name__} on {call.method} {call.path}") from None
+        return HttpReply(resp.status_code, dict(resp.headers), resp.content)
+
+    async def download(self, url: str, timeout_s: float = 300.0) -> bytes:
+        """Fetch a result URL without our credentials (it may live on another host) and check its length."""
+        check_fetchable(url, self.base_url)
+        try:
+            async with self.client.stream("GET", url, timeout=timeout_s) as resp:
+                if resp.status_code >= 400:
+                    raise Transient(code="download_failed", message=f"HTTP {resp.status_code} for a result URL",
+                                    http_status=resp.status_code)
+                chunks = [chunk async for chunk in resp.aiter_raw()]
+                declared = resp.headers.get("Content-Length")
+        except httpx.TransportError as exc:
+            raise Transient(code="download_interrupted", message=f"{type(exc).__name__} while downloading") from None
+        data = b"".join(chunks)
+        if declared is not None and declared.isdigit() and int(declared) != len(data):
+            raise Transient(code="truncated_download", message=f"got {len(data)} of {declared} bytes")
+        return data

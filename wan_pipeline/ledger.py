@@ -1,0 +1,264 @@
+"""The durable task ledger: money is data.
+
+One SQLite file per dataset. A task attempt is written *before* its submission (with the idempotency
+key it will use) and its provider task id *right after*, each in its own committed transaction, so a
+crash at any point leaves enough on disk to resume the paid-for task instead of buying it again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS attempts (
+    identity TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    dataset TEXT NOT NULL,
+    prompt_id TEXT NOT NULL,
+    variant INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    params_json TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    seed_source TEXT NOT NULL,
+    extra_json TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    request_json TEXT NOT NULL,
+    state TEXT NOT NULL,
+    task_id TEXT,
+    error_code TEXT,
+    error_class TEXT,
+    error_message TEXT,
+    credits_estimate REAL,
+    credits_reserved REAL,
+    credits_final REAL,
+    cost_usd REAL,
+    cost_source TEXT,
+    provider_seed INTEGER,
+    output_urls TEXT,
+    submit_calls INTEGER NOT NULL DEFAULT 0,
+    submitted_at TEXT,
+    completed_at TEXT,
+    run_id TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (identity, attempt)
+);
+CREATE INDEX IF NOT EXISTS attempts_prompt ON attempts (dataset, prompt_id);
+CREATE TABLE IF NOT EXISTS outputs (
+    identity TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    output_index INTEGER NOT NULL,
+    source_url TEXT,
+    media_uri TEXT,
+    media_sha256 TEXT,
+    mime_type TEXT,
+    bytes INTEGER,
+    width INTEGER,
+    height INTEGER,
+    duration_s REAL,
+    fps REAL,
+    warnings TEXT,
+    stored_at TEXT NOT NULL,
+    PRIMARY KEY (identity, attempt, output_index)
+);
+"""
+
+# Attempt states. `submitting` = written before the HTTP call; `submitted` = the provider holds a task.
+SUBMITTING = "submitting"
+SUBMITTED = "submitted"
+SUCCEEDED = "succeeded"  # provider finished; outputs may still be downloading
+STORED = "stored"  # every output verified and stored
+FAILED = "failed"
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Attempt:
+    identity: str
+    attempt: int
+    dataset: str
+    prompt_id: str
+    variant: int
+    fingerprint: str
+    provider: str
+    model: str
+    mode: str
+    prompt: str
+    params_json: str
+    seed: int
+    seed_source: str
+    extra_json: str
+    idempotency_key: str
+    request_json: str
+    state: str
+    task_id: str | None = None
+    error_code: str | None = None
+    error_class: str | None = None
+    error_message: str | None = None
+    credits_estimate: float | None = None
+    credits_reserved: float | None = None
+    credits_final: float | None = None
+    cost_usd: float | None = None
+    cost_source: str | None = None
+    provider_seed: int | None = None
+    output_urls: str | None = None
+    submit_calls: int = 0
+    submitted_at: str | None = None
+    completed_at: str | None = None
+    run_id: str | None = None
+    updated_at: str = ""
+
+    @property
+    def urls(self) -> list[str]:
+        return list(json.loads(self.output_urls)) if self.output_urls else []
+
+
+@dataclass
+class StoredOutput:
+    identity: str
+    attempt: int
+    output_index: int
+    source_url: str | None
+    media_uri: str
+    media_sha256: str
+    mime_type: str
+    bytes: int
+    width: int | None
+    height: int | None
+    duration_s: float | None
+    fps: float | None
+    warnings: str | None
+    stored_at: str
+
+
+_ATTEMPT_COLS = [f.name for f in fields(Attempt)]
+_OUTPUT_COLS = [f.name for f in fields(StoredOutput)]
+
+
+class Ledger:
+    """Thread-safe; every write is its own committed transaction (WAL, synchronous=FULL)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- attempts ------------------------------------------------------------------------------
+    def attempts(self, identity: str) -> list[Attempt]:
+        with self._lock:
+            cur = self._db.execute(
+                f"SELECT {', '.join(_ATTEMPT_COLS)} FROM attempts WHERE identity=? ORDER BY attempt", (identity,)
+            )
+            return [Attempt(*row) for row in cur.fetchall()]
+
+    def latest(self, identity: str) -> Attempt | None:
+        found = self.attempts(identity)
+        return found[-1] if found else None
+
+    def all_attempts(self, dataset: str | None = None) -> list[Attempt]:
+        sql = f"SELECT {', '.join(_ATTEMPT_COLS)} FROM attempts"
+        args: tuple[Any, ...] = ()
+        if dataset is not None:
+            sql += " WHERE dataset=?"
+            args = (dataset,)
+        with self._lock:
+            return [Attempt(*row) for row in self._db.execute(sql + " ORDER BY prompt_id, variant, attempt", args)]
+
+    def begin_attempt(self, a: Attempt) -> None:
+        """Written before the submission leaves this process (insert or re-arm the same attempt)."""
+        a.updated_at = utcnow()
+        with self._tx() as db:
+            db.execute(
+                f"INSERT INTO attempts ({', '.join(_ATTEMPT_COLS)}) VALUES ({', '.join('?' * len(_ATTEMPT_COLS))}) "
+                "ON CONFLICT(identity, attempt) DO UPDATE SET state=excluded.state, request_json=excluded.request_json, "
+                "idempotency_key=excluded.idempotency_key, error_code=NULL, error_class=NULL, error_message=NULL, "
+                "run_id=excluded.run_id, updated_at=excluded.updated_at",
+                [getattr(a, c) for c in _ATTEMPT_COLS],
+            )
+
+    def update(self, identity: str, attempt: int, **values: Any) -> None:
+        values["updated_at"] = utcnow()
+        cols = ", ".join(f"{k}=?" for k in values)
+        with self._tx() as db:
+            db.execute(f"UPDATE attempts SET {cols} WHERE identity=? AND attempt=?", [*values.values(), identity, attempt])
+
+    def count_submit_call(self, identity: str, attempt: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE attempts SET submit_calls = submit_calls + 1 WHERE identity=? AND attempt=?",
+                       (identity, attempt))
+
+    # -- outputs -------------------------------------------------------------------------------
+    def record_output(self, o: StoredOutput) -> None:
+        with self._tx() as db:
+            db.execute(
+                f"INSERT OR REPLACE INTO outputs ({', '.join(_OUTPUT_COLS)}) VALUES ({', '.join('?' * len(_OUTPUT_COLS))})",
+                [getattr(o, c) for c in _OUTPUT_COLS],
+            )
+
+    def outputs(self, identity: str, attempt: int) -> list[StoredOutput]:
+        with self._lock:
+            cur = self._db.execute(
+                f"SELECT {', '.join(_OUTPUT_COLS)} FROM outputs WHERE identity=? AND attempt=? ORDER BY output_index",
+                (identity, attempt),
+            )
+            return [StoredOutput(*row) for row in cur.fetchall()]
+
+    def all_outputs(self) -> list[StoredOutput]:
+        with self._lock:
+            cur = self._db.execute(f"SELECT {', '.join(_OUTPUT_COLS)} FROM outputs")
+            return [StoredOutput(*row) for row in cur.fetchall()]
+
+    # -- money ---------------------------------------------------------------------------------
+    def committed_credits(self, dataset: str) -> float:
+        """Credits spent or held: settled amounts where known, else reserved, else our estimate."""
+        with self._lock:
+            row = self._db.execute(
+                """SELECT COALESCE(SUM(CASE
+                       WHEN credits_final IS NOT NULL THEN credits_final
+                       WHEN state IN ('failed') AND task_id IS NULL THEN 0
+                       WHEN credits_reserved IS NOT NULL THEN credits_reserved
+                       ELSE COALESCE(credits_estimate, 0) END), 0)
+                   FROM attempts WHERE dataset=?""",
+                (dataset,),
+            ).fetchone()
+            return float(row[0])
+
+    def committed_usd(self, dataset: str) -> float:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COALESCE(SUM(cost_usd), 0) FROM attempts WHERE dataset=? AND NOT (state='failed' AND task_id IS NULL)",
+                (dataset,),
+            ).fetchone()
+            return float(row[0])

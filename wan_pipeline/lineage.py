@@ -1,0 +1,109 @@
+"""The Parquet lineage record (DESIGN §8, a contract): one row per output file or failed attempt.
+
+Built from the ledger alone, so it also covers outputs of rows since edited or removed. Credits and
+USD of a task with several outputs are split evenly across its rows, so column sums equal what the
+provider charged.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from wan_pipeline import __version__
+from wan_pipeline.ledger import FAILED, STORED, Attempt, Ledger, StoredOutput
+from wan_pipeline.storage import Storage
+
+LINEAGE_PATH = "lineage/lineage.parquet"
+
+TS = pa.timestamp("ms", tz="UTC")
+SCHEMA = pa.schema([
+    ("dataset", pa.string()), ("prompt_id", pa.string()), ("variant", pa.int32()), ("output_index", pa.int32()),
+    ("partition_key", pa.string()), ("prompt", pa.string()), ("negative_prompt", pa.string()),
+    ("provider", pa.string()), ("model", pa.string()), ("mode", pa.string()), ("params_json", pa.string()),
+    ("request_json", pa.string()), ("seed", pa.int64()), ("seed_source", pa.string()), ("provider_seed", pa.int64()),
+    ("fingerprint", pa.string()), ("identity", pa.string()), ("idempotency_key", pa.string()),
+    ("task_id", pa.string()), ("attempt", pa.int32()), ("status", pa.string()), ("error_code", pa.string()),
+    ("error_class", pa.string()), ("error_message", pa.string()), ("credits_reserved", pa.float64()),
+    ("credits_final", pa.float64()), ("cost_usd", pa.float64()), ("cost_source", pa.string()),
+    ("submitted_at", TS), ("completed_at", TS), ("latency_s", pa.float64()), ("media_uri", pa.string()),
+    ("media_sha256", pa.string()), ("mime_type", pa.string()), ("bytes", pa.int64()), ("width", pa.int32()),
+    ("height", pa.int32()), ("duration_s", pa.float64()), ("fps", pa.float64()), ("warnings", pa.string()),
+    ("run_id", pa.string()), ("code_version", pa.string()), ("extra_json", pa.string()),
+])
+CONTRACT_COLUMNS = (
+    "dataset, prompt_id, variant, output_index, partition_key, prompt, negative_prompt, provider, model, mode, "
+    "params_json, request_json, seed, provider_seed, fingerprint, task_id, attempt, status, error_code, "
+    "error_message, credits_reserved, credits_final, cost_usd, cost_source, submitted_at, completed_at, latency_s, "
+    "media_uri, media_sha256, mime_type, bytes, width, height, duration_s, fps, run_id, code_version, extra_json"
+).split(", ")
+
+
+def _ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def _share(value: float | None, parts: int) -> float | None:
+    return None if value is None else value / max(parts, 1)
+
+
+def lineage_rows(ledger: Ledger, dataset: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    outputs_by_attempt: dict[tuple[str, int], list[StoredOutput]] = {}
+    for out in ledger.all_outputs():
+        outputs_by_attempt.setdefault((out.identity, out.attempt), []).append(out)
+    for a in ledger.all_attempts(dataset):
+        outs = sorted(outputs_by_attempt.get((a.identity, a.attempt), []), key=lambda o: o.output_index)
+        base = _attempt_row(a)
+        if a.state == STORED and outs:
+            for o in outs:
+                rows.append({
+                    **base, "status": "succeeded", "output_index": o.output_index,
+                    "credits_reserved": _share(a.credits_reserved, len(outs)),
+                    "credits_final": _share(a.credits_final, len(outs)),
+                    "cost_usd": _share(a.cost_usd, len(outs)),
+                    "media_uri": o.media_uri, "media_sha256": o.media_sha256, "mime_type": o.mime_type,
+                    "bytes": o.bytes, "width": o.width, "height": o.height, "duration_s": o.duration_s,
+                    "fps": o.fps, "warnings": o.warnings,
+                })
+        else:
+            rows.append({**base, "status": "failed" if a.state == FAILED else "pending", "output_index": None})
+    return rows
+
+
+def _attempt_row(a: Attempt) -> dict[str, Any]:
+    params = json.loads(a.params_json)
+    submitted, completed = _ts(a.submitted_at), _ts(a.completed_at)
+    latency = (completed - submitted).total_seconds() if submitted and completed else None
+    failed_unbilled = a.state == FAILED and a.task_id is None
+    return {
+        "dataset": a.dataset, "prompt_id": a.prompt_id, "variant": a.variant, "partition_key": a.prompt_id,
+        "prompt": a.prompt, "negative_prompt": params.get("negative_prompt"), "provider": a.provider,
+        "model": a.model, "mode": a.mode, "params_json": a.params_json, "request_json": a.request_json,
+        "seed": a.seed, "seed_source": a.seed_source, "provider_seed": a.provider_seed, "fingerprint": a.fingerprint,
+        "identity": a.identity, "idempotency_key": a.idempotency_key, "task_id": a.task_id, "attempt": a.attempt,
+        "error_code": a.error_code, "error_class": a.error_class, "error_message": a.error_message,
+        "credits_reserved": 0.0 if failed_unbilled else a.credits_reserved,
+        "credits_final": 0.0 if failed_unbilled else a.credits_final,
+        "cost_usd": 0.0 if failed_unbilled else a.cost_usd, "cost_source": a.cost_source,
+        "submitted_at": submitted, "completed_at": completed, "latency_s": latency,
+        "media_uri": None, "media_sha256": None, "mime_type": None, "bytes": None, "width": None, "height": None,
+        "duration_s": None, "fps": None, "warnings": None, "run_id": a.run_id, "code_version": __version__,
+        "extra_json": a.extra_json,
+    }
+
+
+def lineage_table(ledger: Ledger, dataset: str) -> pa.Table:
+    return pa.Table.from_pylist(lineage_rows(ledger, dataset), schema=SCHEMA)
+
+
+def write_lineage(ledger: Ledger, dataset: str, storage: Storage) -> tuple[str, pa.Table]:
+    table = lineage_table(ledger, dataset)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return storage.put(LINEAGE_PATH, buf.getvalue(), "application/vnd.apache.parquet"), table

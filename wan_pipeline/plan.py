@@ -1,0 +1,222 @@
+"""Planning: every output of a dataset, with its fixed seed, mode, request fingerprint and estimate.
+
+The same spec, table and reference files always give the same plan, byte for byte: this is what
+makes re-runs resume instead of re-buying.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wan_pipeline.errors import InvalidInput, Problem
+from wan_pipeline.mediatypes import sniff_mime
+from wan_pipeline.params import MAX_SEED, NeutralParams
+from wan_pipeline.providers.base import Estimate, GenerationRequest, Mode, Provider, Reference
+from wan_pipeline.providers.catalog import find_model
+from wan_pipeline.providers.registry import get_provider
+from wan_pipeline.spec import DatasetSpec
+from wan_pipeline.table import PromptRow, load_rows
+
+
+def derive_seed(master: int, prompt_id: str, variant: int) -> int:
+    """A seed in 0..2147483647 fixed by (master seed, prompt_id, variant) alone."""
+    digest = hashlib.sha256(f"wan-pipeline/seed/v1:{master}:{prompt_id}:{variant}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % (MAX_SEED + 1)
+
+
+def row_seed(row_value: int | None, master: int, prompt_id: str, variant: int) -> tuple[int, str]:
+    """A row's own seed is used as given for variant 0; further variants step from it."""
+    if row_value is None:
+        return derive_seed(master, prompt_id, variant), "derived"
+    return (row_value + variant) % (MAX_SEED + 1), "row"
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class PlannedTask:
+    dataset: str
+    provider: str
+    model: str
+    prompt_id: str
+    variant: int
+    row: int
+    prompt: str
+    params: NeutralParams  # effective; seed always set
+    seed_source: str
+    mode: Mode
+    fingerprint: str
+    references: tuple[Reference, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+    estimate: Estimate = Estimate(None, None)
+
+    @property
+    def identity(self) -> str:
+        """The idempotency identity of DESIGN §9: (dataset, prompt_id, variant, fingerprint)."""
+        return f"{self.dataset}/{self.prompt_id}/{self.variant}/{self.fingerprint}"
+
+    @property
+    def seed(self) -> int:
+        assert self.params.seed is not None
+        return self.params.seed
+
+    def idempotency_key(self, attempt: int) -> str:
+        """Deterministic per attempt: even a lost ledger cannot make the provider bill twice."""
+        digest = hashlib.sha256(f"{self.identity}#{attempt}".encode()).hexdigest()
+        return f"wanp-{digest[:40]}"
+
+    def request(self, references: tuple[Reference, ...] | None = None) -> GenerationRequest:
+        return GenerationRequest(
+            model=self.model,
+            prompt=self.prompt,
+            params=self.params,
+            references=self.references if references is None else references,
+        )
+
+
+def fingerprint(provider: str, model: str, prompt: str, params: NeutralParams, refs: tuple[Reference, ...]) -> str:
+    """What the provider is asked to do, hashed: files by content, not by path."""
+    content = {
+        "provider": provider,
+        "model": model,
+        "prompt": prompt,
+        "params": params.effective(),
+        "references": [r.sha256 or r.source for r in refs],
+    }
+    return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: DatasetSpec
+    rows: tuple[PromptRow, ...]
+    tasks: tuple[PlannedTask, ...]
+
+    def tasks_for(self, prompt_id: str) -> list[PlannedTask]:
+        return [t for t in self.tasks if t.prompt_id == prompt_id]
+
+    @property
+    def prompt_ids(self) -> list[str]:
+        return [r.prompt_id for r in self.rows]
+
+    def estimate(self) -> Estimate:
+        credits = [t.estimate.credits for t in self.tasks]
+        usd = [t.estimate.usd for t in self.tasks]
+        return Estimate(
+            credits=None if any(c is None for c in credits) else float(sum(c for c in credits if c is not None)),
+            usd=None if any(u is None for u in usd) else float(sum(u for u in usd if u is not None)),
+        )
+
+
+def build_plan(spec: DatasetSpec) -> Plan:
+    """Load, validate and plan; raises InvalidInput listing every problem (nothing is spent)."""
+    provider = get_provider(spec.provider)
+    file = str(spec.prompts_path)
+    spec_problems = _spec_problems(spec, provider)
+    if spec_problems:
+        raise InvalidInput(spec_problems)
+    rows = load_rows(spec.prompts_path, spec.params, spec.base_dir)
+    problems: list[Problem] = []
+    tasks: list[PlannedTask] = []
+    for row in rows:
+        issues = provider.check(spec.model, row.prompt, row.params)
+        if issues:
+            problems.extend(Problem(file, row.row, i.field, i.reason) for i in issues)
+            continue
+        refs, ref_problems = _references(spec, provider, row, file)
+        if ref_problems:
+            problems.extend(ref_problems)
+            continue
+        mode = provider.mode(spec.model, row.params)
+        for variant in range(spec.variants):
+            seed, source = row_seed(row.params.seed, spec.seed, row.prompt_id, variant)
+            params = row.params.model_copy(update={"seed": seed})
+            tasks.append(
+                PlannedTask(
+                    dataset=spec.name,
+                    provider=spec.provider,
+                    model=spec.model,
+                    prompt_id=row.prompt_id,
+                    variant=variant,
+                    row=row.row,
+                    prompt=row.prompt,
+                    params=params,
+                    seed_source=source,
+                    mode=mode,
+                    fingerprint=fingerprint(spec.provider, spec.model, row.prompt, params, refs),
+                    references=refs,
+                    extra=row.extra,
+                    estimate=provider.estimate(spec.model, params),
+                )
+            )
+    if problems:
+        raise InvalidInput(problems)
+    plan = Plan(spec, tuple(rows), tuple(tasks))
+    _check_budget_covers_nothing_impossible(plan)
+    return plan
+
+
+def _spec_problems(spec: DatasetSpec, provider: Provider) -> list[Problem]:
+    problems: list[Problem] = []
+    spec_file = spec.spec_file
+    info = find_model(spec.provider, spec.model)
+    if info is None:
+        problems.append(
+            Problem(spec_file, None, "model", f"{spec.provider} has no model '{spec.model}' "
+                    f"(known: {', '.join(provider.models())})")
+        )
+        return problems
+    if spec.budget.max_usd is not None and info.usd_per_output is None:
+        problems.append(
+            Problem(spec_file, None, "budget.max_usd", f"{spec.provider}/{spec.model} bills in credits with no "
+                    "documented USD rate; use budget.max_credits")
+        )
+    return problems
+
+
+def _check_budget_covers_nothing_impossible(plan: Plan) -> None:
+    """The budget is enforced per submission later; here only refuse a budget no task could ever fit."""
+    budget = plan.spec.budget
+    cheapest = min((t.estimate.credits for t in plan.tasks if t.estimate.credits is not None), default=None)
+    if budget.max_credits is not None and cheapest is not None and cheapest > budget.max_credits:
+        raise InvalidInput([Problem(plan.spec.spec_file, None, "budget.max_credits",
+                                    f"{budget.max_credits} credits cannot pay for one task ({cheapest})")])
+
+
+def _references(
+    spec: DatasetSpec, provider: Provider, row: PromptRow, file: str
+) -> tuple[tuple[Reference, ...], list[Problem]]:
+    info = find_model(spec.provider, spec.model)
+    assert info is not None
+    sources: list[tuple[str, str]] = [("image", r) for r in row.params.reference_images or []]
+    if row.params.reference_video:
+        sources.append(("video", row.params.reference_video))
+    refs: list[Reference] = []
+    problems: list[Problem] = []
+    for kind, source in sources:
+        column = "reference_images" if kind == "image" else "reference_video"
+        if source.startswith(("https://", "http://")):
+            refs.append(Reference(kind=kind, source=source, url=source))  # type: ignore[arg-type]
+            continue
+        path = (spec.base_dir / source).resolve()
+        data = Path(path).read_bytes()
+        mime = sniff_mime(data[:32])
+        allowed = info.reference_mime.get(kind, ())
+        if mime not in allowed:
+            problems.append(Problem(file, row.row, column, f"'{source}' is {mime or 'an unknown type'}; "
+                                    f"{spec.provider}/{spec.model} takes {', '.join(allowed) or 'no ' + kind}"))
+            continue
+        limit = info.reference_max_bytes.get(kind)
+        if limit is not None and len(data) > limit:
+            problems.append(Problem(file, row.row, column, f"'{source}' is {len(data)} bytes; "
+                                    f"the limit is {limit} bytes"))
+            continue
+        refs.append(Reference(kind=kind, source=source, path=path, mime_type=mime,  # type: ignore[arg-type]
+                              size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))
+    return tuple(refs), problems

@@ -1,0 +1,189 @@
+"""The sans-I/O seam between provider modules and the task engine.
+
+A provider module only builds `HttpCall`s and interprets `HttpReply`s; the engine owns every socket,
+timer, retry and ledger write. So a provider is testable with golden JSON alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from wan_pipeline.errors import ProviderError
+from wan_pipeline.params import NeutralParams
+
+
+class Mode(StrEnum):
+    TEXT_TO_IMAGE = "text_to_image"
+    IMAGE_EDIT = "image_edit"
+    REGION_EDIT = "region_edit"
+    GROUP = "group"
+    TEXT_TO_VIDEO = "text_to_video"
+    IMAGE_TO_VIDEO = "image_to_video"
+    REFERENCE_TO_VIDEO = "reference_to_video"
+    VIDEO_EDIT = "video_edit"
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class HttpCall:
+    """A request to make, relative to the provider's base URL; auth headers are added by the engine."""
+
+    method: Literal["GET", "POST"]
+    path: str
+    json_body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    #: multipart form fields and files: name -> str, or (filename, bytes, mime)
+    form: dict[str, str] | None = None
+    files: dict[str, tuple[str, bytes, str]] | None = None
+
+    def body_json(self) -> str:
+        """The wire payload as canonical JSON text (what lineage's request_json records)."""
+        return json.dumps(self.json_body, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body.decode("utf-8"))
+
+    def header(self, name: str) -> str | None:
+        low = name.lower()
+        for k, v in self.headers.items():
+            if k.lower() == low:
+                return v
+        return None
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference input, local or remote; `url` is filled once it has been uploaded or presigned."""
+
+    kind: Literal["image", "video"]
+    source: str  # the path or URL as the user wrote it
+    path: Path | None = None
+    url: str | None = None
+    mime_type: str | None = None
+    size_bytes: int | None = None
+    sha256: str | None = None
+    duration_s: float | None = None
+    #: provider-specific fields the upload API returned (e.g. Rivya's durationToken)
+    upload_fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One task to submit, fully resolved and provider-neutral."""
+
+    model: str
+    prompt: str
+    params: NeutralParams  # effective parameters, seed always set
+    references: tuple[Reference, ...] = ()
+    client_request_id: str | None = None
+
+    @property
+    def seed(self) -> int:
+        assert self.params.seed is not None
+        return self.params.seed
+
+
+@dataclass(frozen=True)
+class TaskSnapshot:
+    """What a provider said about a task at one moment, in neutral terms."""
+
+    task_id: str
+    status: TaskStatus
+    output_urls: tuple[str, ...] = ()
+    error: ProviderError | None = None
+    credits_reserved: float | None = None
+    credits_final: float | None = None
+    cost_usd: float | None = None
+    provider_seed: int | None = None
+    progress: float | None = None
+    raw: Any = None
+
+
+@dataclass(frozen=True)
+class Issue:
+    """A reason a request cannot be sent to this provider/model, tied to a neutral parameter."""
+
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Estimate:
+    credits: float | None
+    usd: float | None
+
+
+class Provider(Protocol):
+    """What every provider module offers (see rivya.py for the reference implementation)."""
+
+    name: str
+    key_env: str
+    base_env: str
+    default_base: str
+    supports_idempotency_key: bool
+
+    def models(self) -> tuple[str, ...]: ...
+    def check(self, model: str, prompt: str, params: NeutralParams) -> list[Issue]: ...
+    def mode(self, model: str, params: NeutralParams) -> Mode: ...
+    def estimate(self, model: str, params: NeutralParams) -> Estimate: ...
+    def auth_headers(self, api_key: str) -> dict[str, str]: ...
+    def submit(self, request: GenerationRequest, idempotency_key: str) -> HttpCall: ...
+    def accepted(self, reply: HttpReply) -> TaskSnapshot: ...
+    def poll(self, task_id: str) -> HttpCall: ...
+    def state(self, reply: HttpReply) -> TaskSnapshot: ...
+    def error(self, reply: HttpReply) -> ProviderError: ...
+    def upload(self, model: str, ref: Reference, data: bytes) -> HttpCall | None: ...
+    def uploaded(self, ref: Reference, reply: HttpReply) -> Reference: ...
+
+
+def retry_after_seconds(reply: HttpReply) -> float | None:
+    """Retry-After in seconds (delta form; an HTTP date is treated as 'unknown')."""
+    value = reply.header("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def error_by_status(reply: HttpReply, code: str, message: str) -> ProviderError:
+    """The class an HTTP status implies when the provider's own code says nothing more specific."""
+    from wan_pipeline import errors as e
+
+    status = reply.status
+    kwargs: dict[str, Any] = {"code": code, "message": message, "http_status": status}
+    if status == 429:
+        return e.RateLimited(**kwargs, retry_after_s=retry_after_seconds(reply))
+    if status == 402:
+        return e.InsufficientCredits(**kwargs)
+    if status in (401, 403):
+        return e.AuthenticationFailed(**kwargs)
+    if status == 409:
+        return e.IdempotencyConflict(**kwargs)
+    if status >= 500 or status in (408, 425):
+        return e.Transient(**kwargs, retry_after_s=retry_after_seconds(reply))
+    return e.RejectedByProvider(**kwargs)
+
+
+def json_or_none(reply: HttpReply) -> Any:
+    try:
+        return reply.json()
+    except (ValueError, UnicodeDecodeError):
+        return None

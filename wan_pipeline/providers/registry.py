@@ -1,0 +1,19 @@
+"""Provider name → provider module. Adding a provider touches its module, this table and the catalog."""
+
+from __future__ import annotations
+
+from wan_pipeline.errors import ConfigError
+from wan_pipeline.providers import rivya
+from wan_pipeline.providers.base import Provider
+
+PROVIDERS: dict[str, Provider] = {
+    rivya.PROVIDER.name: rivya.PROVIDER,
+}
+
+
+def get_provider(name: str) -> Provider:
+    try:
+        return PROVIDERS[name]
+    except KeyError:
+        known = ", ".join(sorted(PROVIDERS))
+        raise ConfigError(f"provider '{name}' is not implemented yet (available: {known})") from None

@@ -1,0 +1,72 @@
+"""A generation session: spec + endpoint + ledger + storage + engine, opened once per run."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from wan_pipeline.endpoints import Endpoint, resolve_endpoint, state_dir
+from wan_pipeline.engine import EngineSettings, EventSink, TaskEngine
+from wan_pipeline.http import Wire
+from wan_pipeline.ledger import Ledger
+from wan_pipeline.providers.registry import get_provider
+from wan_pipeline.spec import DatasetSpec
+from wan_pipeline.storage import Storage, open_storage
+
+
+def open_ledger(spec: DatasetSpec) -> Ledger:
+    return Ledger(state_dir(spec) / "ledger.sqlite")
+
+
+def emulator_config_for(spec: DatasetSpec) -> Any:
+    """The in-process emulator keeps its state beside the ledger, so it outlives the process like a real host."""
+    import json
+    import os
+
+    from wan_pipeline.emulator.state import EmulatorConfig
+
+    overrides = json.loads(os.environ.get("WAN_PIPELINE_EMULATOR", "{}") or "{}")
+    return EmulatorConfig.model_validate(
+        {**overrides, "state_path": str(state_dir(spec) / "emulator_state.json")}
+    )
+
+
+@dataclass
+class Session:
+    spec: DatasetSpec
+    endpoint: Endpoint
+    ledger: Ledger
+    storage: Storage
+    engine: TaskEngine
+
+
+@asynccontextmanager
+async def open_session(
+    spec: DatasetSpec,
+    settings: EngineSettings | None = None,
+    run_id: str | None = None,
+    on_event: EventSink | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    s3_client: Any | None = None,
+) -> AsyncIterator[Session]:
+    endpoint = resolve_endpoint(spec)
+    if transport is None and endpoint.in_process:
+        from wan_pipeline.emulator.app import in_process
+
+        _, transport = in_process(emulator_config_for(spec))
+    provider = get_provider(spec.provider)
+    ledger = open_ledger(spec)
+    storage = open_storage(spec.storage_root, s3_client)
+    limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
+    try:
+        async with httpx.AsyncClient(transport=transport, limits=limits, follow_redirects=True) as client:
+            wire = Wire(client, endpoint.base_url, provider.auth_headers(endpoint.api_key))
+            engine = TaskEngine(provider, wire, ledger, storage, spec.budget, settings or EngineSettings(),
+                                run_id=run_id, on_event=on_event)
+            yield Session(spec, endpoint, ledger, storage, engine)
+    finally:
+        ledger.close()

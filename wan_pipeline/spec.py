@@ -1,0 +1,115 @@
+"""The dataset spec (DESIGN §3, a contract): a small YAML file naming a prompt table and how to render it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from wan_pipeline.errors import InvalidInput, Problem
+from wan_pipeline.params import NeutralParams
+
+ProviderName = Literal["rivya", "evolink", "reapi", "runware", "dashscope"]
+NAME_RE = re.compile(r"^[a-z0-9_]+$")
+
+
+class Budget(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_credits: float | None = Field(default=None, gt=0)
+    max_usd: float | None = Field(default=None, gt=0)
+
+
+class DatasetSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    prompts: str
+    provider: ProviderName
+    model: str
+    endpoint: str | None = None
+    variants: int = Field(default=1, ge=1, le=100)
+    seed: int = Field(default=0, ge=0, le=2_147_483_647)
+    params: NeutralParams = NeutralParams()
+    budget: Budget = Budget()
+    storage: str = "./wan_output"
+
+    #: where the spec file lives; relative paths in it resolve against this directory
+    base_dir: Path = Field(default=Path("."), exclude=True)
+    #: the spec file itself, for error messages
+    spec_file: str = Field(default="<spec>", exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError("must match [a-z0-9_]+ (it names the Dagster asset group and partitions)")
+        return v
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts(cls, v: str) -> str:
+        if not v.lower().endswith((".csv", ".parquet")):
+            raise ValueError("must be a .csv or .parquet file")
+        return v
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is None or v == "emulator":
+            return v
+        if not v.startswith(("https://", "http://")):
+            raise ValueError("must be 'emulator' or a base URL (https://...)")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _storage(self) -> DatasetSpec:
+        if self.storage.startswith("s3://") and len(self.storage) <= len("s3://"):
+            raise ValueError("storage 's3://' needs a bucket")
+        return self
+
+    @property
+    def prompts_path(self) -> Path:
+        return (self.base_dir / self.prompts).resolve()
+
+    @property
+    def is_s3(self) -> bool:
+        return self.storage.startswith("s3://")
+
+    @property
+    def storage_root(self) -> str:
+        """A resolved local directory, or the s3:// URL unchanged."""
+        if self.is_s3:
+            return self.storage.rstrip("/")
+        return str((self.base_dir / self.storage).resolve())
+
+    @property
+    def partitions_name(self) -> str:
+        return f"{self.name}_prompts"
+
+
+def load_spec(path: str | Path) -> DatasetSpec:
+    """Read and validate a spec file; every problem is reported at once as InvalidInput."""
+    p = Path(path)
+    file = str(p)
+    if not p.is_file():
+        raise InvalidInput([Problem(file, None, None, "spec file not found")])
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InvalidInput([Problem(file, None, None, f"not valid YAML: {exc}")]) from exc
+    if not isinstance(raw, dict):
+        raise InvalidInput([Problem(file, None, None, "must be a YAML mapping")])
+    try:
+        return DatasetSpec.model_validate({**raw, "base_dir": p.resolve().parent, "spec_file": file})
+    except ValidationError as exc:
+        raise InvalidInput(
+            [Problem(file, None, _field_path(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
+        ) from exc
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(x) for x in loc)

@@ -1,0 +1,98 @@
+"""Where media and lineage land: a local directory (default) or s3://bucket/prefix via dagster-aws."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class Storage(Protocol):
+    root: str
+
+    def uri(self, relpath: str) -> str: ...
+    def put(self, relpath: str, data: bytes, content_type: str) -> str: ...
+    def get(self, relpath: str) -> bytes: ...
+    def size(self, relpath: str) -> int | None: ...
+
+
+class LocalStorage:
+    def __init__(self, root: str | Path) -> None:
+        self.root = str(Path(root).resolve())
+
+    def path(self, relpath: str) -> Path:
+        return Path(self.root) / relpath
+
+    def uri(self, relpath: str) -> str:
+        return str(self.path(relpath))
+
+    def put(self, relpath: str, data: bytes, content_type: str) -> str:
+        """Atomic: a reader (or a crash) never sees half a file under the final name."""
+        target = self.path(relpath)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return str(target)
+
+    def get(self, relpath: str) -> bytes:
+        return self.path(relpath).read_bytes()
+
+    def size(self, relpath: str) -> int | None:
+        p = self.path(relpath)
+        return p.stat().st_size if p.is_file() else None
+
+
+class S3Storage:
+    """S3 through a boto3 client (from dagster_aws.s3.S3Resource.get_client())."""
+
+    def __init__(self, url: str, client: Any) -> None:
+        without = url.removeprefix("s3://")
+        self.bucket, _, prefix = without.partition("/")
+        self.prefix = prefix.strip("/")
+        self.root = url.rstrip("/")
+        self.client = client
+
+    def key(self, relpath: str) -> str:
+        return f"{self.prefix}/{relpath}" if self.prefix else relpath
+
+    def uri(self, relpath: str) -> str:
+        return f"s3://{self.bucket}/{self.key(relpath)}"
+
+    def put(self, relpath: str, data: bytes, content_type: str) -> str:
+        self.client.put_object(Bucket=self.bucket, Key=self.key(relpath), Body=data, ContentType=content_type)
+        return self.uri(relpath)
+
+    def get(self, relpath: str) -> bytes:
+        obj = self.client.get_object(Bucket=self.bucket, Key=self.key(relpath))
+        return bytes(obj["Body"].read())
+
+    def size(self, relpath: str) -> int | None:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.key(relpath))
+        except Exception:  # botocore ClientError 404 and friends
+            return None
+        return int(head["ContentLength"])
+
+    def presign(self, relpath: str, expires_s: int = 24 * 3600) -> str:
+        return str(self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self.key(relpath)}, ExpiresIn=expires_s
+        ))
+
+
+def open_storage(root: str, s3_client: Any | None = None) -> Storage:
+    if root.startswith("s3://"):
+        if s3_client is None:
+            import boto3  # dagster-aws brings boto3; credentials come from the usual AWS environment
+
+            s3_client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+        return S3Storage(root, s3_client)
+    return LocalStorage(root)

@@ -1,0 +1,202 @@
+"""The prompt table (DESIGN §4, a contract): CSV or Parquet rows → validated prompt rows.
+
+Every problem of the table is collected (file, row, column, reason) before anything is raised, so a
+user fixes the whole table in one pass. Row numbers count data rows from 1, the header not counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import ValidationError
+
+from wan_pipeline.errors import InvalidInput, Problem
+from wan_pipeline.params import BOOL_PARAMS, INT_PARAMS, JSON_PARAMS, PARAM_NAMES, NeutralParams
+
+PROMPT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+TRUE_WORDS = {"true", "1", "yes", "y", "on"}
+FALSE_WORDS = {"false", "0", "no", "n", "off"}
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    row: int  # 1-based data row
+    prompt_id: str
+    prompt: str
+    params: NeutralParams  # spec defaults merged with this row's own values
+    extra: dict[str, Any] = field(default_factory=dict)  # user metadata, never sent to a provider
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read the raw table; CSV cells stay strings so nothing is guessed (e.g. '007' stays '007')."""
+    file = str(path)
+    if not path.is_file():
+        raise InvalidInput([Problem(file, None, None, "prompt table not found")])
+    try:
+        if path.suffix.lower() == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput([Problem(file, None, None, f"not UTF-8 text: {exc}")]) from exc
+    except Exception as exc:  # pandas/pyarrow raise many types for a malformed file
+        raise InvalidInput([Problem(file, None, None, f"cannot be read as a table: {exc}")]) from exc
+
+
+def load_rows(path: Path, defaults: NeutralParams, base_dir: Path) -> list[PromptRow]:
+    """Validate every row against the neutral parameter contract; raise InvalidInput listing all problems."""
+    frame = read_table(path)
+    file = str(path)
+    problems: list[Problem] = []
+    if "prompt" not in frame.columns:
+        raise InvalidInput([Problem(file, None, "prompt", "required column is missing")])
+    if frame.empty:
+        raise InvalidInput([Problem(file, None, None, "the table has no rows")])
+
+    rows: list[PromptRow] = []
+    seen: dict[str, int] = {}
+    for i, record in enumerate(frame.to_dict(orient="records")):
+        rownum = i + 1
+        row_problems: list[Problem] = []
+        cells = {str(k): _clean(v) for k, v in record.items()}
+
+        prompt = cells.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            row_problems.append(Problem(file, rownum, "prompt", "prompt is empty"))
+            prompt = ""
+
+        raw_params: dict[str, Any] = {}
+        for name in sorted(PARAM_NAMES & cells.keys()):
+            value = cells[name]
+            if value is None:
+                continue
+            try:
+                raw_params[name] = _coerce(name, value)
+            except ValueError as exc:
+                row_problems.append(Problem(file, rownum, name, str(exc)))
+
+        params = defaults
+        if not any(p.column in raw_params for p in row_problems):
+            try:
+                params = defaults.merged(NeutralParams.model_validate(raw_params))
+            except ValidationError as exc:
+                row_problems.extend(_pydantic_problems(file, rownum, exc))
+
+        row_problems.extend(_reference_problems(file, rownum, params, base_dir))
+
+        prompt_id = cells.get("prompt_id")
+        if prompt_id is None:
+            prompt_id = _content_id(prompt, raw_params)
+        elif not isinstance(prompt_id, str) or not PROMPT_ID_RE.match(str(prompt_id)):
+            row_problems.append(
+                Problem(
+                    file, rownum, "prompt_id",
+                    f"'{prompt_id}' must be 1-64 characters of letters, digits, '_', '.', '-' "
+                    "(it names a Dagster partition and files)",
+                )
+            )
+            prompt_id = str(prompt_id)
+        if prompt_id in seen:
+            row_problems.append(
+                Problem(file, rownum, "prompt_id", f"duplicate prompt_id '{prompt_id}' (first in row {seen[prompt_id]})")
+            )
+        else:
+            seen[prompt_id] = rownum
+
+        extra = {k: v for k, v in cells.items() if k not in PARAM_NAMES | {"prompt", "prompt_id"}}
+        problems.extend(row_problems)
+        if not row_problems:
+            rows.append(PromptRow(rownum, prompt_id, prompt, params, extra))
+
+    if problems:
+        raise InvalidInput(problems)
+    return rows
+
+
+def _clean(value: Any) -> Any:
+    """Empty CSV cells and Parquet nulls mean 'not set'."""
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, str) and value.strip() == "":
+        return None
+    if hasattr(value, "tolist"):  # numpy scalars and arrays from Parquet
+        return value.tolist()
+    return value
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if name in JSON_PARAMS:
+        if name == "reference_images" and not text.startswith("["):
+            return [text]  # a single path needs no JSON brackets
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON ({exc.msg} at character {exc.pos})") from exc
+    if name in BOOL_PARAMS:
+        low = text.lower()
+        if low in TRUE_WORDS:
+            return True
+        if low in FALSE_WORDS:
+            return False
+        raise ValueError(f"'{text}' is not true/false")
+    if name in INT_PARAMS:
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"'{text}' is not a whole number") from None
+        if not number.is_integer():
+            raise ValueError(f"'{text}' is not a whole number")
+        return int(number)
+    return text
+
+
+def _pydantic_problems(file: str, rownum: int, exc: ValidationError) -> list[Problem]:
+    out = []
+    for err in exc.errors():
+        loc = [str(x) for x in err["loc"]]
+        column = loc[0] if loc else None
+        detail = ".".join(loc[1:])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "literal_error" or err["type"] == "enum":
+            msg = f"'{err.get('input')}' is not allowed: {msg}"
+        elif err["type"] in {"less_than_equal", "greater_than_equal", "too_long", "too_short"}:
+            msg = f"'{err.get('input')}' is out of range: {msg}"
+        out.append(Problem(file, rownum, column, f"{detail}: {msg}" if detail else msg))
+    return out
+
+
+def _reference_problems(file: str, rownum: int, params: NeutralParams, base_dir: Path) -> list[Problem]:
+    problems = []
+    refs = [("reference_images", r) for r in params.reference_images or []]
+    if params.reference_video:
+        refs.append(("reference_video", params.reference_video))
+    for column, ref in refs:
+        if ref.startswith("https://") or ref.startswith("http://"):
+            continue
+        path = (base_dir / ref).resolve()
+        if not path.is_file():
+            problems.append(Problem(file, rownum, column, f"reference file '{ref}' not found (looked at {path})"))
+            continue
+        try:
+            with path.open("rb") as fh:
+                fh.read(1)
+        except OSError as exc:
+            problems.append(Problem(file, rownum, column, f"reference file '{ref}' is unreadable: {exc}"))
+    return problems
+
+
+def _content_id(prompt: str, params: dict[str, Any]) -> str:
+    """A stable id for a row without prompt_id: the same content always gives the same id."""
+    blob = json.dumps({"prompt": prompt, "params": params}, sort_keys=True, ensure_ascii=False)
+    return "p_" + hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
