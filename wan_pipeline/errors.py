@@ -14,7 +14,7 @@ class Problem:
     """One thing wrong with the user's input: where it is and why."""
 
     file: str
-    row: int | None  # 1-based data row number as a user sees it in a spreadsheet (header = row 1)
+    row: int | None  # 1-based data row number: the first row under the header is row 1
     column: str | None
     reason: str
 

@@ -19,7 +19,7 @@ from wan_pipeline.providers.base import Estimate, GenerationRequest, Mode, Provi
 from wan_pipeline.providers.catalog import find_model
 from wan_pipeline.providers.registry import get_provider
 from wan_pipeline.spec import DatasetSpec
-from wan_pipeline.table import PromptRow, load_rows
+from wan_pipeline.table import PromptRow, check_rows
 
 
 def derive_seed(master: int, prompt_id: str, variant: int) -> int:
@@ -86,7 +86,8 @@ def fingerprint(provider: str, model: str, prompt: str, params: NeutralParams, r
         "provider": provider,
         "model": model,
         "prompt": prompt,
-        "params": params.effective(),
+        # Reference paths are left out: the files count by content (below), so a rename changes nothing.
+        "params": {k: v for k, v in params.effective().items() if k not in ("reference_images", "reference_video")},
         "references": [r.sha256 or r.source for r in refs],
     }
     return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()[:32]
@@ -121,13 +122,17 @@ def build_plan(spec: DatasetSpec) -> Plan:
     spec_problems = _spec_problems(spec, provider)
     if spec_problems:
         raise InvalidInput(spec_problems)
-    rows = load_rows(spec.prompts_path, spec.params, spec.base_dir)
-    problems: list[Problem] = []
+    # The table's own problems and the provider's are reported together: one pass fixes the table.
+    checked, problems = check_rows(spec.prompts_path, spec.params, spec.base_dir)
+    table_bad = {(p.row, p.column) for p in problems}
+    bad_rows = {p.row for p in problems}
+    rows = [r for r in checked if r.row not in bad_rows]
     tasks: list[PlannedTask] = []
-    for row in rows:
+    for row in checked:
         issues = provider.check(spec.model, row.prompt, row.params)
-        if issues:
-            problems.extend(Problem(file, row.row, i.field, i.reason) for i in issues)
+        problems.extend(Problem(file, row.row, i.field, i.reason) for i in issues
+                        if (row.row, i.field) not in table_bad)
+        if issues or row.row in bad_rows:
             continue
         refs, ref_problems = _references(spec, provider, row, file)
         if ref_problems:
@@ -156,7 +161,7 @@ def build_plan(spec: DatasetSpec) -> Plan:
                 )
             )
     if problems:
-        raise InvalidInput(problems)
+        raise InvalidInput(sorted(problems, key=lambda p: p.row or 0))
     plan = Plan(spec, tuple(rows), tuple(tasks))
     _check_budget_covers_nothing_impossible(plan)
     return plan

@@ -51,7 +51,7 @@ async def open_session(
     run_id: str | None = None,
     on_event: EventSink | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
-    s3_client: Any | None = None,
+    storage: Storage | None = None,
 ) -> AsyncIterator[Session]:
     endpoint = resolve_endpoint(spec)
     if transport is None and endpoint.in_process:
@@ -60,7 +60,7 @@ async def open_session(
         _, transport = in_process(emulator_config_for(spec))
     provider = get_provider(spec.provider)
     ledger = open_ledger(spec)
-    storage = open_storage(spec.storage_root, s3_client)
+    storage = storage or open_storage(spec.storage_root)
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
     try:
         async with httpx.AsyncClient(transport=transport, limits=limits, follow_redirects=True) as client:

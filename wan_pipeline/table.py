@@ -51,6 +51,18 @@ def read_table(path: Path) -> pd.DataFrame:
 
 def load_rows(path: Path, defaults: NeutralParams, base_dir: Path) -> list[PromptRow]:
     """Validate every row against the neutral parameter contract; raise InvalidInput listing all problems."""
+    rows, problems = check_rows(path, defaults, base_dir)
+    if problems:
+        raise InvalidInput(problems)
+    return rows
+
+
+def check_rows(path: Path, defaults: NeutralParams, base_dir: Path) -> tuple[list[PromptRow], list[Problem]]:
+    """Every row (best-effort params: columns that failed are left at the spec default) and every problem.
+
+    Rows with problems are returned too, so later checks (the provider's limits) can still report what
+    else is wrong with them in the same pass; a row is valid when no problem names its row number.
+    """
     frame = read_table(path)
     file = str(path)
     problems: list[Problem] = []
@@ -81,12 +93,13 @@ def load_rows(path: Path, defaults: NeutralParams, base_dir: Path) -> list[Promp
             except ValueError as exc:
                 row_problems.append(Problem(file, rownum, name, str(exc)))
 
-        params = defaults
-        if not any(p.column in raw_params for p in row_problems):
-            try:
-                params = defaults.merged(NeutralParams.model_validate(raw_params))
-            except ValidationError as exc:
-                row_problems.extend(_pydantic_problems(file, rownum, exc))
+        try:
+            params = defaults.merged(NeutralParams.model_validate(raw_params))
+        except ValidationError as exc:
+            param_problems = _pydantic_problems(file, rownum, exc)
+            row_problems.extend(param_problems)
+            # Keep checking the columns that are fine (e.g. reference files) in this same pass.
+            params = _partial_params(defaults, raw_params, {p.column for p in param_problems})
 
         row_problems.extend(_reference_problems(file, rownum, params, base_dir))
 
@@ -111,12 +124,17 @@ def load_rows(path: Path, defaults: NeutralParams, base_dir: Path) -> list[Promp
 
         extra = {k: v for k, v in cells.items() if k not in PARAM_NAMES | {"prompt", "prompt_id"}}
         problems.extend(row_problems)
-        if not row_problems:
-            rows.append(PromptRow(rownum, prompt_id, prompt, params, extra))
+        rows.append(PromptRow(rownum, prompt_id, prompt, params, extra))
 
-    if problems:
-        raise InvalidInput(problems)
-    return rows
+    return rows, problems
+
+
+def _partial_params(defaults: NeutralParams, raw: dict[str, Any], failed: set[str | None]) -> NeutralParams:
+    """The row's parameters without the columns that failed validation (spec defaults if that fails too)."""
+    try:
+        return defaults.merged(NeutralParams.model_validate({k: v for k, v in raw.items() if k not in failed}))
+    except ValidationError:
+        return defaults
 
 
 def _clean(value: Any) -> Any:

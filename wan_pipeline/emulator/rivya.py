@@ -41,6 +41,12 @@ def error(status: int, code: str, message: str, headers: dict[str, str] | None =
                         status_code=status, headers=headers)
 
 
+def auth_error(request: Request) -> JSONResponse:
+    """Sheet: no bearer token is `api_key_missing`, a token that is not a key is `api_key_invalid` (401)."""
+    code = "api_key_invalid" if bearer(request) else "api_key_missing"
+    return error(401, code, "A valid API key is required.")
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -126,7 +132,7 @@ def validate(state: EmulatorState, body: Any) -> str | None:
 async def create(request: Request) -> Response:
     state: EmulatorState = request.app.state.emulator
     if not state.key_ok(bearer(request)):
-        return error(401, "api_key_invalid" if bearer(request) else "api_key_missing", "A valid API key is required.")
+        return auth_error(request)
     key = request.headers.get("idempotency-key")
     state.note_submit(key)
     if state.faults.hit("rate_limit"):
@@ -170,7 +176,7 @@ async def create(request: Request) -> Response:
 async def get_task(request: Request) -> Response:
     state: EmulatorState = request.app.state.emulator
     if not state.key_ok(bearer(request)):
-        return error(401, "api_key_invalid", "A valid API key is required.")
+        return auth_error(request)
     if state.faults.hit("rate_limit"):
         return error(429, "rate_limited", "Too many requests.", {"Retry-After": f"{state.faults.config.retry_after_s:g}"})
     if state.faults.hit("server_error"):
@@ -184,14 +190,14 @@ async def get_task(request: Request) -> Response:
 async def credits(request: Request) -> Response:
     state: EmulatorState = request.app.state.emulator
     if not state.key_ok(bearer(request)):
-        return error(401, "api_key_invalid", "A valid API key is required.")
+        return auth_error(request)
     return JSONResponse({"current_credits": _int_if_whole(state.balance)})
 
 
 async def upload_file(request: Request) -> Response:
     state: EmulatorState = request.app.state.emulator
     if not state.key_ok(bearer(request)):
-        return error(401, "api_key_invalid", "A valid API key is required.")
+        return auth_error(request)
     form = await request.form()
     upload = form.get("file")
     kind = form.get("kind")

@@ -1,0 +1,109 @@
+"""lineage: the Parquet record of everything, and the checks users care about."""
+
+
+from collections import defaultdict
+from pathlib import Path
+
+import dagster as dg
+
+from wan_pipeline.assets.keys import key
+from wan_pipeline.audit import audit_outputs, duplicate_submissions
+from wan_pipeline.lineage import write_lineage
+from wan_pipeline.plan import build_plan
+from wan_pipeline.resources.storage import StorageResource
+from wan_pipeline.session import open_ledger
+from wan_pipeline.spec import DatasetSpec, load_spec
+from wan_pipeline.status import output_states
+
+
+def build_lineage_asset(spec: DatasetSpec, spec_path: Path) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
+    lineage_key = key(spec, "lineage")
+
+    @dg.asset(
+        key=lineage_key,
+        deps=[key(spec, "media")],
+        group_name=spec.name,
+        kinds={"parquet", "pyarrow"},
+        description="One row per output file or failed attempt: seeds, parameters, task ids, credits, checksums.",
+    )
+    def lineage(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
+        current = load_spec(spec_path)
+        ledger = open_ledger(current)
+        try:
+            uri, table = write_lineage(ledger, current.name, storage.for_spec(current))
+        finally:
+            ledger.close()
+        status = table.column("status").to_pylist()
+        credits = [c for c in table.column("credits_final").to_pylist() if c is not None]
+        return dg.MaterializeResult(metadata={
+            "path": dg.MetadataValue.path(uri),
+            "rows": table.num_rows,
+            "succeeded": status.count("succeeded"),
+            "failed": status.count("failed"),
+            "pending": status.count("pending"),
+            "credits_final": float(sum(credits)),
+            "dagster/row_count": table.num_rows,
+        })
+
+    @dg.asset_check(asset=lineage_key, description="Every lineage file exists, decodes, and matches its SHA-256.")
+    def outputs_exist_and_decode(storage: StorageResource) -> dg.AssetCheckResult:
+        current = load_spec(spec_path)
+        ledger = open_ledger(current)
+        try:
+            problems, checked = audit_outputs(ledger, current.name, storage.for_spec(current))
+        finally:
+            ledger.close()
+        return dg.AssetCheckResult(
+            passed=not problems,
+            metadata={"files_checked": checked, "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems[:50]) or "none")},
+        )
+
+    @dg.asset_check(asset=lineage_key, description="Every planned output of the current table is stored.",
+                    blocking=False)
+    def every_planned_output_stored() -> dg.AssetCheckResult:
+        current = load_spec(spec_path)
+        plan = build_plan(current)
+        ledger = open_ledger(current)
+        try:
+            states = output_states(plan, ledger)
+        finally:
+            ledger.close()
+        missing: dict[str, list[str]] = defaultdict(list)
+        for s in states:
+            if s.state != "stored":
+                missing[s.state].append(f"{s.task.prompt_id}/v{s.task.variant}")
+        return dg.AssetCheckResult(
+            passed=not missing,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"planned": len(states), **{k: ", ".join(v[:40]) for k, v in missing.items()}},
+        )
+
+    @dg.asset_check(asset=lineage_key, description="No idempotency identity was bought twice.")
+    def no_identity_submitted_twice() -> dg.AssetCheckResult:
+        current = load_spec(spec_path)
+        ledger = open_ledger(current)
+        try:
+            dupes = duplicate_submissions(ledger, current.name)
+        finally:
+            ledger.close()
+        return dg.AssetCheckResult(passed=not dupes, metadata={"violations": dg.MetadataValue.md(
+            "\n".join(f"- {d}" for d in dupes) or "none")})
+
+    @dg.asset_check(asset=lineage_key, description="Committed spend stays inside the spec's budget.")
+    def spend_within_budget() -> dg.AssetCheckResult:
+        current = load_spec(spec_path)
+        ledger = open_ledger(current)
+        try:
+            credits = ledger.committed_credits(current.name)
+            usd = ledger.committed_usd(current.name)
+        finally:
+            ledger.close()
+        budget = current.budget
+        ok = (budget.max_credits is None or credits <= budget.max_credits + 1e-9) and (
+            budget.max_usd is None or usd <= budget.max_usd + 1e-9)
+        return dg.AssetCheckResult(passed=ok, metadata={
+            "committed_credits": credits, "max_credits": budget.max_credits or dg.MetadataValue.null(),
+            "committed_usd": usd, "max_usd": budget.max_usd or dg.MetadataValue.null()})
+
+    return [lineage, outputs_exist_and_decode, every_planned_output_stored, no_identity_submitted_twice,
+            spend_within_budget]

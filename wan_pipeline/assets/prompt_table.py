@@ -1,0 +1,60 @@
+"""prompt_table: validate the spec and table, plan every output, register one partition per prompt."""
+
+
+from pathlib import Path
+
+import dagster as dg
+
+from wan_pipeline.assets.keys import key, prompt_partitions
+from wan_pipeline.errors import InvalidInput, WanPipelineError
+from wan_pipeline.plan import build_plan
+from wan_pipeline.spec import DatasetSpec, load_spec
+
+
+def register_partitions(instance: dg.DagsterInstance, spec: DatasetSpec, prompt_ids: list[str]) -> list[str]:
+    existing = set(instance.get_dynamic_partitions(spec.partitions_name))
+    new = [p for p in prompt_ids if p not in existing]
+    if new:
+        instance.add_dynamic_partitions(spec.partitions_name, new)
+    return new
+
+
+def build_prompt_table_asset(spec: DatasetSpec, spec_path: Path) -> dg.AssetsDefinition:
+    suffix = Path(spec.prompts).suffix.lstrip(".").lower()
+
+    @dg.asset(
+        key=key(spec, "prompt_table"),
+        group_name=spec.name,
+        kinds={suffix, "pandas"},
+        description=f"Validated, planned prompt table of dataset '{spec.name}' ({spec.prompts}).",
+    )
+    def prompt_table(context: dg.AssetExecutionContext) -> dg.MaterializeResult:  # type: ignore[type-arg]
+        try:
+            current = load_spec(spec_path)
+            plan = build_plan(current)
+        except InvalidInput as exc:
+            raise dg.Failure(
+                description=str(exc),
+                metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in exc.problems))},
+                allow_retries=False,
+            ) from None
+        except WanPipelineError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        new = register_partitions(context.instance, current, plan.prompt_ids)
+        estimate = plan.estimate()
+        preview = "\n".join(
+            ["| prompt_id | mode | variants | prompt |", "|---|---|---|---|"]
+            + [f"| {r.prompt_id} | {plan.tasks_for(r.prompt_id)[0].mode.value} | {len(plan.tasks_for(r.prompt_id))} "
+               f"| {r.prompt[:60].replace('|', '/')} |" for r in plan.rows[:50]]
+        )
+        return dg.MaterializeResult(metadata={
+            "rows": len(plan.rows),
+            "planned_outputs": len(plan.tasks),
+            "new_partitions": len(new),
+            "estimated_credits": estimate.credits,
+            "estimated_usd": estimate.usd,
+            "provider": f"{current.provider}/{current.model}",
+            "preview": dg.MetadataValue.md(preview),
+        })
+
+    return prompt_table

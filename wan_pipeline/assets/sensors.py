@@ -1,0 +1,46 @@
+"""A sensor that notices new rows in the prompt table, adds their partitions and requests their runs."""
+
+
+import hashlib
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from wan_pipeline.assets.keys import key
+from wan_pipeline.errors import WanPipelineError
+from wan_pipeline.plan import build_plan
+from wan_pipeline.spec import DatasetSpec, load_spec
+
+
+def build_new_prompts_sensor(spec: DatasetSpec, spec_path: Path, job: UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=f"{spec.name}_new_prompts",
+        job=job,
+        minimum_interval_seconds=60,
+        # Off by default: turning it on is a decision to spend money on every new row.
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Adds a partition for every new prompt row and generates it.",
+    )
+    def new_prompts(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        try:
+            current = load_spec(spec_path)
+            fingerprint = hashlib.sha256(current.prompts_path.read_bytes() + spec_path.read_bytes()).hexdigest()
+        except (OSError, WanPipelineError) as exc:
+            return dg.SkipReason(f"cannot read the spec or table: {exc}")
+        if context.cursor == fingerprint:
+            return dg.SkipReason("prompt table unchanged")
+        try:
+            plan = build_plan(current)
+        except WanPipelineError as exc:
+            return dg.SkipReason(f"table does not validate; nothing added: {exc}")
+        existing = set(context.instance.get_dynamic_partitions(current.partitions_name))
+        new = [p for p in plan.prompt_ids if p not in existing]
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(partition_key=p, asset_selection=[key(current, "generations"),
+                                                                           key(current, "media")]) for p in new],
+            dynamic_partitions_requests=[dg.AddDynamicPartitionsRequest(current.partitions_name, new)] if new else [],
+            cursor=fingerprint,
+        )
+
+    return new_prompts

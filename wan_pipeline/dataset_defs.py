@@ -1,0 +1,51 @@
+"""Dagster Definitions for one dataset spec: its asset group, checks, jobs and sensor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from wan_pipeline.assets.generation import build_generation_assets
+from wan_pipeline.assets.keys import key, prompt_partitions
+from wan_pipeline.assets.lineage import build_lineage_asset
+from wan_pipeline.assets.prompt_table import build_prompt_table_asset
+from wan_pipeline.assets.sensors import build_new_prompts_sensor
+from wan_pipeline.spec import DatasetSpec, load_spec
+
+
+def prompt_table_job_name(spec: DatasetSpec) -> str:
+    return f"{spec.name}__prompt_table"
+
+
+def generate_job_name(spec: DatasetSpec) -> str:
+    return f"{spec.name}__generate"
+
+
+def lineage_job_name(spec: DatasetSpec) -> str:
+    return f"{spec.name}__lineage"
+
+
+def dataset_definitions(spec_path: str | Path) -> dg.Definitions:
+    path = Path(spec_path).resolve()
+    spec = load_spec(path)
+    lineage_asset, *checks = build_lineage_asset(spec, path)
+    generate_job = dg.define_asset_job(
+        generate_job_name(spec),
+        selection=dg.AssetSelection.assets(key(spec, "generations"), key(spec, "media")),
+        partitions_def=prompt_partitions(spec),
+        description="Submit, poll, download and store the selected prompt partitions.",
+    )
+    return dg.Definitions(
+        assets=[build_prompt_table_asset(spec, path), build_generation_assets(spec, path), lineage_asset],
+        asset_checks=checks,  # type: ignore[arg-type]
+        jobs=[
+            dg.define_asset_job(prompt_table_job_name(spec),
+                                selection=dg.AssetSelection.assets(key(spec, "prompt_table"))),
+            generate_job,
+            # Selecting the asset includes its checks, which run right after it.
+            dg.define_asset_job(lineage_job_name(spec), selection=dg.AssetSelection.assets(key(spec, "lineage"))),
+        ],
+        sensors=[build_new_prompts_sensor(spec, path, generate_job)],
+    )

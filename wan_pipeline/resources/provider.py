@@ -1,0 +1,46 @@
+"""The provider resource: engine settings chosen per deployment, never API keys.
+
+Keys are read from the environment at execution time (DESIGN §6 names the variables) and go only
+into request headers; keeping them out of resource config keeps them out of Dagster's run records.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+from pydantic import Field
+
+from wan_pipeline.engine import EngineSettings
+
+
+class ProviderResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """Talks to the spec's Wan 2.7 host through the task engine (retries, rate limits, ledger, budget)."""
+
+    max_concurrency: int = Field(default=4, description="tasks in flight at once inside one run")
+    submits_per_second: float = Field(default=2.0, description="submission rate cap")
+    poll_initial_s: float = Field(default=2.5, description="first poll delay; grows to poll_max_s")
+    poll_max_s: float = Field(default=10.0)
+    poll_deadline_s: float = Field(default=900.0, description="after this a task is left for the next run")
+    http_retries: int = Field(default=6, description="retries of one HTTP call on 429/5xx/network errors")
+    backoff_base_s: float = Field(default=1.0)
+    backoff_max_s: float = Field(default=30.0)
+    generation_attempts: int = Field(default=2, description="attempts per output per run on provider failures")
+
+    def settings(self) -> EngineSettings:
+        return EngineSettings(
+            max_concurrency=self.max_concurrency, submits_per_second=self.submits_per_second,
+            poll_initial_s=self.poll_initial_s, poll_max_s=self.poll_max_s, poll_deadline_s=self.poll_deadline_s,
+            http_retries=self.http_retries, backoff_base_s=self.backoff_base_s, backoff_max_s=self.backoff_max_s,
+            generation_attempts=self.generation_attempts,
+        )
+
+
+def provider_resource_from_env() -> ProviderResource:
+    """Defaults, overridable with WAN_PIPELINE_<FIELD> (e.g. WAN_PIPELINE_POLL_INITIAL_S=0.2)."""
+    values: dict[str, float | int] = {}
+    for name, field in ProviderResource.model_fields.items():
+        raw = os.environ.get(f"WAN_PIPELINE_{name.upper()}")
+        if raw:
+            values[name] = int(raw) if field.annotation is int else float(raw)
+    return ProviderResource(**values)  # type: ignore[arg-type]

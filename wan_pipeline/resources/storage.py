@@ -1,0 +1,25 @@
+"""Storage resource: local disk by default; S3 (and S3-compatible stores) through dagster-aws."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from wan_pipeline.spec import DatasetSpec
+from wan_pipeline.storage import Storage, open_storage
+
+
+class StorageResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    s3_endpoint_url: str | None = Field(default=None, description="for S3-compatible stores; None = AWS")
+    s3_region: str | None = Field(default=None)
+
+    def s3_client(self) -> Any:
+        from dagster_aws.s3 import S3Resource
+
+        # Credentials come from the standard AWS environment/profile chain, never from this config.
+        return S3Resource(endpoint_url=self.s3_endpoint_url, region_name=self.s3_region).get_client()
+
+    def for_spec(self, spec: DatasetSpec) -> Storage:
+        return open_storage(spec.storage_root, self.s3_client() if spec.is_s3 else None)

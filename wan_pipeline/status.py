@@ -1,0 +1,53 @@
+"""What exists for a plan, read from the ledger: per output and per prompt (= per partition)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from wan_pipeline.ledger import FAILED, STORED, SUBMITTED, SUBMITTING, SUCCEEDED, Ledger
+from wan_pipeline.plan import Plan, PlannedTask
+
+
+@dataclass(frozen=True)
+class OutputState:
+    task: PlannedTask
+    state: str  # planned | in_flight | stored | failed
+    attempts: int
+    error: str | None
+    credits_reserved: float
+    credits_final: float
+
+
+def output_states(plan: Plan, ledger: Ledger) -> list[OutputState]:
+    out = []
+    for task in plan.tasks:
+        attempts = ledger.attempts(task.identity)
+        last = attempts[-1] if attempts else None
+        if last is None:
+            state = "planned"
+        elif last.state == STORED:
+            state = "stored"
+        elif last.state in (SUBMITTING, SUBMITTED, SUCCEEDED):
+            state = "in_flight"
+        else:
+            assert last.state == FAILED
+            state = "failed"
+        billed = [a for a in attempts if not (a.state == FAILED and a.task_id is None)]
+        out.append(OutputState(
+            task=task, state=state, attempts=len(attempts),
+            error=f"{last.error_class}: {last.error_code}: {last.error_message}" if last and last.state == FAILED else None,
+            credits_reserved=sum(a.credits_reserved or 0.0 for a in billed),
+            credits_final=sum(a.credits_final or 0.0 for a in billed),
+        ))
+    return out
+
+
+def counts(states: list[OutputState]) -> Counter[str]:
+    return Counter(s.state for s in states)
+
+
+def incomplete_prompts(plan: Plan, ledger: Ledger) -> list[str]:
+    """Prompt ids (partition keys) with any planned output not yet stored, in table order."""
+    missing = {s.task.prompt_id for s in output_states(plan, ledger) if s.state != "stored"}
+    return [pid for pid in plan.prompt_ids if pid in missing]
