@@ -14,17 +14,17 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from wan_pipeline import errors as e
 from wan_pipeline.http import Wire
 from wan_pipeline.ledger import (
-    FAILED, STORED, SUBMITTED, SUBMITTING, SUCCEEDED, Attempt, Ledger, StoredOutput, utcnow,
+    FAILED, STORED, SUBMITTED, SUBMITTING, SUCCEEDED, Attempt, Ledger, StoredOutput, held_credits, held_usd, utcnow,
 )
 from wan_pipeline.media import MediaInfo, inspect_image
 from wan_pipeline.mediatypes import EXTENSIONS
 from wan_pipeline.plan import PlannedTask, canonical_json
-from wan_pipeline.providers.base import HttpCall, HttpReply, Provider, TaskSnapshot, TaskStatus
+from wan_pipeline.providers.base import HttpCall, HttpReply, Provider, Reference, TaskSnapshot, TaskStatus
 from wan_pipeline.providers.catalog import find_model
 from wan_pipeline.sizes import image_size
 from wan_pipeline.spec import Budget
@@ -34,6 +34,9 @@ from wan_pipeline.storage import Storage
 PERMANENT = (e.ContentRejected.__name__, e.RejectedByProvider.__name__, e.IdempotencyConflict.__name__)
 #: failures where the provider may hold a task we never heard about: the same key must be reused
 AMBIGUOUS = (e.Transient.__name__, e.RateLimited.__name__)
+#: failures that prove the create was not acted on (it was refused before any work)
+DEFINITELY_NOT_SENT = (e.RateLimited.__name__, e.BudgetExceeded.__name__, e.InsufficientCredits.__name__,
+                       e.AuthenticationFailed.__name__)
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,9 @@ class EngineSettings:
     generation_attempts: int = 2  # per run, per output, for provider-side failures
     download_retries: int = 4
     request_timeout_s: float = 60.0
+    poll_deadline_video_s: float = 3600.0
+    #: re-send a create that may have reached a host without idempotency keys (explicit opt-in)
+    resubmit_ambiguous: bool = False
 
 
 @dataclass
@@ -181,56 +187,138 @@ class TaskEngine:
         if last.state == FAILED:
             if last.task_id is None and (last.error_class in AMBIGUOUS or last.error_class is None):
                 return last.attempt  # the provider may have created it: same key again
+            if last.error_class in PERMANENT:
+                return last.attempt  # _submit answers with the recorded error; asking again would be refused (or billed)
             return last.attempt + 1
         return last.attempt
 
     async def _submit(self, task: PlannedTask, attempt_no: int) -> tuple[Attempt, int]:
+        """Create the provider task for this attempt, or adopt the one an earlier run already created."""
         if self._stop is not None:
             raise type(self._stop)(code=self._stop.code, message=f"not submitted: {self._stop.message}")
         previous = self.ledger.latest(task.identity)
-        if previous is not None and previous.attempt == attempt_no and previous.state == FAILED \
-                and previous.error_class in PERMANENT:
-            raise _rebuild(previous)
-        call = self.provider.submit(task.request(), task.idempotency_key(attempt_no))
-        request_json = call.body_json()
-        attempt = Attempt(
-            identity=task.identity, attempt=attempt_no, dataset=task.dataset, prompt_id=task.prompt_id,
-            variant=task.variant, fingerprint=task.fingerprint, provider=task.provider, model=task.model,
-            mode=task.mode.value, prompt=task.prompt, params_json=canonical_json(task.params.effective()),
-            seed=task.seed, seed_source=task.seed_source, extra_json=canonical_json(task.extra),
-            idempotency_key=task.idempotency_key(attempt_no), request_json=request_json,
-            state=SUBMITTING, credits_estimate=task.estimate.credits,
-            cost_usd=task.estimate.usd, cost_source="catalog" if task.estimate.usd is not None else None,
-            run_id=self.run_id,
-        )
-        async with self._budget_lock:
-            self._check_budget(task, attempt_no)
-            self.ledger.begin_attempt(attempt)  # durable before a byte leaves this process
+        same = previous if previous is not None and previous.attempt == attempt_no else None
+        if same is not None and same.state == FAILED and same.error_class in PERMANENT:
+            raise _rebuild(same)
+        if same is not None and same.state in (SUBMITTING, FAILED) and same.task_id is None:
+            # The create may have reached the host: re-send the recorded bytes, never a rebuilt request.
+            if not self.provider.supports_idempotency_key and same.error_class not in DEFINITELY_NOT_SENT \
+                    and not self.settings.resubmit_ambiguous:
+                err = e.AmbiguousSubmission(
+                    code="ambiguous_submission",
+                    message=f"{task.provider} may already hold a task for this output (no idempotency key support); "
+                            "check the provider's dashboard, then re-run with --resubmit-ambiguous to submit again",
+                )
+                self._fail(task, attempt_no, err)
+                raise err
+            call = self._recorded_call(task, same)
+            async with self._budget_lock:
+                self._check_budget(task, attempt_no)
+                self.ledger.update(task.identity, attempt_no, state=SUBMITTING, error_code=None, error_class=None,
+                                   error_message=None, run_id=self.run_id)
+        elif same is not None and same.state == SUBMITTING and same.task_id is not None:
+            # The client named the task before sending (Runware): ask for it before sending again.
+            adopted = await self._adopt_presubmitted(task, same)
+            if adopted is not None:
+                return adopted, 0
+            call = HttpCall.from_record(same.call_json or "")
+        else:
+            call, presubmitted = await self._build_call(task, attempt_no)
+            attempt = self._new_attempt(task, attempt_no, call, presubmitted)
+            async with self._budget_lock:
+                self._check_budget(task, attempt_no)
+                self.ledger.begin_attempt(attempt)  # durable before a byte leaves this process
         try:
             reply = await self._send(call, submission=(task.identity, attempt_no))
             snap = self.provider.accepted(reply)
         except e.ProviderError as err:
             if err.stops_submissions:
                 self._stop = err
-            self.ledger.update(task.identity, attempt_no, state=FAILED, error_code=err.code,
-                               error_class=type(err).__name__, error_message=err.message, completed_at=utcnow())
+            self._fail(task, attempt_no, err)
             raise
-        self.ledger.update(
-            task.identity, attempt_no, state=SUBMITTED, task_id=snap.task_id, submitted_at=utcnow(),
-            credits_reserved=snap.credits_reserved,
-        )
+        self.ledger.update(task.identity, attempt_no, state=SUBMITTED, task_id=snap.task_id, submitted_at=utcnow(),
+                           credits_reserved=snap.credits_reserved)
         self.on_event("submitted", task, snap.task_id)
         latest = self.ledger.latest(task.identity)
         assert latest is not None
+        if snap.status != TaskStatus.PENDING:  # a synchronous host answered with the result itself
+            self._record_terminal(task, latest, snap)
+            latest = self.ledger.latest(task.identity)
+            assert latest is not None
         return latest, 1
+
+    def _recorded_call(self, task: PlannedTask, attempt: Attempt) -> HttpCall:
+        if attempt.call_json:
+            return HttpCall.from_record(attempt.call_json)
+        # A ledger written before whole calls were recorded: its body is still the exact wire payload.
+        rebuilt = self.provider.submit(task.request(), attempt.idempotency_key)
+        return replace(rebuilt, json_body=json.loads(attempt.request_json))
+
+    async def _build_call(self, task: PlannedTask, attempt_no: int) -> tuple[HttpCall, str | None]:
+        references = await self._prepare_references(task)
+        # The trace id names the output, not the attempt: a retry differs from its failed attempt only by its key.
+        request = replace(task.request(references), client_request_id=f"{task.dataset}/{task.prompt_id}/v{task.variant}")
+        key = task.idempotency_key(attempt_no)
+        return self.provider.submit(request, key), self.provider.presubmit_task_id(request, key)
+
+    def _new_attempt(self, task: PlannedTask, attempt_no: int, call: HttpCall, task_id: str | None) -> Attempt:
+        return Attempt(
+            identity=task.identity, attempt=attempt_no, dataset=task.dataset, prompt_id=task.prompt_id,
+            variant=task.variant, fingerprint=task.fingerprint, provider=task.provider, model=task.model,
+            mode=task.mode.value, prompt=task.prompt, params_json=canonical_json(task.params.effective()),
+            seed=task.seed, seed_source=task.seed_source, extra_json=canonical_json(task.extra),
+            idempotency_key=task.idempotency_key(attempt_no), request_json=call.body_json(),
+            call_json=call.to_record(), state=SUBMITTING, task_id=task_id, credits_estimate=task.estimate.credits,
+            cost_usd=task.estimate.usd, cost_source="catalog" if task.estimate.usd is not None else None,
+            run_id=self.run_id,
+        )
+
+    async def _adopt_presubmitted(self, task: PlannedTask, attempt: Attempt) -> Attempt | None:
+        assert attempt.task_id is not None
+        try:
+            snap = self.provider.state(await self._send(self.provider.poll(attempt.task_id)))
+        except e.RejectedByProvider:
+            return None  # the host never saw it: send the recorded call
+        self.ledger.update(task.identity, attempt.attempt, state=SUBMITTED, submitted_at=attempt.submitted_at or utcnow())
+        latest = self.ledger.latest(task.identity)
+        assert latest is not None
+        if snap.status != TaskStatus.PENDING:
+            self._record_terminal(task, latest, snap)
+        return self.ledger.latest(task.identity)
+
+    async def _prepare_references(self, task: PlannedTask) -> tuple[Reference, ...]:
+        """Local reference files reach the host through its upload API, or as presigned S3 URLs."""
+        out: list[Reference] = []
+        for ref in task.references:
+            if ref.url is not None or ref.path is None:
+                out.append(ref)
+                continue
+            data = ref.path.read_bytes()
+            call = self.provider.upload(task.model, ref, data)
+            if call is not None:
+                out.append(self.provider.uploaded(ref, await self._send(call)))
+                continue
+            presign = getattr(self.storage, "presign", None)
+            if presign is None:
+                raise e.ConfigError(
+                    f"{task.provider} takes reference media only as public HTTPS URLs and has no upload API; "
+                    f"'{ref.source}' is a local file: set `storage: s3://bucket/prefix` so it can be served from "
+                    "a presigned URL, or give an https:// URL in the table")
+            relpath = f"references/{ref.sha256}{EXTENSIONS.get(ref.mime_type or '', '')}"
+            self.storage.put(relpath, data, ref.mime_type or "application/octet-stream")
+            out.append(replace(ref, url=presign(relpath)))
+        return tuple(out)
+
+    def _fail(self, task: PlannedTask, attempt_no: int, err: e.ProviderError) -> None:
+        self.ledger.update(task.identity, attempt_no, state=FAILED, error_code=err.code,
+                           error_class=type(err).__name__, error_message=err.message, completed_at=utcnow())
 
     def _check_budget(self, task: PlannedTask, attempt_no: int) -> None:
         held = self.ledger.committed_credits(task.dataset)
         # Re-sending an attempt already counted must not count it twice.
         same = next((a for a in self.ledger.attempts(task.identity) if a.attempt == attempt_no), None)
-        already = 0.0
-        if same is not None and not (same.state == FAILED and same.task_id is None):
-            already = same.credits_reserved or same.credits_estimate or 0.0
+        already = held_credits(same) if same is not None else 0.0
+        already_usd = held_usd(same) if same is not None else 0.0
         cost = task.estimate.credits or 0.0
         if self.budget.max_credits is not None and held - already + cost > self.budget.max_credits + 1e-9:
             raise e.BudgetExceeded(
@@ -238,7 +326,7 @@ class TaskEngine:
                 message=f"{held - already:g} credits committed + {cost:g} would pass max_credits {self.budget.max_credits:g}",
             )
         if self.budget.max_usd is not None and task.estimate.usd is not None:
-            spent = self.ledger.committed_usd(task.dataset)
+            spent = self.ledger.committed_usd(task.dataset) - already_usd
             if spent + task.estimate.usd > self.budget.max_usd + 1e-9:
                 raise e.BudgetExceeded(code="budget_exceeded",
                                        message=f"${spent:.4f} committed + ${task.estimate.usd:.4f} would pass max_usd")
@@ -288,8 +376,10 @@ class TaskEngine:
                 if isinstance(err, e.Transient) or err.retryable:
                     snap = None
                 else:
-                    self.ledger.update(task.identity, attempt.attempt, state=FAILED, error_code=err.code,
-                                       error_class=type(err).__name__, error_message=err.message, completed_at=utcnow())
+                    # A refused poll (revoked key, 404, ...) says nothing about the paid task itself: it stays
+                    # recorded as it was so the next run polls it again instead of buying it a second time.
+                    if err.stops_submissions:
+                        self._stop = err
                     raise
             if snap is not None and snap.status != TaskStatus.PENDING:
                 self._record_terminal(task, attempt, snap)

@@ -111,6 +111,10 @@ class PollDeadline(ProviderError):
     """The task did not finish in time; it stays recorded and is resumed by the next run."""
 
 
+class AmbiguousSubmission(ProviderError):
+    """A create may have reached a host that has no idempotency keys; re-sending could buy it twice."""
+
+
 class BudgetExceeded(ProviderError):
     """Submitting would pass the spec's budget; nothing was sent."""
 

@@ -32,6 +32,9 @@ def check_fetchable(url: str, base_url: str) -> None:
     raise ConfigError(f"refusing to fetch non-HTTPS URL {url.split('?')[0]!r}")
 
 
+CONNECT_ERROR = "connect_error"
+
+
 class Wire:
     """Sends HttpCalls to one provider base URL with its auth headers; never logs headers."""
 
@@ -55,6 +58,9 @@ class Wire:
                 )
             else:
                 resp = await self.client.request(call.method, url, headers=headers, timeout=timeout_s)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            # Nothing reached the server: safe to retry even where the host has no idempotency keys.
+            raise Transient(code=CONNECT_ERROR, message=f"{type(exc).__name__} on {call.method} {call.path}") from None
         except httpx.TransportError as exc:
             raise Transient(code="network_error", message=f"{type(exc).__name__} on {call.method} {call.path}") from None
         return HttpReply(resp.status_code, dict(resp.headers), resp.content)

@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     extra_json TEXT NOT NULL,
     idempotency_key TEXT NOT NULL,
     request_json TEXT NOT NULL,
+    call_json TEXT,
     state TEXT NOT NULL,
     task_id TEXT,
     error_code TEXT,
@@ -82,6 +83,15 @@ STORED = "stored"  # every output verified and stored
 FAILED = "failed"
 
 
+#: error classes after which the provider may hold (and bill) a task we never heard about; such a failed
+#: attempt without a task id still counts against the budget (engine.AMBIGUOUS re-sends it with its key)
+AMBIGUOUS_ERRORS = ("Transient", "RateLimited")
+_SURELY_UNBILLED = (
+    "state = 'failed' AND task_id IS NULL AND error_class IS NOT NULL "
+    f"AND error_class NOT IN ({', '.join(repr(c) for c in AMBIGUOUS_ERRORS)})"
+)
+
+
 def utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -105,6 +115,7 @@ class Attempt:
     idempotency_key: str
     request_json: str
     state: str
+    call_json: str | None = None
     task_id: str | None = None
     error_code: str | None = None
     error_class: str | None = None
@@ -143,6 +154,28 @@ class StoredOutput:
     fps: float | None
     warnings: str | None
     stored_at: str
+
+
+def surely_unbilled(a: Attempt) -> bool:
+    """Failed before the provider could have created a task (the SQL in `committed_credits` agrees)."""
+    return a.state == FAILED and a.task_id is None and a.error_class is not None \
+        and a.error_class not in AMBIGUOUS_ERRORS
+
+
+def held_credits(a: Attempt) -> float:
+    """What one attempt contributes to `Ledger.committed_credits`."""
+    if a.credits_final is not None:
+        return a.credits_final
+    if surely_unbilled(a):
+        return 0.0
+    if a.credits_reserved is not None:
+        return a.credits_reserved
+    return a.credits_estimate or 0.0
+
+
+def held_usd(a: Attempt) -> float:
+    """What one attempt contributes to `Ledger.committed_usd`."""
+    return 0.0 if surely_unbilled(a) else (a.cost_usd or 0.0)
 
 
 _ATTEMPT_COLS = [f.name for f in fields(Attempt)]
@@ -245,9 +278,9 @@ class Ledger:
         """Credits spent or held: settled amounts where known, else reserved, else our estimate."""
         with self._lock:
             row = self._db.execute(
-                """SELECT COALESCE(SUM(CASE
+                f"""SELECT COALESCE(SUM(CASE
                        WHEN credits_final IS NOT NULL THEN credits_final
-                       WHEN state IN ('failed') AND task_id IS NULL THEN 0
+                       WHEN {_SURELY_UNBILLED} THEN 0
                        WHEN credits_reserved IS NOT NULL THEN credits_reserved
                        ELSE COALESCE(credits_estimate, 0) END), 0)
                    FROM attempts WHERE dataset=?""",
@@ -258,7 +291,7 @@ class Ledger:
     def committed_usd(self, dataset: str) -> float:
         with self._lock:
             row = self._db.execute(
-                "SELECT COALESCE(SUM(cost_usd), 0) FROM attempts WHERE dataset=? AND NOT (state='failed' AND task_id IS NULL)",
+                f"SELECT COALESCE(SUM(cost_usd), 0) FROM attempts WHERE dataset=? AND NOT ({_SURELY_UNBILLED})",
                 (dataset,),
             ).fetchone()
             return float(row[0])

@@ -49,6 +49,17 @@ class HttpCall:
         """The wire payload as canonical JSON text (what lineage's request_json records)."""
         return json.dumps(self.json_body, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
+    def to_record(self) -> str:
+        """The whole call (never auth headers: the engine adds those) so a resume re-sends it byte for byte."""
+        assert self.files is None, "uploads are not recorded for replay"
+        return json.dumps({"method": self.method, "path": self.path, "headers": self.headers, "json": self.json_body},
+                          ensure_ascii=False, sort_keys=True)
+
+    @staticmethod
+    def from_record(text: str) -> HttpCall:
+        data = json.loads(text)
+        return HttpCall(data["method"], data["path"], json_body=data["json"], headers=dict(data["headers"]))
+
 
 @dataclass(frozen=True)
 class HttpReply:
@@ -130,7 +141,17 @@ class Estimate:
 
 
 class Provider(Protocol):
-    """What every provider module offers (see rivya.py for the reference implementation)."""
+    """What every provider module offers (rivya.py is the reference implementation).
+
+    - `submit` must be deterministic: the same request and key give the same bytes.
+    - `presubmit_task_id`: hosts where the client names the task (Runware's taskUUID) return that id,
+      so the engine records it *before* sending and can poll it after a crash instead of resending.
+    - `supports_idempotency_key`: whether re-sending a create with the same key is safe. Where it is
+      not, an attempt whose create may have reached the host is never re-sent automatically.
+    - `accepted` may already be terminal (synchronous hosts).
+    - `upload` returns None when the host has no upload API and takes only public HTTPS URLs; the
+      engine then presigns the file from S3 storage (or refuses clearly with local storage).
+    """
 
     name: str
     key_env: str
@@ -144,6 +165,7 @@ class Provider(Protocol):
     def estimate(self, model: str, params: NeutralParams) -> Estimate: ...
     def auth_headers(self, api_key: str) -> dict[str, str]: ...
     def submit(self, request: GenerationRequest, idempotency_key: str) -> HttpCall: ...
+    def presubmit_task_id(self, request: GenerationRequest, idempotency_key: str) -> str | None: ...
     def accepted(self, reply: HttpReply) -> TaskSnapshot: ...
     def poll(self, task_id: str) -> HttpCall: ...
     def state(self, reply: HttpReply) -> TaskSnapshot: ...

@@ -124,6 +124,9 @@ class Rivya:
             body["client_request_id"] = request.client_request_id
         return HttpCall("POST", GENERATIONS, json_body=body, headers={"Idempotency-Key": idempotency_key})
 
+    def presubmit_task_id(self, request: GenerationRequest, idempotency_key: str) -> str | None:
+        return None  # Rivya names its tasks; the Idempotency-Key makes a re-sent create safe instead
+
     def accepted(self, reply: HttpReply) -> TaskSnapshot:
         return self.state(reply)
 
