@@ -245,8 +245,9 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         initial_credits=args.credits, state_path=args.state,
         faults=FaultConfig.model_validate_json(args.faults) if args.faults else FaultConfig(),
     )
-    print(f"emulator on http://{args.host}:{args.port} (report: /_emulator/report)", file=sys.stderr, flush=True)
-    serve(config, host=args.host, port=args.port)
+    print(f"emulator on http://{args.host}:{args.port} ({args.root_provider} at /, every provider at /<provider>; "
+          "report: /_emulator/report)", file=sys.stderr, flush=True)
+    serve(config, host=args.host, port=args.port, root_protocol=args.root_provider)
     return EXIT_OK
 
 
@@ -279,6 +280,8 @@ def parser() -> argparse.ArgumentParser:
     em = sub.add_parser("emulator", help="serve the provider emulator on 127.0.0.1")
     em.add_argument("--port", type=int, default=8765)
     em.add_argument("--host", default="127.0.0.1")
+    em.add_argument("--root-provider", default="rivya",
+                    help="protocol also served at the root; every protocol is under /<provider>")
     em.add_argument("--queue-s", type=float, default=0.3)
     em.add_argument("--process-s", type=float, default=0.7)
     em.add_argument("--credits", type=float, default=100_000)

@@ -15,16 +15,18 @@ from wan_pipeline.assets.sensors import build_new_prompts_sensor
 from wan_pipeline.spec import DatasetSpec, load_spec
 
 
+# Job names must differ from every op name: an asset's op is named after its key ("demo__lineage"), and a
+# job of the same name makes the code location fail to load (conflicting graph/op definitions).
 def prompt_table_job_name(spec: DatasetSpec) -> str:
-    return f"{spec.name}__prompt_table"
+    return f"{spec.name}_prompt_table_job"
 
 
 def generate_job_name(spec: DatasetSpec) -> str:
-    return f"{spec.name}__generate"
+    return f"{spec.name}_generate_job"
 
 
 def lineage_job_name(spec: DatasetSpec) -> str:
-    return f"{spec.name}__lineage"
+    return f"{spec.name}_lineage_job"
 
 
 def dataset_definitions(spec_path: str | Path) -> dg.Definitions:

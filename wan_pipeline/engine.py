@@ -21,12 +21,12 @@ from wan_pipeline.http import Wire
 from wan_pipeline.ledger import (
     FAILED, STORED, SUBMITTED, SUBMITTING, SUCCEEDED, Attempt, Ledger, StoredOutput, held_credits, held_usd, utcnow,
 )
-from wan_pipeline.media import MediaInfo, inspect_image
+from wan_pipeline.media import Expectation, MediaInfo, inspect_media
 from wan_pipeline.mediatypes import EXTENSIONS
 from wan_pipeline.plan import PlannedTask, canonical_json
 from wan_pipeline.providers.base import HttpCall, HttpReply, Provider, Reference, TaskSnapshot, TaskStatus
 from wan_pipeline.providers.catalog import find_model
-from wan_pipeline.sizes import image_size
+from wan_pipeline.sizes import image_size, video_size
 from wan_pipeline.spec import Budget
 from wan_pipeline.storage import Storage
 
@@ -226,8 +226,8 @@ class TaskEngine:
             call, presubmitted = await self._build_call(task, attempt_no)
             attempt = self._new_attempt(task, attempt_no, call, presubmitted)
             async with self._budget_lock:
-                self._check_budget(task, attempt_no)
-                self.ledger.begin_attempt(attempt)  # durable before a byte leaves this process
+                # durable before a byte leaves this process; the budget check is atomic with the write
+                self.ledger.begin_attempt(attempt, check=lambda: self._check_budget(task, attempt_no))
         try:
             reply = await self._send(call, submission=(task.identity, attempt_no))
             snap = self.provider.accepted(reply)
@@ -363,7 +363,8 @@ class TaskEngine:
     async def _await_terminal(self, task: PlannedTask, attempt: Attempt) -> TaskSnapshot | None:
         assert attempt.task_id is not None
         interval = self.settings.poll_initial_s
-        deadline = time.monotonic() + self.settings.poll_deadline_s
+        video = expectation(task).kind == "video"
+        deadline = time.monotonic() + (self.settings.poll_deadline_video_s if video else self.settings.poll_deadline_s)
         first = attempt.state == SUBMITTED
         while True:
             if first:
@@ -409,10 +410,10 @@ class TaskEngine:
         self.ledger.update(task.identity, attempt.attempt, **values)
 
     async def _store_outputs(self, task: PlannedTask, attempt: Attempt, snap: TaskSnapshot) -> list[StoredOutput]:
-        expect_aspect, expect_size = _expected_geometry(task)
+        expect = expectation(task)
         stored: list[StoredOutput] = []
         for index, url in enumerate(snap.output_urls):
-            data, info = await self._download_verified(task, url, expect_aspect, expect_size)
+            data, info = await self._download_verified(task, url, expect)
             relpath = _relpath(task, index, info.mime_type)
             uri = self.storage.put(relpath, data, info.mime_type)
             out = StoredOutput(
@@ -427,13 +428,13 @@ class TaskEngine:
         return stored
 
     async def _download_verified(
-        self, task: PlannedTask, url: str, aspect: str | None, size: tuple[int, int] | None
+        self, task: PlannedTask, url: str, expect: Expectation
     ) -> tuple[bytes, MediaInfo]:
         retry = 0
         while True:
             try:
                 data = await self.wire.download(url)
-                return data, inspect_image(data, aspect, size)
+                return data, inspect_media(data, expect)
             except (e.Transient, e.MediaInvalid) as err:
                 if retry >= self.settings.download_retries:
                     raise
@@ -452,15 +453,22 @@ def _relpath(task: PlannedTask, index: int, mime: str) -> str:
     return f"media/{task.prompt_id}/{task.prompt_id}__v{task.variant}__{index}__{task.fingerprint[:10]}{ext}"
 
 
-def _expected_geometry(task: PlannedTask) -> tuple[str | None, tuple[int, int] | None]:
+def expectation(task: PlannedTask) -> Expectation:
+    """What the output should look like; outputs that follow an input's geometry are not held to a size."""
     info = find_model(task.provider, task.model)
     p = task.params
+    kind = info.kind if info else "image"
+    duration = float(p.duration or (info.default_duration if info and info.default_duration else 0)) or None
+    follows_input = task.mode.value.endswith("edit") or task.mode.value == "image_to_video"
     if p.width and p.height:
-        return None, (p.width, p.height)
-    if task.mode.value.endswith("edit") or task.mode.value in ("image_to_video",):
-        return None, None  # the output follows the input's geometry
+        return Expectation(kind, None, (p.width, p.height), duration)
+    if follows_input:
+        return Expectation(kind, None, None, duration if kind == "video" else None)
     aspect = p.aspect_ratio or (info.default_aspect_ratio if info else None)
     gear = p.resolution or (info.default_resolution if info else None)
+    if kind == "video":
+        size = video_size(aspect, gear) if aspect and gear in ("720p", "1080p") else None
+        return Expectation(kind, aspect, size, duration)
     if aspect and gear in ("1K", "2K", "4K"):
-        return aspect, image_size(aspect, gear)
-    return aspect, None
+        return Expectation(kind, aspect, image_size(aspect, gear))
+    return Expectation(kind, aspect)

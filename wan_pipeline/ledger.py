@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -188,7 +188,8 @@ class Ledger:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._lock = threading.Lock()
+        # Re-entrant: a `check` inside a write transaction reads the ledger on the same connection.
+        self._lock = threading.RLock()
         self._db = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -229,10 +230,17 @@ class Ledger:
         with self._lock:
             return [Attempt(*row) for row in self._db.execute(sql + " ORDER BY prompt_id, variant, attempt", args)]
 
-    def begin_attempt(self, a: Attempt) -> None:
-        """Written before the submission leaves this process (insert or re-arm the same attempt)."""
+    def begin_attempt(self, a: Attempt, check: Callable[[], None] | None = None) -> None:
+        """Written before the submission leaves this process (insert or re-arm the same attempt).
+
+        `check` (the budget) runs inside the same write transaction and may raise to abort it: SQLite's
+        write lock makes check-then-insert atomic across every process sharing this ledger, so concurrent
+        runs cannot each see the same headroom and together spend past the budget.
+        """
         a.updated_at = utcnow()
         with self._tx() as db:
+            if check is not None:
+                check()
             db.execute(
                 f"INSERT INTO attempts ({', '.join(_ATTEMPT_COLS)}) VALUES ({', '.join('?' * len(_ATTEMPT_COLS))}) "
                 "ON CONFLICT(identity, attempt) DO UPDATE SET state=excluded.state, request_json=excluded.request_json, "

@@ -60,3 +60,53 @@ def thumbnail_data_uri(data: bytes, max_side: int = 96) -> str:
         out = io.BytesIO()
         img.convert("RGB").save(out, format="JPEG", quality=70)
     return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def inspect_video(
+    data: bytes, expect_size: tuple[int, int] | None = None, expect_duration_s: float | None = None
+) -> MediaInfo:
+    """Demux and decode every frame with PyAV; duration, fps and size come from the stream itself."""
+    import av
+
+    if not data:
+        raise MediaInvalid(code="empty_media", message="downloaded file is empty")
+    mime = sniff_mime(data[:32])
+    if mime is None or not mime.startswith("video/"):
+        raise MediaInvalid(code="not_a_video", message=f"downloaded bytes are not a video (sniffed {mime})")
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            rate = stream.average_rate or stream.guessed_rate
+            fps = float(rate) if rate else None
+            frames = sum(1 for _ in container.decode(stream))
+    except (av.FFmpegError, IndexError, ValueError) as exc:
+        raise MediaInvalid(code="undecodable_media", message=f"video does not decode: {exc}") from exc
+    if frames == 0:
+        raise MediaInvalid(code="undecodable_media", message="video has no frames")
+    duration = frames / fps if fps else None
+    warnings: list[str] = []
+    if expect_size is not None and (width, height) != expect_size:
+        warnings.append(f"size {width}x{height} differs from the requested {expect_size[0]}x{expect_size[1]}")
+    if expect_duration_s is not None and duration is not None and abs(duration - expect_duration_s) > max(
+        0.5, 0.1 * expect_duration_s
+    ):
+        warnings.append(f"duration {duration:.2f}s differs from the requested {expect_duration_s:g}s")
+    return MediaInfo(mime, len(data), sha256_hex(data), width, height, duration_s=duration, fps=fps,
+                     warnings=tuple(warnings))
+
+
+def inspect_media(data: bytes, expect: Expectation) -> MediaInfo:
+    """Images and videos alike; the sniffed type decides, the expectation only adds warnings."""
+    mime = sniff_mime(data[:32]) or ""
+    if mime.startswith("video/"):
+        return inspect_video(data, expect.size, expect.duration_s)
+    return inspect_image(data, expect.aspect, expect.size)
+
+
+@dataclass(frozen=True)
+class Expectation:
+    kind: str  # image | video
+    aspect: str | None = None
+    size: tuple[int, int] | None = None
+    duration_s: float | None = None

@@ -57,7 +57,7 @@ async def open_session(
     if transport is None and endpoint.in_process:
         from wan_pipeline.emulator.app import in_process
 
-        _, transport = in_process(emulator_config_for(spec))
+        _, transport = in_process(emulator_config_for(spec), spec.provider)
     provider = get_provider(spec.provider)
     ledger = open_ledger(spec)
     storage = storage or open_storage(spec.storage_root)

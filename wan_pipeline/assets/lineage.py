@@ -75,7 +75,9 @@ def build_lineage_asset(spec: DatasetSpec, spec_path: Path) -> list[dg.AssetsDef
         return dg.AssetCheckResult(
             passed=not missing,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"planned": len(states), **{k: ", ".join(v[:40]) for k, v in missing.items()}},
+            # The listings are keyed `<state>_outputs`: a bare state name ("planned") would overwrite the count.
+            metadata={"planned": len(states),
+                      **{f"{k}_outputs": ", ".join(v[:40]) for k, v in missing.items()}},
         )
 
     @dg.asset_check(asset=lineage_key, description="No idempotency identity was bought twice.")

@@ -9,7 +9,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from wan_pipeline.emulator import rivya
@@ -96,15 +96,39 @@ async def set_config(request: Request) -> Response:
     return JSONResponse({"ok": True})
 
 
-def create_app(state: EmulatorState | None = None) -> Starlette:
-    app = Starlette(routes=[
-        *rivya.ROUTES,
-        Route("/_media/{task_id}/{index:int}.{fmt}", media, methods=["GET"]),
-        Route("/_emulator/report", report, methods=["GET"]),
-        Route("/_emulator/faults", set_faults, methods=["POST"]),
-        Route("/_emulator/config", set_config, methods=["POST"]),
-    ])
+#: emulated wire protocols: provider name -> routes (paths exactly as the provider documents them)
+PROTOCOLS: dict[str, list[BaseRoute]] = {
+    "rivya": rivya.ROUTES,
+    # -- evolink routes --
+    # -- reapi routes --
+    # -- runware routes --
+    # -- dashscope routes --
+}
+
+CONTROL_ROUTES: list[BaseRoute] = [
+    Route("/_media/{task_id}/{index:int}.{fmt}", media, methods=["GET"]),
+    Route("/_emulator/report", report, methods=["GET"]),
+    Route("/_emulator/faults", set_faults, methods=["POST"]),
+    Route("/_emulator/config", set_config, methods=["POST"]),
+]
+
+
+def create_app(state: EmulatorState | None = None, protocol: str = "rivya") -> Starlette:
+    """One protocol at the root, as the in-process emulator serves the spec's provider."""
+    app = Starlette(routes=[*PROTOCOLS[protocol], *CONTROL_ROUTES])
     app.state.emulator = state or EmulatorState()
+    return app
+
+
+def create_server_app(state: EmulatorState, root_protocol: str = "rivya") -> Starlette:
+    """Every protocol under /<provider> (base URL http://127.0.0.1:PORT/<provider>), one also at the root.
+
+    Prefixes keep protocols whose documented paths collide (reAPI's and DashScope's /api/v1/tasks/{id})
+    apart while sharing one account: balance, faults and the report.
+    """
+    mounts: list[BaseRoute] = [Mount(f"/{name}", app=create_app(state, name)) for name in PROTOCOLS]
+    app = Starlette(routes=[*mounts, Mount("/", app=create_app(state, root_protocol))])
+    app.state.emulator = state
     return app
 
 
@@ -126,6 +150,6 @@ class InProcessTransport(httpx.AsyncBaseTransport):
 IN_PROCESS_BASE = "http://127.0.0.1:1"
 
 
-def in_process(config: EmulatorConfig | None = None) -> tuple[EmulatorState, InProcessTransport]:
+def in_process(config: EmulatorConfig | None = None, protocol: str = "rivya") -> tuple[EmulatorState, InProcessTransport]:
     state = EmulatorState(config)
-    return state, InProcessTransport(create_app(state))
+    return state, InProcessTransport(create_app(state, protocol))

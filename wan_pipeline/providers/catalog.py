@@ -51,6 +51,11 @@ CATALOG: tuple[ModelInfo, ...] = (
         reference_mime={"image": ("image/jpeg", "image/png", "image/webp")},
         reference_max_bytes={"image": 20 * MB},
     ),
+    # -- rivya video --
+    # -- evolink models --
+    # -- reapi models --
+    # -- runware models --
+    # -- dashscope models --
 )
 
 
@@ -75,7 +80,7 @@ def who_supports(param: str, value: object | None = None, kind: str | None = Non
             continue
         if param == "resolution" and value is not None and value not in info.resolutions:
             continue
-        if param == "aspect_ratio" and value is not None and value not in info.aspect_ratios:
+        if param == "aspect_ratio" and value is not None and info.aspect_ratios and value not in info.aspect_ratios:
             continue
         out.append(f"{info.provider}/{info.model}")
     return out

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from wan_pipeline.errors import ConfigError
 from wan_pipeline.providers import rivya
+
+# -- provider imports --
 from wan_pipeline.providers.base import Provider
 
 PROVIDERS: dict[str, Provider] = {
     rivya.PROVIDER.name: rivya.PROVIDER,
+    # -- provider entries --
 }
 
 

@@ -21,7 +21,8 @@ class ProviderResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     submits_per_second: float = Field(default=2.0, description="submission rate cap")
     poll_initial_s: float = Field(default=2.5, description="first poll delay; grows to poll_max_s")
     poll_max_s: float = Field(default=10.0)
-    poll_deadline_s: float = Field(default=900.0, description="after this a task is left for the next run")
+    poll_deadline_s: float = Field(default=900.0, description="image tasks: after this a task is left for the next run")
+    poll_deadline_video_s: float = Field(default=3600.0, description="video tasks: the same, longer")
     http_retries: int = Field(default=6, description="retries of one HTTP call on 429/5xx/network errors")
     backoff_base_s: float = Field(default=1.0)
     backoff_max_s: float = Field(default=30.0)
@@ -31,6 +32,7 @@ class ProviderResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return EngineSettings(
             max_concurrency=self.max_concurrency, submits_per_second=self.submits_per_second,
             poll_initial_s=self.poll_initial_s, poll_max_s=self.poll_max_s, poll_deadline_s=self.poll_deadline_s,
+            poll_deadline_video_s=self.poll_deadline_video_s,
             http_retries=self.http_retries, backoff_base_s=self.backoff_base_s, backoff_max_s=self.backoff_max_s,
             generation_attempts=self.generation_attempts,
         )
