@@ -54,8 +54,15 @@ def inspect_image(data: bytes, expect_aspect: str | None = None, expect_size: tu
 
 
 def thumbnail_data_uri(data: bytes, max_side: int = 96) -> str:
-    """A small JPEG as a data URI, for Dagster metadata (markdown renders it in the UI)."""
-    with Image.open(io.BytesIO(data)) as img:
+    """A small JPEG as a data URI (a video's first frame), for Dagster metadata; markdown renders it in the UI."""
+    if (sniff_mime(data[:32]) or "").startswith("video/"):
+        import av
+
+        with av.open(io.BytesIO(data)) as container:
+            img = next(container.decode(video=0)).to_image()
+    else:
+        img = Image.open(io.BytesIO(data))
+    with img:
         img.thumbnail((max_side, max_side))
         out = io.BytesIO()
         img.convert("RGB").save(out, format="JPEG", quality=70)

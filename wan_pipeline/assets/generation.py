@@ -126,7 +126,7 @@ def _partition_metadata(group: list[Outcome], store: Storage) -> tuple[dict[str,
         "bytes": int(sum(o.bytes for o in outputs)),
     }
     first = outputs[0] if outputs else None
-    if first is not None and first.mime_type.startswith("image/"):
+    if first is not None:
         rel = first.media_uri[len(store.root) + 1 :] if first.media_uri.startswith(store.root) else None
         try:
             data = store.get(rel) if rel else b""

@@ -21,6 +21,7 @@ from wan_pipeline.emulator.common import (
     ConnectionDropped, bearer, media_url, read_json, request_id, size_for_image,
 )
 from wan_pipeline.emulator.state import EmulatorState, EmuTask, body_hash
+from wan_pipeline.sizes import video_size
 
 PROTOCOL = "rivya"
 IMAGE_PARAMS: dict[str, tuple[str, ...] | None] = {
@@ -30,8 +31,24 @@ IMAGE_PARAMS: dict[str, tuple[str, ...] | None] = {
     "seed": None,
     "referenceMediaItems": None,
 }
-MODELS = {"wan-2-7-image": {"credits": 5, "params": IMAGE_PARAMS, "max_refs": 9, "kind": "image"}}
+VIDEO_PARAMS: dict[str, tuple[str, ...] | None] = {
+    "resolution": ("720p", "1080p"),
+    "duration": ("5", "10", "15"),
+    "aspect_ratio": ("16:9", "9:16", "1:1", "4:3", "3:4"),
+    "negative_prompt": None,
+    "prompt_extend": ("true", "false"),
+    "watermark": ("false", "true"),
+    "audio_setting": ("auto", "origin"),
+    "seed": None,
+    "referenceMediaItems": None,
+}
+MODELS = {
+    "wan-2-7-image": {"credits": 5, "params": IMAGE_PARAMS, "max_refs": 9, "kind": "image"},
+    "wan-2-7-video": {"credits": 80, "params": VIDEO_PARAMS, "max_refs": 2, "kind": "video"},
+}
 DEFAULTS = {"aspect_ratio": "1:1", "resolution": "2K"}
+VIDEO_DEFAULTS = {"aspect_ratio": "16:9", "resolution": "720p", "duration": "5"}
+VIDEO_FPS = 16
 MAX_PROMPT = 5000
 MAX_SEED = 2_147_483_647
 
@@ -115,18 +132,50 @@ def validate(state: EmulatorState, body: Any) -> str | None:
         seed = params["seed"]
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
             return f"params.seed must be an integer between 0 and {MAX_SEED}"
+    if "negative_prompt" in params and not isinstance(params["negative_prompt"], str):
+        return "params.negative_prompt must be a string"
     refs = params.get("referenceMediaItems")
     if refs is not None:
         if not isinstance(refs, list) or len(refs) > int(spec["max_refs"]):  # type: ignore[call-overload]
             return f"params.referenceMediaItems must be a list of at most {spec['max_refs']} items"
+        kinds = []
         for i, item in enumerate(refs):
             if not isinstance(item, dict) or not isinstance(item.get("url"), str):
                 return f"params.referenceMediaItems[{i}].url is required"
-            if item.get("kind") != "image":
-                return f"params.referenceMediaItems[{i}].kind must be image for {model}"
-            if not any(f["url"] == item["url"] for f in state.files.values()):
+            allowed_kinds = ("image", "video") if spec["kind"] == "video" else ("image",)
+            if item.get("kind") not in allowed_kinds:
+                return f"params.referenceMediaItems[{i}].kind must be one of {', '.join(allowed_kinds)} for {model}"
+            known = next((f for f in state.files.values() if f["url"] == item["url"]), None)
+            if known is None:
                 return f"params.referenceMediaItems[{i}].url must be a URL returned by /api/v1/files"
+            if item["kind"] == "video" and item.get("durationToken") != known.get("duration_token"):
+                return f"params.referenceMediaItems[{i}].durationToken does not match the uploaded file"
+            kinds.append(item["kind"])
+        if kinds.count("video") > 1 or (kinds.count("video") == 1 and kinds.count("image") > 1):
+            return "params.referenceMediaItems: up to 2 images, or 1 video plus 1 optional image"
     return None
+
+
+def _outputs(state: EmulatorState, body: dict[str, Any], sha: str) -> list[dict[str, Any]]:
+    params = body.get("params", {})
+    if MODELS[body["model"]]["kind"] == "image":
+        width, height = size_for_image(params.get("aspect_ratio", DEFAULTS["aspect_ratio"]),
+                                       params.get("resolution", DEFAULTS["resolution"]))
+        return [{"kind": "image", "width": width, "height": height, "format": "png", "key": sha}]
+    refs = params.get("referenceMediaItems") or []
+    resolution = params.get("resolution", VIDEO_DEFAULTS["resolution"])
+    aspect = params.get("aspect_ratio", VIDEO_DEFAULTS["aspect_ratio"])
+    duration = int(params.get("duration", VIDEO_DEFAULTS["duration"]))
+    video_ref = next((r for r in refs if r["kind"] == "video"), None)
+    if video_ref is not None:
+        duration = min(duration, 10)  # seed 001: video edit tops out at 10 s, longer is normalized down
+    elif refs:
+        # Image-to-video follows the uploaded frame's geometry (seed 001).
+        first = next(f for f in state.files.values() if f["url"] == refs[0]["url"])
+        aspect = f"{first.get('width') or 16}:{first.get('height') or 9}"
+    width, height = video_size(aspect, resolution)
+    return [{"kind": "video", "width": width, "height": height, "format": "mp4", "key": sha,
+             "duration": duration, "fps": VIDEO_FPS}]
 
 
 async def create(request: Request) -> Response:
@@ -156,15 +205,12 @@ async def create(request: Request) -> Response:
         credits = float(model["credits"])  # type: ignore[arg-type]
         if state.balance < credits:
             return error(402, "insufficient_credits", f"This task needs {credits:g} credits; balance is {state.balance:g}.")
-        params = body.get("params", {})
-        width, height = size_for_image(params.get("aspect_ratio", DEFAULTS["aspect_ratio"]),
-                                       params.get("resolution", DEFAULTS["resolution"]))
         outcome, code = state.decide_outcome()
         task = state.create_task(EmuTask(
             id=state.new_id("task_"), protocol=PROTOCOL, model=body["model"], created_at=time.time(),
             queue_s=state.config.queue_s, process_s=state.config.process_s, outcome=outcome, error_code=code,
             credits=credits,
-            outputs=[{"kind": "image", "width": width, "height": height, "format": "png", "key": sha}],
+            outputs=_outputs(state, body, sha),
             idempotency_key=key, body_sha256=sha, client_ref=body.get("client_request_id"),
         ))
     payload = serialize(state, task, str(request.base_url))
@@ -215,14 +261,44 @@ async def upload_file(request: Request) -> Response:
         return error(400, "validation_failed", f"file type {mime} is not allowed for kind {kind}")
     if len(data) > limits.get(str(kind), 10 * 1024 * 1024):
         return error(400, "validation_failed", "file is too large")
+    model = form.get("model")
+    if model is not None and model not in MODELS:
+        return error(400, "validation_failed", f"model must be one of {', '.join(MODELS)}")
+    if model is not None and kind == "video" and MODELS[str(model)]["kind"] != "video":
+        return error(400, "validation_failed", f"{model} does not take video references")
     file_id = state.new_id("file_")
     url = f"{str(request.base_url).rstrip('/')}/_files/{file_id}"
+    record: dict[str, Any] = {"id": file_id, "kind": kind, "url": url, "name": upload.filename,
+                              "mime_type": mime, "size_bytes": len(data)}
+    try:
+        record.update(_probe(data, str(kind)))
+    except Exception:
+        return error(400, "validation_failed", f"the {kind} file does not decode")
+    if kind == "video":
+        record["duration_token"] = "dtok_" + body_hash({"file": file_id, "d": record["duration_seconds"]})[:24]
     with state.lock:
-        state.files[file_id] = {"id": file_id, "kind": kind, "url": url, "name": upload.filename,
-                                "mime_type": mime, "size_bytes": len(data)}
+        state.files[file_id] = record
         state.save()
-    return JSONResponse({"id": file_id, "kind": kind, "url": url, "name": upload.filename, "mime_type": mime,
-                         "size_bytes": len(data), "created_at": _iso(time.time())})
+    public = {k: v for k, v in record.items() if k not in ("width", "height")}
+    return JSONResponse({**public, "created_at": _iso(time.time())})
+
+
+def _probe(data: bytes, kind: str) -> dict[str, Any]:
+    import io
+
+    if kind == "image":
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as img:
+            return {"width": img.width, "height": img.height}
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+        rate = float(stream.average_rate or 16)
+        return {"width": stream.codec_context.width, "height": stream.codec_context.height,
+                "duration_seconds": round(frames / rate, 2)}
 
 
 async def models(request: Request) -> Response:

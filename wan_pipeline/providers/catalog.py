@@ -51,6 +51,27 @@ CATALOG: tuple[ModelInfo, ...] = (
         reference_mime={"image": ("image/jpeg", "image/png", "image/webp")},
         reference_max_bytes={"image": 20 * MB},
     ),
+    # Seed 001 and the Rivya sheet: 80 credits FIXED (the sheet reads FIXED as "not per second"), ≤ 2 refs.
+    ModelInfo(
+        provider="rivya",
+        model="wan-2-7-video",
+        kind="video",
+        max_prompt_chars=5000,
+        aspect_ratios=("16:9", "9:16", "1:1", "4:3", "3:4"),
+        resolutions=("720p", "1080p"),
+        default_aspect_ratio="16:9",
+        default_resolution="720p",
+        max_reference_images=2,
+        reference_video=True,
+        durations=(5, 10, 15),
+        default_duration=5,
+        supports=frozenset({"seed", "aspect_ratio", "resolution", "duration", "negative_prompt", "prompt_extend",
+                            "watermark", "audio_setting", "reference_images", "reference_video", "provider_params"}),
+        credits_per_output=80,
+        usd_per_output=None,
+        reference_mime={"image": ("image/jpeg", "image/png", "image/webp"), "video": ("video/mp4", "video/quicktime")},
+        reference_max_bytes={"image": 20 * MB, "video": 95 * MB},
+    ),
     # -- rivya video --
     # -- evolink models --
     # -- reapi models --

@@ -1,4 +1,4 @@
-"""Rivya Public API v1 — `wan-2-7-image` (seed 000) and, later, `wan-2-7-video` (seed 001).
+"""Rivya Public API v1 — `wan-2-7-image` (seed 000) and `wan-2-7-video` (seed 001).
 
 Wire facts (seed 000 and providers/rivya.md):
 - POST /api/v1/generations with the model id top-level and model controls inside `params`;
@@ -7,6 +7,17 @@ Wire facts (seed 000 and providers/rivya.md):
   request examples do; the sheet notes native booleans are undocumented, so we never rely on them.
 - Errors: `{"error": {"code", "message", "requestId"}}`; a failed task carries `error.code` in the task.
 - `Idempotency-Key` on every create (sheet "Idempotency"); same key + same body returns the same task.
+- References go through the Files API (multipart: file, kind, model) and into `params.referenceMediaItems`
+  with the returned url and, for video, `durationSeconds` + `durationToken` (seed 001 upload policy).
+
+Open questions of the sheet, decided (the emulator follows the same choices):
+- selects must be strings; unknown `params` keys are rejected (we never send any but provider_params).
+- Files API answer: `{"id","kind","url","name","mime_type","size_bytes","duration_seconds","duration_token"}`
+  (the sheet's probable shape); we read `url` and the duration fields only.
+- Video edit with duration > 10: seed 001 says Rivya shortens it silently; we refuse it before sending.
+- `audio_setting` outside video edit: the seed's examples send "auto" in every mode, so "auto" is always
+  sent; "origin" without a source video is refused.
+- Video price: FIXED 80 credits whatever the resolution or duration (seed 001 "FIXED").
 """
 
 from __future__ import annotations
@@ -76,23 +87,36 @@ class Rivya:
         issues: list[Issue] = []
         if len(prompt) > info.max_prompt_chars:
             issues.append(Issue("prompt", f"{len(prompt)} characters; {model} allows at most {info.max_prompt_chars}"))
-        for name, value in params.effective().items():
+        for name in params.effective():
             if name not in info.supports:
                 issues.append(Issue(name, unsupported(info, name)))
         if params.aspect_ratio and params.aspect_ratio not in info.aspect_ratios:
             issues.append(Issue("aspect_ratio", not_one_of(info, "aspect_ratio", params.aspect_ratio, info.aspect_ratios)))
         if params.resolution and params.resolution not in info.resolutions:
             issues.append(Issue("resolution", not_one_of(info, "resolution", params.resolution, info.resolutions)))
+        if params.duration is not None and info.durations and params.duration not in info.durations:
+            allowed = tuple(str(d) for d in info.durations)
+            issues.append(Issue("duration", not_one_of(info, "duration", str(params.duration), allowed)))
         refs = params.reference_images or []
         if len(refs) > info.max_reference_images:
             issues.append(Issue("reference_images", f"{len(refs)} images; {model} takes at most {info.max_reference_images}"))
-        for ref in refs:
+        sources = [("reference_images", r) for r in refs]
+        if params.reference_video:
+            sources.append(("reference_video", params.reference_video))
+        for column, ref in sources:
             if ref.startswith("http"):
                 # Sheet: "References must be Files API URLs; arbitrary public URLs are not described as accepted".
-                issues.append(Issue("reference_images", f"'{ref}': rivya takes reference files only through its Files API; give a local path"))
+                issues.append(Issue(column, f"'{ref}': rivya takes reference files only through its Files API; "
+                                            "give a local path and it is uploaded"))
+        if info.kind == "video":
+            issues.extend(_video_rules(params))
         return issues
 
     def mode(self, model: str, params: NeutralParams) -> Mode:
+        if self.info(model).kind == "video":
+            if params.reference_video:
+                return Mode.VIDEO_EDIT
+            return Mode.IMAGE_TO_VIDEO if params.reference_images else Mode.TEXT_TO_VIDEO
         return Mode.IMAGE_EDIT if params.reference_images else Mode.TEXT_TO_IMAGE
 
     def estimate(self, model: str, params: NeutralParams) -> Estimate:
@@ -104,16 +128,36 @@ class Rivya:
 
     # -- wire mapping -------------------------------------------------------------------------
     def wire_params(self, request: GenerationRequest) -> dict[str, Any]:
+        """Every documented control is sent explicitly (as the seeds' requests do), selects as strings."""
         info = self.info(request.model)
         p = request.params
-        out: dict[str, Any] = {
-            "aspect_ratio": p.aspect_ratio or info.default_aspect_ratio,
-            "resolution": p.resolution or info.default_resolution,
-            "watermark": _select_bool(p.watermark or False),
-            "seed": request.seed,
-        }
+        out: dict[str, Any]
+        if info.kind == "video":
+            # Key order of seed 001's minimal request; negative_prompt only when there is one.
+            out = {
+                "resolution": p.resolution or info.default_resolution,
+                "duration": str(p.duration or info.default_duration),
+                "aspect_ratio": p.aspect_ratio or info.default_aspect_ratio,
+            }
+            if p.negative_prompt:
+                out["negative_prompt"] = p.negative_prompt
+            out.update({
+                "prompt_extend": _select_bool(True if p.prompt_extend is None else p.prompt_extend),
+                "watermark": _select_bool(p.watermark or False),
+                "audio_setting": p.audio_setting or "auto",
+                "seed": request.seed,
+            })
+        else:
+            out = {
+                "aspect_ratio": p.aspect_ratio or info.default_aspect_ratio,
+                "resolution": p.resolution or info.default_resolution,
+                "watermark": _select_bool(p.watermark or False),
+                "seed": request.seed,
+            }
         if request.references:
-            out["referenceMediaItems"] = [_media_item(r) for r in request.references]
+            # Video first for video edit (the sheet's example lists the clip, then the image).
+            ordered = sorted(request.references, key=lambda r: r.kind != "video")
+            out["referenceMediaItems"] = [_media_item(r) for r in ordered]
         if p.provider_params:
             out.update(p.provider_params)
         return out
@@ -200,6 +244,21 @@ class Rivya:
         from dataclasses import replace
 
         return replace(ref, url=str(data["url"]), upload_fields=fields)
+
+
+def _video_rules(params: NeutralParams) -> list[Issue]:
+    """Seed 001's upload policy: ≤ 2 assets — up to 2 images (image-to-video) or 1 video + ≤ 1 image (edit)."""
+    issues = []
+    images = len(params.reference_images or [])
+    if params.reference_video and images > 1:
+        issues.append(Issue("reference_images", "video edit takes one video plus at most one image"))
+    if params.reference_video and params.duration is not None and params.duration > 10:
+        # Seed 001: video editing "tops out at 10 seconds" and Rivya silently shortens longer selections;
+        # refusing here keeps what is paid for equal to what was asked.
+        issues.append(Issue("duration", f"{params.duration}s: rivya video edit allows at most 10 s"))
+    if params.audio_setting == "origin" and not params.reference_video:
+        issues.append(Issue("audio_setting", "'origin' keeps the source video's audio; it needs a reference_video"))
+    return issues
 
 
 def _media_item(ref: Reference) -> dict[str, Any]:
