@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import pathlib
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import SpecWriter, png_bytes
+
 from wan_pipeline.errors import ConfigError, InvalidInput, Problem
 from wan_pipeline.plan import build_plan
 from wan_pipeline.providers.rivya import PROVIDER as RIVYA
@@ -69,7 +70,8 @@ def test_duplicate_prompt_id_names_both_rows(write_spec: SpecWriter, tmp_path: P
 
 @pytest.mark.parametrize("prompt", ["", "   "])
 def test_empty_prompt_is_reported_with_its_row(write_spec: SpecWriter, prompt: str) -> None:
-    problem = only(problems_of(write_spec([{"prompt_id": "a", "prompt": "fine"}, {"prompt_id": "b", "prompt": prompt}])))
+    spec = write_spec([{"prompt_id": "a", "prompt": "fine"}, {"prompt_id": "b", "prompt": prompt}])
+    problem = only(problems_of(spec))
     assert (problem.row, problem.column, problem.reason) == (2, "prompt", "prompt is empty")
 
 
@@ -174,7 +176,9 @@ def test_missing_prompt_id_becomes_a_stable_content_hash(write_spec: SpecWriter)
 # -- reference files -------------------------------------------------------------------------------
 
 
-def test_missing_reference_file_is_reported_with_where_it_was_looked_for(write_spec: SpecWriter, tmp_path: Path) -> None:
+def test_missing_reference_file_is_reported_with_where_it_was_looked_for(
+    write_spec: SpecWriter, tmp_path: Path
+) -> None:
     problem = only(problems_of(write_spec([{"prompt_id": "a", "prompt": "x", "reference_images": "refs/gone.png"}])))
     assert (problem.row, problem.column) == (1, "reference_images")
     assert problem.reason == f"reference file 'refs/gone.png' not found (looked at {tmp_path / 'refs' / 'gone.png'})"
@@ -202,7 +206,9 @@ def test_reference_file_that_is_not_an_image_is_refused_by_content(write_spec: S
     (tmp_path / "fake.png").write_text("not a picture", encoding="utf-8")
     problem = only(problems_of(write_spec([{"prompt_id": "a", "prompt": "x", "reference_images": "fake.png"}])))
     assert (problem.row, problem.column) == (1, "reference_images")
-    assert problem.reason == "'fake.png' is an unknown type; rivya/wan-2-7-image takes image/jpeg, image/png, image/webp"
+    assert problem.reason == (
+        "'fake.png' is an unknown type; rivya/wan-2-7-image takes image/jpeg, image/png, image/webp"
+    )
 
 
 def test_reference_url_is_refused_for_rivya_which_needs_its_files_api(write_spec: SpecWriter) -> None:
@@ -221,7 +227,9 @@ def test_local_reference_image_plans_an_edit_with_its_content_hash(write_spec: S
     assert task.mode == "image_edit"
     assert task.params.reference_images == ["ref.png"]
     (ref,) = task.references
-    assert (ref.kind, ref.path, ref.mime_type, ref.size_bytes) == ("image", tmp_path / "ref.png", "image/png", len(data))
+    assert (ref.kind, ref.path, ref.mime_type) == ("image", tmp_path / "ref.png", "image/png")
+    assert ref.size_bytes == len(data)
+    assert ref.sha256 == hashlib.sha256(data).hexdigest()
 
 
 # -- every problem at once -------------------------------------------------------------------------
@@ -329,7 +337,7 @@ def test_spec_with_provider_not_implemented_is_a_config_error(write_spec: SpecWr
 def test_spec_with_unknown_model_names_the_known_models(write_spec: SpecWriter, tmp_path: Path) -> None:
     problem = only(spec_problems(write_spec, model="wan-9-image"))
     assert (problem.file, problem.column) == (str(tmp_path / "spec.yaml"), "model")
-    assert problem.reason == "rivya has no model 'wan-9-image' (known: wan-2-7-image)"
+    assert problem.reason == "rivya has no model 'wan-9-image' (known: wan-2-7-image, wan-2-7-video)"
 
 
 def test_spec_file_missing_is_reported(tmp_path: Path) -> None:
@@ -389,7 +397,7 @@ def test_parquet_table_plans_exactly_like_the_same_csv(write_spec: SpecWriter, t
     frame.to_parquet(tmp_path / "prompts.parquet")
     pq_plan = build_plan(load_spec(write_spec(None, table="prompts.parquet")))
     assert [t.fingerprint for t in pq_plan.tasks] == [t.fingerprint for t in csv_plan.tasks]
-    assert [t.seed for t in pq_plan.tasks][0] == 7
+    assert pq_plan.tasks[0].seed == 7
     assert pq_plan.tasks[0].params.watermark is True
     assert pq_plan.tasks[1].params.watermark is None
     assert pq_plan.tasks[0].extra == {"category": "pets"}
