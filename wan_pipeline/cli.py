@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from wan_pipeline.errors import ConfigError, InvalidInput, WanPipelineError
+from wan_pipeline.errors import ConfigError, InvalidInput, Problem, WanPipelineError
 from wan_pipeline.plan import Plan, build_plan
 from wan_pipeline.spec import DatasetSpec, load_spec
 
@@ -112,8 +112,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     endpoint = resolve_endpoint(spec)  # a missing key is exit 2 before anything else happens
     unknown = [p for p in args.only or [] if p not in plan.prompt_ids]
     if unknown:
-        raise InvalidInput([__import__("wan_pipeline.errors", fromlist=["Problem"]).Problem(
-            str(spec.prompts_path), None, "prompt_id", f"--only names unknown prompt_id(s): {', '.join(unknown)}")])
+        raise InvalidInput([Problem(str(spec.prompts_path), None, "prompt_id",
+                                    f"--only names unknown prompt_id(s): {', '.join(unknown)}")])
+    if args.resubmit_ambiguous:
+        os.environ["WAN_PIPELINE_RESUBMIT_AMBIGUOUS"] = "1"
     home = ensure_dagster_home()
     defs = dg.Definitions.merge(dataset_definitions(Path(args.spec)), dg.Definitions(resources=resources()))
     instance = DagsterInstance.get()
@@ -272,6 +274,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("spec")
     g.add_argument("--only", nargs="+", metavar="PROMPT_ID", help="only these prompt ids")
     g.add_argument("-v", "--verbose", action="store_true", help="show Dagster's log")
+    g.add_argument("--resubmit-ambiguous", action="store_true",
+                   help="re-send creates that may already have reached a host without idempotency keys "
+                        "(check the provider's dashboard first: this can buy an output twice)")
     g.set_defaults(fn=cmd_generate)
     lg = sub.add_parser("lineage", help="write and summarise the lineage Parquet")
     lg.add_argument("spec")

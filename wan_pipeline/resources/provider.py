@@ -27,6 +27,8 @@ class ProviderResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     backoff_base_s: float = Field(default=1.0)
     backoff_max_s: float = Field(default=30.0)
     generation_attempts: int = Field(default=2, description="attempts per output per run on provider failures")
+    resubmit_ambiguous: bool = Field(
+        default=False, description="re-send creates that may have landed on hosts without idempotency keys")
 
     def settings(self) -> EngineSettings:
         return EngineSettings(
@@ -34,15 +36,19 @@ class ProviderResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             poll_initial_s=self.poll_initial_s, poll_max_s=self.poll_max_s, poll_deadline_s=self.poll_deadline_s,
             poll_deadline_video_s=self.poll_deadline_video_s,
             http_retries=self.http_retries, backoff_base_s=self.backoff_base_s, backoff_max_s=self.backoff_max_s,
-            generation_attempts=self.generation_attempts,
+            generation_attempts=self.generation_attempts, resubmit_ambiguous=self.resubmit_ambiguous,
         )
 
 
 def provider_resource_from_env() -> ProviderResource:
     """Defaults, overridable with WAN_PIPELINE_<FIELD> (e.g. WAN_PIPELINE_POLL_INITIAL_S=0.2)."""
-    values: dict[str, float | int] = {}
+    values: dict[str, float | int | bool] = {}
     for name, field in ProviderResource.model_fields.items():
         raw = os.environ.get(f"WAN_PIPELINE_{name.upper()}")
-        if raw:
+        if not raw:
+            continue
+        if field.annotation is bool:
+            values[name] = raw.strip().lower() in ("1", "true", "yes", "on")
+        else:
             values[name] = int(raw) if field.annotation is int else float(raw)
     return ProviderResource(**values)  # type: ignore[arg-type]
