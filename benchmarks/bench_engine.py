@@ -29,9 +29,17 @@ def write_dataset(root: Path, rows: int, variants: int = 1) -> Path:
         ratios = ["1:1", "16:9", "9:16", "4:3", "8:1"]
         for i in range(rows):
             w.writerow([f"p{i:05d}", f"A study of light number {i}, film grain", ratios[i % len(ratios)], "bench"])
-    spec = {"name": "bench", "prompts": "prompts.csv", "provider": "rivya", "model": "wan-2-7-image",
-            "endpoint": "emulator", "variants": variants, "seed": 1, "params": {"resolution": "1K"},
-            "storage": str(root / "out")}
+    spec = {
+        "name": "bench",
+        "prompts": "prompts.csv",
+        "provider": "rivya",
+        "model": "wan-2-7-image",
+        "endpoint": "emulator",
+        "variants": variants,
+        "seed": 1,
+        "params": {"resolution": "1K"},
+        "storage": str(root / "out"),
+    }
     (root / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
     return root / "spec.yaml"
 
@@ -52,8 +60,9 @@ def bench_engine(tasks: int, latency: float, concurrency: int) -> tuple[float, i
         os.environ["WAN_PIPELINE_EMULATOR"] = f'{{"queue_s": 0, "process_s": {latency}}}'
         spec = load_spec(write_dataset(Path(tmp), tasks))
         plan = build_plan(spec)
-        settings = EngineSettings(max_concurrency=concurrency, submits_per_second=1000, poll_initial_s=latency / 2,
-                                  poll_max_s=latency)
+        settings = EngineSettings(
+            max_concurrency=concurrency, submits_per_second=1000, poll_initial_s=latency / 2, poll_max_s=latency
+        )
 
         async def run() -> int:
             async with open_session(spec, settings) as s:
@@ -74,8 +83,10 @@ def main() -> None:
     print(f"plan {args.rows} rows: {bench_plan(args.rows):.2f} s")
     for conc in (4, 16, 32):
         elapsed, stored = bench_engine(args.tasks, args.latency, conc)
-        print(f"engine {args.tasks} tasks, emulator latency {args.latency}s, concurrency {conc}: "
-              f"{elapsed:.2f} s, {stored / elapsed:.1f} outputs/s ({stored} stored)")
+        print(
+            f"engine {args.tasks} tasks, emulator latency {args.latency}s, concurrency {conc}: "
+            f"{elapsed:.2f} s, {stored / elapsed:.1f} outputs/s ({stored} stored)"
+        )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,9 @@ def audit_outputs(ledger: Ledger, dataset: str, storage: Storage) -> tuple[list[
                 with Image.open(io.BytesIO(data)) as img:
                     img.load()
                     if (img.width, img.height) != (out.width, out.height):
-                        problems.append(f"{out.media_uri}: {img.width}x{img.height}, lineage says {out.width}x{out.height}")
+                        problems.append(
+                            f"{out.media_uri}: {img.width}x{img.height}, lineage says {out.width}x{out.height}"
+                        )
             except Exception as exc:
                 problems.append(f"{out.media_uri}: does not decode ({exc})")
     return problems, checked

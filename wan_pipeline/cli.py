@@ -26,8 +26,11 @@ def ensure_dagster_home() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text("# created by wan-pipeline; Dagster's default SQLite storage lives beside it\n"
-                          "telemetry:\n  enabled: false\n", encoding="utf-8")
+        config.write_text(
+            "# created by wan-pipeline; Dagster's default SQLite storage lives beside it\n"
+            "telemetry:\n  enabled: false\n",
+            encoding="utf-8",
+        )
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -101,7 +104,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-    from wan_pipeline.dataset_defs import dataset_definitions, generate_job_name, lineage_job_name, prompt_table_job_name
+    from wan_pipeline.dataset_defs import (
+        dataset_definitions,
+        generate_job_name,
+        lineage_job_name,
+        prompt_table_job_name,
+    )
     from wan_pipeline.definitions import resources
     from wan_pipeline.endpoints import resolve_endpoint
     from wan_pipeline.progress import Progress
@@ -112,20 +120,31 @@ def cmd_generate(args: argparse.Namespace) -> int:
     endpoint = resolve_endpoint(spec)  # a missing key is exit 2 before anything else happens
     unknown = [p for p in args.only or [] if p not in plan.prompt_ids]
     if unknown:
-        raise InvalidInput([Problem(str(spec.prompts_path), None, "prompt_id",
-                                    f"--only names unknown prompt_id(s): {', '.join(unknown)}")])
+        raise InvalidInput(
+            [
+                Problem(
+                    str(spec.prompts_path),
+                    None,
+                    "prompt_id",
+                    f"--only names unknown prompt_id(s): {', '.join(unknown)}",
+                )
+            ]
+        )
     if args.resubmit_ambiguous:
         os.environ["WAN_PIPELINE_RESUBMIT_AMBIGUOUS"] = "1"
     home = ensure_dagster_home()
     defs = dg.Definitions.merge(dataset_definitions(Path(args.spec)), dg.Definitions(resources=resources()))
     instance = DagsterInstance.get()
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR" if not args.verbose else "INFO"}}}}
-    print(f"{spec.name}: {len(plan.tasks)} output(s) on {spec.provider}/{spec.model} via {endpoint.describe()}",
-          file=sys.stderr)
+    print(
+        f"{spec.name}: {len(plan.tasks)} output(s) on {spec.provider}/{spec.model} via {endpoint.describe()}",
+        file=sys.stderr,
+    )
     print(f"  dagster instance: {home}", file=sys.stderr)
 
     result = defs.resolve_job_def(prompt_table_job_name(spec)).execute_in_process(
-        instance=instance, raise_on_error=False, run_config=quiet)
+        instance=instance, raise_on_error=False, run_config=quiet
+    )
     if not result.success:
         print("error: prompt_table failed:\n" + _failure_text(result), file=sys.stderr)
         return EXIT_INVALID
@@ -148,12 +167,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
         for block in blocks:
             tags = {ASSET_PARTITION_RANGE_START_TAG: block[0], ASSET_PARTITION_RANGE_END_TAG: block[-1]}
             res = defs.resolve_job_def(generate_job_name(spec)).execute_in_process(
-                instance=instance, tags=tags, raise_on_error=False, run_config=quiet)
+                instance=instance, tags=tags, raise_on_error=False, run_config=quiet
+            )
             run_failed |= not res.success
             if not res.success and not _has_partition_failures(res):
                 print("error: generation run failed:\n" + _failure_text(res), file=sys.stderr)
     lineage_res = defs.resolve_job_def(lineage_job_name(spec)).execute_in_process(
-        instance=instance, raise_on_error=False, run_config=quiet)
+        instance=instance, raise_on_error=False, run_config=quiet
+    )
     return _summary(spec, plan, before, args.only, run_failed or not lineage_res.success)
 
 
@@ -227,13 +248,21 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         return EXIT_OK
     by_status = frame.groupby("status").size().to_dict()
     print("  rows by status: " + ", ".join(f"{k} {v}" for k, v in sorted(by_status.items())))
-    print(f"  prompts: {frame['prompt_id'].nunique()}, files: {int(frame['media_uri'].notna().sum())}, "
-          f"bytes: {int(frame['bytes'].fillna(0).sum())}")
+    print(
+        f"  prompts: {frame['prompt_id'].nunique()}, files: {int(frame['media_uri'].notna().sum())}, "
+        f"bytes: {int(frame['bytes'].fillna(0).sum())}"
+    )
     print(f"  credits final: {float(frame['credits_final'].fillna(0).sum()):g}")
     if args.json:
-        print(json.dumps(json.loads(frame.drop(columns=["request_json", "params_json"]).to_json(orient="records",
-                                                                                                  date_format="iso")),
-                         ensure_ascii=False, indent=1))
+        print(
+            json.dumps(
+                json.loads(
+                    frame.drop(columns=["request_json", "params_json"]).to_json(orient="records", date_format="iso")
+                ),
+                ensure_ascii=False,
+                indent=1,
+            )
+        )
     return EXIT_OK
 
 
@@ -243,12 +272,19 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     from wan_pipeline.emulator.state import EmulatorConfig
 
     config = EmulatorConfig(
-        queue_s=args.queue_s, process_s=args.process_s, api_keys=args.api_key or [],
-        initial_credits=args.credits, state_path=args.state,
+        queue_s=args.queue_s,
+        process_s=args.process_s,
+        api_keys=args.api_key or [],
+        initial_credits=args.credits,
+        state_path=args.state,
         faults=FaultConfig.model_validate_json(args.faults) if args.faults else FaultConfig(),
     )
-    print(f"emulator on http://{args.host}:{args.port} ({args.root_provider} at /, every provider at /<provider>; "
-          "report: /_emulator/report)", file=sys.stderr, flush=True)
+    print(
+        f"emulator on http://{args.host}:{args.port} ({args.root_provider} at /, every provider at /<provider>; "
+        "report: /_emulator/report)",
+        file=sys.stderr,
+        flush=True,
+    )
     serve(config, host=args.host, port=args.port, root_protocol=args.root_provider)
     return EXIT_OK
 
@@ -274,9 +310,12 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("spec")
     g.add_argument("--only", nargs="+", metavar="PROMPT_ID", help="only these prompt ids")
     g.add_argument("-v", "--verbose", action="store_true", help="show Dagster's log")
-    g.add_argument("--resubmit-ambiguous", action="store_true",
-                   help="re-send creates that may already have reached a host without idempotency keys "
-                        "(check the provider's dashboard first: this can buy an output twice)")
+    g.add_argument(
+        "--resubmit-ambiguous",
+        action="store_true",
+        help="re-send creates that may already have reached a host without idempotency keys "
+        "(check the provider's dashboard first: this can buy an output twice)",
+    )
     g.set_defaults(fn=cmd_generate)
     lg = sub.add_parser("lineage", help="write and summarise the lineage Parquet")
     lg.add_argument("spec")
@@ -285,8 +324,9 @@ def parser() -> argparse.ArgumentParser:
     em = sub.add_parser("emulator", help="serve the provider emulator on 127.0.0.1")
     em.add_argument("--port", type=int, default=8765)
     em.add_argument("--host", default="127.0.0.1")
-    em.add_argument("--root-provider", default="rivya",
-                    help="protocol also served at the root; every protocol is under /<provider>")
+    em.add_argument(
+        "--root-provider", default="rivya", help="protocol also served at the root; every protocol is under /<provider>"
+    )
     em.add_argument("--queue-s", type=float, default=0.3)
     em.add_argument("--process-s", type=float, default=0.7)
     em.add_argument("--credits", type=float, default=100_000)

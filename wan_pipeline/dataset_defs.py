@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from wan_pipeline.assets.generation import build_generation_assets
 from wan_pipeline.assets.keys import key, prompt_partitions
@@ -41,10 +40,11 @@ def dataset_definitions(spec_path: str | Path) -> dg.Definitions:
     )
     return dg.Definitions(
         assets=[build_prompt_table_asset(spec, path), build_generation_assets(spec, path), lineage_asset],
-        asset_checks=checks,  # type: ignore[arg-type]
+        asset_checks=checks,
         jobs=[
-            dg.define_asset_job(prompt_table_job_name(spec),
-                                selection=dg.AssetSelection.assets(key(spec, "prompt_table"))),
+            dg.define_asset_job(
+                prompt_table_job_name(spec), selection=dg.AssetSelection.assets(key(spec, "prompt_table"))
+            ),
             generate_job,
             # Selecting the asset includes its checks, which run right after it.
             dg.define_asset_job(lineage_job_name(spec), selection=dg.AssetSelection.assets(key(spec, "lineage"))),

@@ -17,9 +17,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from wan_pipeline import errors as e
-from wan_pipeline.http import Wire
+from wan_pipeline.http import CONNECT_ERROR, Wire
 from wan_pipeline.ledger import (
-    FAILED, STORED, SUBMITTED, SUBMITTING, SUCCEEDED, Attempt, Ledger, StoredOutput, held_credits, held_usd, utcnow,
+    FAILED,
+    STORED,
+    SUBMITTED,
+    SUBMITTING,
+    SUCCEEDED,
+    Attempt,
+    Ledger,
+    StoredOutput,
+    held_credits,
+    held_usd,
+    utcnow,
 )
 from wan_pipeline.media import Expectation, MediaInfo, inspect_media
 from wan_pipeline.mediatypes import EXTENSIONS
@@ -33,10 +43,14 @@ from wan_pipeline.storage import Storage
 #: failures that will not change by asking again with the same request
 PERMANENT = (e.ContentRejected.__name__, e.RejectedByProvider.__name__, e.IdempotencyConflict.__name__)
 #: failures where the provider may hold a task we never heard about: the same key must be reused
-AMBIGUOUS = (e.Transient.__name__, e.RateLimited.__name__)
+AMBIGUOUS = (e.Transient.__name__, e.RateLimited.__name__, e.AmbiguousSubmission.__name__)
 #: failures that prove the create was not acted on (it was refused before any work)
-DEFINITELY_NOT_SENT = (e.RateLimited.__name__, e.BudgetExceeded.__name__, e.InsufficientCredits.__name__,
-                       e.AuthenticationFailed.__name__)
+DEFINITELY_NOT_SENT = (
+    e.RateLimited.__name__,
+    e.BudgetExceeded.__name__,
+    e.InsufficientCredits.__name__,
+    e.AuthenticationFailed.__name__,
+)
 
 
 @dataclass(frozen=True)
@@ -139,6 +153,11 @@ class TaskEngine:
                 except e.ProviderError as err:
                     self.on_event("failed", task, str(err))
                     return Outcome(task, "failed", self.ledger.latest(task.identity), error=err)
+                except e.ConfigError as err:
+                    # e.g. a result URL we refuse to fetch: this output fails, the others go on.
+                    failure = e.RejectedByProvider(code="configuration", message=str(err))
+                    self.on_event("failed", task, str(failure))
+                    return Outcome(task, "failed", self.ledger.latest(task.identity), error=failure)
 
         return list(await asyncio.gather(*(one(t) for t in tasks)))
 
@@ -148,7 +167,9 @@ class TaskEngine:
         started = time.monotonic()
         if last is not None and last.state == STORED:
             outputs = self.ledger.outputs(task.identity, last.attempt)
-            if outputs and all(self.storage.size(_relpath(task, o.output_index, o.mime_type)) == o.bytes for o in outputs):
+            if outputs and all(
+                self.storage.size(_relpath(task, o.output_index, o.mime_type)) == o.bytes for o in outputs
+            ):
                 return Outcome(task, "stored", last, outputs)
             last.state = SUCCEEDED  # a stored file went missing: fetch it again from the same task
 
@@ -165,13 +186,23 @@ class TaskEngine:
                 tries_this_run += 1
             snap = await self._await_terminal(task, current)
             if snap is None:
-                err = e.PollDeadline(code="poll_deadline", message=f"task {current.task_id} still running; resumed next run")
-                return Outcome(task, "pending", self.ledger.latest(task.identity), error=err, submitted_now=submitted_now)
+                late = e.PollDeadline(
+                    code="poll_deadline", message=f"task {current.task_id} still running; resumed next run"
+                )
+                return Outcome(
+                    task, "pending", self.ledger.latest(task.identity), error=late, submitted_now=submitted_now
+                )
             if snap.status == TaskStatus.SUCCEEDED:
                 outputs = await self._store_outputs(task, current, snap)
                 self.on_event("stored", task, f"{len(outputs)} file(s)")
-                return Outcome(task, "stored", self.ledger.latest(task.identity), outputs, submitted_now=submitted_now,
-                               latency_s=time.monotonic() - started)
+                return Outcome(
+                    task,
+                    "stored",
+                    self.ledger.latest(task.identity),
+                    outputs,
+                    submitted_now=submitted_now,
+                    latency_s=time.monotonic() - started,
+                )
             err = snap.error or e.GenerationFailed(code="generation_failed", message="task failed")
             self.on_event("task_failed", task, str(err))
             if isinstance(err, e.GenerationFailed) and tries_this_run < self.settings.generation_attempts:
@@ -188,7 +219,9 @@ class TaskEngine:
             if last.task_id is None and (last.error_class in AMBIGUOUS or last.error_class is None):
                 return last.attempt  # the provider may have created it: same key again
             if last.error_class in PERMANENT:
-                return last.attempt  # _submit answers with the recorded error; asking again would be refused (or billed)
+                return (
+                    last.attempt
+                )  # _submit answers with the recorded error; asking again would be refused (or billed)
             return last.attempt + 1
         return last.attempt
 
@@ -202,20 +235,30 @@ class TaskEngine:
             raise _rebuild(same)
         if same is not None and same.state in (SUBMITTING, FAILED) and same.task_id is None:
             # The create may have reached the host: re-send the recorded bytes, never a rebuilt request.
-            if not self.provider.supports_idempotency_key and same.error_class not in DEFINITELY_NOT_SENT \
-                    and not self.settings.resubmit_ambiguous:
+            if (
+                not self.provider.supports_idempotency_key
+                and same.error_class not in DEFINITELY_NOT_SENT
+                and not self.settings.resubmit_ambiguous
+            ):
                 err = e.AmbiguousSubmission(
                     code="ambiguous_submission",
                     message=f"{task.provider} may already hold a task for this output (no idempotency key support); "
-                            "check the provider's dashboard, then re-run with --resubmit-ambiguous to submit again",
+                    "check the provider's dashboard, then re-run with --resubmit-ambiguous to submit again",
                 )
                 self._fail(task, attempt_no, err)
                 raise err
             call = self._recorded_call(task, same)
             async with self._budget_lock:
                 self._check_budget(task, attempt_no)
-                self.ledger.update(task.identity, attempt_no, state=SUBMITTING, error_code=None, error_class=None,
-                                   error_message=None, run_id=self.run_id)
+                self.ledger.update(
+                    task.identity,
+                    attempt_no,
+                    state=SUBMITTING,
+                    error_code=None,
+                    error_class=None,
+                    error_message=None,
+                    run_id=self.run_id,
+                )
         elif same is not None and same.state == SUBMITTING and same.task_id is not None:
             # The client named the task before sending (Runware): ask for it before sending again.
             adopted = await self._adopt_presubmitted(task, same)
@@ -236,8 +279,14 @@ class TaskEngine:
                 self._stop = err
             self._fail(task, attempt_no, err)
             raise
-        self.ledger.update(task.identity, attempt_no, state=SUBMITTED, task_id=snap.task_id, submitted_at=utcnow(),
-                           credits_reserved=snap.credits_reserved)
+        self.ledger.update(
+            task.identity,
+            attempt_no,
+            state=SUBMITTED,
+            task_id=snap.task_id,
+            submitted_at=utcnow(),
+            credits_reserved=snap.credits_reserved,
+        )
         self.on_event("submitted", task, snap.task_id)
         latest = self.ledger.latest(task.identity)
         assert latest is not None
@@ -257,19 +306,36 @@ class TaskEngine:
     async def _build_call(self, task: PlannedTask, attempt_no: int) -> tuple[HttpCall, str | None]:
         references = await self._prepare_references(task)
         # The trace id names the output, not the attempt: a retry differs from its failed attempt only by its key.
-        request = replace(task.request(references), client_request_id=f"{task.dataset}/{task.prompt_id}/v{task.variant}")
+        request = replace(
+            task.request(references), client_request_id=f"{task.dataset}/{task.prompt_id}/v{task.variant}"
+        )
         key = task.idempotency_key(attempt_no)
         return self.provider.submit(request, key), self.provider.presubmit_task_id(request, key)
 
     def _new_attempt(self, task: PlannedTask, attempt_no: int, call: HttpCall, task_id: str | None) -> Attempt:
         return Attempt(
-            identity=task.identity, attempt=attempt_no, dataset=task.dataset, prompt_id=task.prompt_id,
-            variant=task.variant, fingerprint=task.fingerprint, provider=task.provider, model=task.model,
-            mode=task.mode.value, prompt=task.prompt, params_json=canonical_json(task.params.effective()),
-            seed=task.seed, seed_source=task.seed_source, extra_json=canonical_json(task.extra),
-            idempotency_key=task.idempotency_key(attempt_no), request_json=call.body_json(),
-            call_json=call.to_record(), state=SUBMITTING, task_id=task_id, credits_estimate=task.estimate.credits,
-            cost_usd=task.estimate.usd, cost_source="catalog" if task.estimate.usd is not None else None,
+            identity=task.identity,
+            attempt=attempt_no,
+            dataset=task.dataset,
+            prompt_id=task.prompt_id,
+            variant=task.variant,
+            fingerprint=task.fingerprint,
+            provider=task.provider,
+            model=task.model,
+            mode=task.mode.value,
+            prompt=task.prompt,
+            params_json=canonical_json(task.params.effective()),
+            seed=task.seed,
+            seed_source=task.seed_source,
+            extra_json=canonical_json(task.extra),
+            idempotency_key=task.idempotency_key(attempt_no),
+            request_json=call.body_json(),
+            call_json=call.to_record(),
+            state=SUBMITTING,
+            task_id=task_id,
+            credits_estimate=task.estimate.credits,
+            cost_usd=task.estimate.usd,
+            cost_source="catalog" if task.estimate.usd is not None else None,
             run_id=self.run_id,
         )
 
@@ -279,7 +345,9 @@ class TaskEngine:
             snap = self.provider.state(await self._send(self.provider.poll(attempt.task_id)))
         except e.RejectedByProvider:
             return None  # the host never saw it: send the recorded call
-        self.ledger.update(task.identity, attempt.attempt, state=SUBMITTED, submitted_at=attempt.submitted_at or utcnow())
+        self.ledger.update(
+            task.identity, attempt.attempt, state=SUBMITTED, submitted_at=attempt.submitted_at or utcnow()
+        )
         latest = self.ledger.latest(task.identity)
         assert latest is not None
         if snap.status != TaskStatus.PENDING:
@@ -303,15 +371,23 @@ class TaskEngine:
                 raise e.ConfigError(
                     f"{task.provider} takes reference media only as public HTTPS URLs and has no upload API; "
                     f"'{ref.source}' is a local file: set `storage: s3://bucket/prefix` so it can be served from "
-                    "a presigned URL, or give an https:// URL in the table")
+                    "a presigned URL, or give an https:// URL in the table"
+                )
             relpath = f"references/{ref.sha256}{EXTENSIONS.get(ref.mime_type or '', '')}"
             self.storage.put(relpath, data, ref.mime_type or "application/octet-stream")
             out.append(replace(ref, url=presign(relpath)))
         return tuple(out)
 
     def _fail(self, task: PlannedTask, attempt_no: int, err: e.ProviderError) -> None:
-        self.ledger.update(task.identity, attempt_no, state=FAILED, error_code=err.code,
-                           error_class=type(err).__name__, error_message=err.message, completed_at=utcnow())
+        self.ledger.update(
+            task.identity,
+            attempt_no,
+            state=FAILED,
+            error_code=err.code,
+            error_class=type(err).__name__,
+            error_message=err.message,
+            completed_at=utcnow(),
+        )
 
     def _check_budget(self, task: PlannedTask, attempt_no: int) -> None:
         held = self.ledger.committed_credits(task.dataset)
@@ -328,8 +404,10 @@ class TaskEngine:
         if self.budget.max_usd is not None and task.estimate.usd is not None:
             spent = self.ledger.committed_usd(task.dataset) - already_usd
             if spent + task.estimate.usd > self.budget.max_usd + 1e-9:
-                raise e.BudgetExceeded(code="budget_exceeded",
-                                       message=f"${spent:.4f} committed + ${task.estimate.usd:.4f} would pass max_usd")
+                raise e.BudgetExceeded(
+                    code="budget_exceeded",
+                    message=f"${spent:.4f} committed + ${task.estimate.usd:.4f} would pass max_usd",
+                )
 
     async def _send(self, call: HttpCall, submission: tuple[str, int] | None = None) -> HttpReply:
         """Send with retries by error class; re-sends are byte-identical (same idempotency key)."""
@@ -350,6 +428,13 @@ class TaskEngine:
                 err = exc
             if not err.retryable or retry >= self.settings.http_retries:
                 raise err
+            if (
+                submission is not None
+                and not self.provider.supports_idempotency_key
+                and isinstance(err, e.Transient)
+                and err.code != CONNECT_ERROR
+            ):
+                raise err  # the create may have been acted on; without a key, re-sending could buy it twice
             if isinstance(err, e.RateLimited) and err.retry_after_s is not None:
                 delay = err.retry_after_s
                 self.gate.pause(delay)
@@ -417,19 +502,27 @@ class TaskEngine:
             relpath = _relpath(task, index, info.mime_type)
             uri = self.storage.put(relpath, data, info.mime_type)
             out = StoredOutput(
-                identity=task.identity, attempt=attempt.attempt, output_index=index, source_url=url.split("?")[0],
-                media_uri=uri, media_sha256=info.sha256, mime_type=info.mime_type, bytes=info.bytes,
-                width=info.width, height=info.height, duration_s=info.duration_s, fps=info.fps,
-                warnings="; ".join(info.warnings) or None, stored_at=utcnow(),
+                identity=task.identity,
+                attempt=attempt.attempt,
+                output_index=index,
+                source_url=url.split("?")[0],
+                media_uri=uri,
+                media_sha256=info.sha256,
+                mime_type=info.mime_type,
+                bytes=info.bytes,
+                width=info.width,
+                height=info.height,
+                duration_s=info.duration_s,
+                fps=info.fps,
+                warnings="; ".join(info.warnings) or None,
+                stored_at=utcnow(),
             )
             self.ledger.record_output(out)
             stored.append(out)
         self.ledger.update(task.identity, attempt.attempt, state=STORED)
         return stored
 
-    async def _download_verified(
-        self, task: PlannedTask, url: str, expect: Expectation
-    ) -> tuple[bytes, MediaInfo]:
+    async def _download_verified(self, task: PlannedTask, url: str, expect: Expectation) -> tuple[bytes, MediaInfo]:
         retry = 0
         while True:
             try:
@@ -439,13 +532,15 @@ class TaskEngine:
                 if retry >= self.settings.download_retries:
                     raise
                 self.on_event("download_retry", task, str(err))
-                await asyncio.sleep(backoff_delay(retry, self.settings.backoff_base_s, self.settings.backoff_max_s, self.rng))
+                await asyncio.sleep(
+                    backoff_delay(retry, self.settings.backoff_base_s, self.settings.backoff_max_s, self.rng)
+                )
                 retry += 1
 
 
 def _rebuild(attempt: Attempt) -> e.ProviderError:
-    cls = getattr(e, attempt.error_class or "ProviderError", e.ProviderError)
-    return cls(code=attempt.error_code or "failed", message=attempt.error_message or "")  # type: ignore[no-any-return]
+    cls: type[e.ProviderError] = getattr(e, attempt.error_class or "ProviderError", e.ProviderError)
+    return cls(code=attempt.error_code or "failed", message=attempt.error_message or "")
 
 
 def _relpath(task: PlannedTask, index: int, mime: str) -> str:

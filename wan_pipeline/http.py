@@ -53,8 +53,11 @@ class Wire:
                 )
             elif call.json_body is not None:
                 resp = await self.client.request(
-                    call.method, url, headers={**headers, "Content-Type": "application/json"},
-                    content=call.body_json().encode("utf-8"), timeout=timeout_s,
+                    call.method,
+                    url,
+                    headers={**headers, "Content-Type": "application/json"},
+                    content=call.body_json().encode("utf-8"),
+                    timeout=timeout_s,
                 )
             else:
                 resp = await self.client.request(call.method, url, headers=headers, timeout=timeout_s)
@@ -62,7 +65,9 @@ class Wire:
             # Nothing reached the server: safe to retry even where the host has no idempotency keys.
             raise Transient(code=CONNECT_ERROR, message=f"{type(exc).__name__} on {call.method} {call.path}") from None
         except httpx.TransportError as exc:
-            raise Transient(code="network_error", message=f"{type(exc).__name__} on {call.method} {call.path}") from None
+            raise Transient(
+                code="network_error", message=f"{type(exc).__name__} on {call.method} {call.path}"
+            ) from None
         return HttpReply(resp.status_code, dict(resp.headers), resp.content)
 
     async def download(self, url: str, timeout_s: float = 300.0) -> bytes:
@@ -71,8 +76,11 @@ class Wire:
         try:
             async with self.client.stream("GET", url, timeout=timeout_s) as resp:
                 if resp.status_code >= 400:
-                    raise Transient(code="download_failed", message=f"HTTP {resp.status_code} for a result URL",
-                                    http_status=resp.status_code)
+                    raise Transient(
+                        code="download_failed",
+                        message=f"HTTP {resp.status_code} for a result URL",
+                        http_status=resp.status_code,
+                    )
                 chunks = [chunk async for chunk in resp.aiter_raw()]
                 declared = resp.headers.get("Content-Length")
         except httpx.TransportError as exc:

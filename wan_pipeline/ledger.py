@@ -85,7 +85,7 @@ FAILED = "failed"
 
 #: error classes after which the provider may hold (and bill) a task we never heard about; such a failed
 #: attempt without a task id still counts against the budget (engine.AMBIGUOUS re-sends it with its key)
-AMBIGUOUS_ERRORS = ("Transient", "RateLimited")
+AMBIGUOUS_ERRORS = ("Transient", "RateLimited", "AmbiguousSubmission")
 _SURELY_UNBILLED = (
     "state = 'failed' AND task_id IS NULL AND error_class IS NOT NULL "
     f"AND error_class NOT IN ({', '.join(repr(c) for c in AMBIGUOUS_ERRORS)})"
@@ -158,8 +158,9 @@ class StoredOutput:
 
 def surely_unbilled(a: Attempt) -> bool:
     """Failed before the provider could have created a task (the SQL in `committed_credits` agrees)."""
-    return a.state == FAILED and a.task_id is None and a.error_class is not None \
-        and a.error_class not in AMBIGUOUS_ERRORS
+    return (
+        a.state == FAILED and a.task_id is None and a.error_class is not None and a.error_class not in AMBIGUOUS_ERRORS
+    )
 
 
 def held_credits(a: Attempt) -> float:
@@ -194,6 +195,13 @@ class Ledger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added after a ledger was first written (ledgers outlive code versions)."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(attempts)")}
+        if "call_json" not in have:
+            self._db.execute("ALTER TABLE attempts ADD COLUMN call_json TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -244,7 +252,8 @@ class Ledger:
             db.execute(
                 f"INSERT INTO attempts ({', '.join(_ATTEMPT_COLS)}) VALUES ({', '.join('?' * len(_ATTEMPT_COLS))}) "
                 "ON CONFLICT(identity, attempt) DO UPDATE SET state=excluded.state, request_json=excluded.request_json, "
-                "idempotency_key=excluded.idempotency_key, error_code=NULL, error_class=NULL, error_message=NULL, "
+                "idempotency_key=excluded.idempotency_key, call_json=excluded.call_json, task_id=excluded.task_id, "
+                "error_code=NULL, error_class=NULL, error_message=NULL, "
                 "run_id=excluded.run_id, updated_at=excluded.updated_at",
                 [getattr(a, c) for c in _ATTEMPT_COLS],
             )
@@ -253,12 +262,16 @@ class Ledger:
         values["updated_at"] = utcnow()
         cols = ", ".join(f"{k}=?" for k in values)
         with self._tx() as db:
-            db.execute(f"UPDATE attempts SET {cols} WHERE identity=? AND attempt=?", [*values.values(), identity, attempt])
+            db.execute(
+                f"UPDATE attempts SET {cols} WHERE identity=? AND attempt=?", [*values.values(), identity, attempt]
+            )
 
     def count_submit_call(self, identity: str, attempt: int) -> None:
         with self._tx() as db:
-            db.execute("UPDATE attempts SET submit_calls = submit_calls + 1 WHERE identity=? AND attempt=?",
-                       (identity, attempt))
+            db.execute(
+                "UPDATE attempts SET submit_calls = submit_calls + 1 WHERE identity=? AND attempt=?",
+                (identity, attempt),
+            )
 
     # -- outputs -------------------------------------------------------------------------------
     def record_output(self, o: StoredOutput) -> None:

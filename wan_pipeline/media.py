@@ -30,7 +30,9 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def inspect_image(data: bytes, expect_aspect: str | None = None, expect_size: tuple[int, int] | None = None) -> MediaInfo:
+def inspect_image(
+    data: bytes, expect_aspect: str | None = None, expect_size: tuple[int, int] | None = None
+) -> MediaInfo:
     """Decode fully; a wrong aspect or size is recorded as a warning, never discards a paid output."""
     if not data:
         raise MediaInvalid(code="empty_media", message="downloaded file is empty")
@@ -58,8 +60,8 @@ def thumbnail_data_uri(data: bytes, max_side: int = 96) -> str:
     if (sniff_mime(data[:32]) or "").startswith("video/"):
         import av
 
-        with av.open(io.BytesIO(data)) as container:
-            img = next(container.decode(video=0)).to_image()
+        with av.open(io.BytesIO(data), mode="r") as container:
+            img = next(container.decode(video=0)).to_image()  # type: ignore[no-untyped-call]
     else:
         img = Image.open(io.BytesIO(data))
     with img:
@@ -81,7 +83,7 @@ def inspect_video(
     if mime is None or not mime.startswith("video/"):
         raise MediaInvalid(code="not_a_video", message=f"downloaded bytes are not a video (sniffed {mime})")
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), mode="r") as container:
             stream = container.streams.video[0]
             width, height = stream.codec_context.width, stream.codec_context.height
             rate = stream.average_rate or stream.guessed_rate
@@ -95,12 +97,15 @@ def inspect_video(
     warnings: list[str] = []
     if expect_size is not None and (width, height) != expect_size:
         warnings.append(f"size {width}x{height} differs from the requested {expect_size[0]}x{expect_size[1]}")
-    if expect_duration_s is not None and duration is not None and abs(duration - expect_duration_s) > max(
-        0.5, 0.1 * expect_duration_s
+    if (
+        expect_duration_s is not None
+        and duration is not None
+        and abs(duration - expect_duration_s) > max(0.5, 0.1 * expect_duration_s)
     ):
         warnings.append(f"duration {duration:.2f}s differs from the requested {expect_duration_s:g}s")
-    return MediaInfo(mime, len(data), sha256_hex(data), width, height, duration_s=duration, fps=fps,
-                     warnings=tuple(warnings))
+    return MediaInfo(
+        mime, len(data), sha256_hex(data), width, height, duration_s=duration, fps=fps, warnings=tuple(warnings)
+    )
 
 
 def inspect_media(data: bytes, expect: Expectation) -> MediaInfo:

@@ -141,8 +141,6 @@ class NeutralParams(BaseModel):
 #: column names that are parameters (everything else in a table row is user metadata)
 PARAM_NAMES: frozenset[str] = frozenset(NeutralParams.model_fields)
 #: parameters whose CSV cells hold JSON
-JSON_PARAMS: frozenset[str] = frozenset(
-    {"color_palette", "regions", "reference_images", "provider_params"}
-)
+JSON_PARAMS: frozenset[str] = frozenset({"color_palette", "regions", "reference_images", "provider_params"})
 BOOL_PARAMS: frozenset[str] = frozenset({"watermark", "thinking", "sequential", "prompt_extend"})
 INT_PARAMS: frozenset[str] = frozenset({"seed", "width", "height", "n", "duration"})

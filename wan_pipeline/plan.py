@@ -130,8 +130,9 @@ def build_plan(spec: DatasetSpec) -> Plan:
     tasks: list[PlannedTask] = []
     for row in checked:
         issues = provider.check(spec.model, row.prompt, row.params)
-        problems.extend(Problem(file, row.row, i.field, i.reason) for i in issues
-                        if (row.row, i.field) not in table_bad)
+        problems.extend(
+            Problem(file, row.row, i.field, i.reason) for i in issues if (row.row, i.field) not in table_bad
+        )
         if issues or row.row in bad_rows:
             continue
         refs, ref_problems = _references(spec, provider, row, file)
@@ -173,14 +174,22 @@ def _spec_problems(spec: DatasetSpec, provider: Provider) -> list[Problem]:
     info = find_model(spec.provider, spec.model)
     if info is None:
         problems.append(
-            Problem(spec_file, None, "model", f"{spec.provider} has no model '{spec.model}' "
-                    f"(known: {', '.join(provider.models())})")
+            Problem(
+                spec_file,
+                None,
+                "model",
+                f"{spec.provider} has no model '{spec.model}' (known: {', '.join(provider.models())})",
+            )
         )
         return problems
     if spec.budget.max_usd is not None and info.usd_per_output is None:
         problems.append(
-            Problem(spec_file, None, "budget.max_usd", f"{spec.provider}/{spec.model} bills in credits with no "
-                    "documented USD rate; use budget.max_credits")
+            Problem(
+                spec_file,
+                None,
+                "budget.max_usd",
+                f"{spec.provider}/{spec.model} bills in credits with no documented USD rate; use budget.max_credits",
+            )
         )
     return problems
 
@@ -190,8 +199,16 @@ def _check_budget_covers_nothing_impossible(plan: Plan) -> None:
     budget = plan.spec.budget
     cheapest = min((t.estimate.credits for t in plan.tasks if t.estimate.credits is not None), default=None)
     if budget.max_credits is not None and cheapest is not None and cheapest > budget.max_credits:
-        raise InvalidInput([Problem(plan.spec.spec_file, None, "budget.max_credits",
-                                    f"{budget.max_credits} credits cannot pay for one task ({cheapest})")])
+        raise InvalidInput(
+            [
+                Problem(
+                    plan.spec.spec_file,
+                    None,
+                    "budget.max_credits",
+                    f"{budget.max_credits} credits cannot pay for one task ({cheapest})",
+                )
+            ]
+        )
 
 
 def _references(
@@ -214,14 +231,30 @@ def _references(
         mime = sniff_mime(data[:32])
         allowed = info.reference_mime.get(kind, ())
         if mime not in allowed:
-            problems.append(Problem(file, row.row, column, f"'{source}' is {mime or 'an unknown type'}; "
-                                    f"{spec.provider}/{spec.model} takes {', '.join(allowed) or 'no ' + kind}"))
+            problems.append(
+                Problem(
+                    file,
+                    row.row,
+                    column,
+                    f"'{source}' is {mime or 'an unknown type'}; "
+                    f"{spec.provider}/{spec.model} takes {', '.join(allowed) or 'no ' + kind}",
+                )
+            )
             continue
         limit = info.reference_max_bytes.get(kind)
         if limit is not None and len(data) > limit:
-            problems.append(Problem(file, row.row, column, f"'{source}' is {len(data)} bytes; "
-                                    f"the limit is {limit} bytes"))
+            problems.append(
+                Problem(file, row.row, column, f"'{source}' is {len(data)} bytes; the limit is {limit} bytes")
+            )
             continue
-        refs.append(Reference(kind=kind, source=source, path=path, mime_type=mime,  # type: ignore[arg-type]
-                              size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))
+        refs.append(
+            Reference(
+                kind=kind,
+                source=source,
+                path=path,
+                mime_type=mime,  # type: ignore[arg-type]
+                size_bytes=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+            )
+        )
     return tuple(refs), problems

@@ -46,8 +46,10 @@ class Progress:
         width = 28
         filled = int(width * done / self.total) if self.total else width
         credits = sum(s.credits_final or s.credits_reserved for s in states)
-        return (f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} stored · "
-                f"{c.get('in_flight', 0)} in flight · {c.get('failed', 0)} failed · {credits:g} credits")
+        return (
+            f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} stored · "
+            f"{c.get('in_flight', 0)} in flight · {c.get('failed', 0)} failed · {credits:g} credits"
+        )
 
     def _render(self, final: bool = False) -> None:
         try:

@@ -30,9 +30,7 @@ def emulator_config_for(spec: DatasetSpec) -> Any:
     from wan_pipeline.emulator.state import EmulatorConfig
 
     overrides = json.loads(os.environ.get("WAN_PIPELINE_EMULATOR", "{}") or "{}")
-    return EmulatorConfig.model_validate(
-        {**overrides, "state_path": str(state_dir(spec) / "emulator_state.json")}
-    )
+    return EmulatorConfig.model_validate({**overrides, "state_path": str(state_dir(spec) / "emulator_state.json")})
 
 
 @dataclass
@@ -65,8 +63,16 @@ async def open_session(
     try:
         async with httpx.AsyncClient(transport=transport, limits=limits, follow_redirects=True) as client:
             wire = Wire(client, endpoint.base_url, provider.auth_headers(endpoint.api_key))
-            engine = TaskEngine(provider, wire, ledger, storage, spec.budget, settings or EngineSettings(),
-                                run_id=run_id, on_event=on_event)
+            engine = TaskEngine(
+                provider,
+                wire,
+                ledger,
+                storage,
+                spec.budget,
+                settings or EngineSettings(),
+                run_id=run_id,
+                on_event=on_event,
+            )
             yield Session(spec, endpoint, ledger, storage, engine)
     finally:
         ledger.close()

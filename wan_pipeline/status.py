@@ -34,12 +34,18 @@ def output_states(plan: Plan, ledger: Ledger) -> list[OutputState]:
             assert last.state == FAILED
             state = "failed"
         billed = [a for a in attempts if not (a.state == FAILED and a.task_id is None)]
-        out.append(OutputState(
-            task=task, state=state, attempts=len(attempts),
-            error=f"{last.error_class}: {last.error_code}: {last.error_message}" if last and last.state == FAILED else None,
-            credits_reserved=sum(a.credits_reserved or 0.0 for a in billed),
-            credits_final=sum(a.credits_final or 0.0 for a in billed),
-        ))
+        out.append(
+            OutputState(
+                task=task,
+                state=state,
+                attempts=len(attempts),
+                error=f"{last.error_class}: {last.error_code}: {last.error_message}"
+                if last and last.state == FAILED
+                else None,
+                credits_reserved=sum(a.credits_reserved or 0.0 for a in billed),
+                credits_final=sum(a.credits_final or 0.0 for a in billed),
+            )
+        )
     return out
 
 

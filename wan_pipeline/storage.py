@@ -83,9 +83,11 @@ class S3Storage:
         return int(head["ContentLength"])
 
     def presign(self, relpath: str, expires_s: int = 24 * 3600) -> str:
-        return str(self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": self.key(relpath)}, ExpiresIn=expires_s
-        ))
+        return str(
+            self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": self.key(relpath)}, ExpiresIn=expires_s
+            )
+        )
 
 
 def open_storage(root: str, s3_client: Any | None = None) -> Storage:

@@ -109,7 +109,9 @@ def check_rows(path: Path, defaults: NeutralParams, base_dir: Path) -> tuple[lis
         elif not isinstance(prompt_id, str) or not PROMPT_ID_RE.match(str(prompt_id)):
             row_problems.append(
                 Problem(
-                    file, rownum, "prompt_id",
+                    file,
+                    rownum,
+                    "prompt_id",
                     f"'{prompt_id}' must be 1-64 characters of letters, digits, '_', '.', '-' "
                     "(it names a Dagster partition and files)",
                 )
@@ -117,7 +119,9 @@ def check_rows(path: Path, defaults: NeutralParams, base_dir: Path) -> tuple[lis
             prompt_id = str(prompt_id)
         if prompt_id in seen:
             row_problems.append(
-                Problem(file, rownum, "prompt_id", f"duplicate prompt_id '{prompt_id}' (first in row {seen[prompt_id]})")
+                Problem(
+                    file, rownum, "prompt_id", f"duplicate prompt_id '{prompt_id}' (first in row {seen[prompt_id]})"
+                )
             )
         else:
             seen[prompt_id] = rownum

@@ -7,11 +7,11 @@ URLs expire) and so each partition's outcome is recorded on its own: a partition
 end with the reason for each, leaving the successful ones materialized.
 """
 
-
 import asyncio
-from collections.abc import Iterator
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -36,12 +36,24 @@ def build_generation_assets(spec: DatasetSpec, spec_path: Path) -> dg.AssetsDefi
     @dg.multi_asset(
         name=f"{spec.name}_generate",
         specs=[
-            dg.AssetSpec(gen_key, deps=[key(spec, "prompt_table")], partitions_def=partitions, group_name=spec.name,
-                         skippable=True, kinds={spec.provider},
-                         description="Provider tasks: submitted once, polled to a terminal state (ledger-backed)."),
-            dg.AssetSpec(media_key, deps=[gen_key], partitions_def=partitions, group_name=spec.name, skippable=True,
-                         kinds={"s3" if spec.is_s3 else "file", "image"},
-                         description="Downloaded, verified and stored media files with SHA-256."),
+            dg.AssetSpec(
+                gen_key,
+                deps=[key(spec, "prompt_table")],
+                partitions_def=partitions,
+                group_name=spec.name,
+                skippable=True,
+                kinds={spec.provider},
+                description="Provider tasks: submitted once, polled to a terminal state (ledger-backed).",
+            ),
+            dg.AssetSpec(
+                media_key,
+                deps=[gen_key],
+                partitions_def=partitions,
+                group_name=spec.name,
+                skippable=True,
+                kinds={"s3" if spec.is_s3 else "file", "image"},
+                description="Downloaded, verified and stored media files with SHA-256.",
+            ),
         ],
         backfill_policy=dg.BackfillPolicy.multi_run(MAX_PARTITIONS_PER_RUN),
         can_subset=False,
@@ -67,8 +79,9 @@ def build_generation_assets(spec: DatasetSpec, spec_path: Path) -> dg.AssetsDefi
         store = storage.for_spec(current)
 
         async def run() -> list[Outcome]:
-            async with open_session(current, provider.settings(), run_id=context.run_id, on_event=log_event,
-                                    storage=store) as session:
+            async with open_session(
+                current, provider.settings(), run_id=context.run_id, on_event=log_event, storage=store
+            ) as session:
                 context.log.info(f"endpoint: {session.endpoint.describe()}")
                 return await session.engine.run(tasks)
 
@@ -103,10 +116,10 @@ def build_generation_assets(spec: DatasetSpec, spec_path: Path) -> dg.AssetsDefi
     return generate
 
 
-def _partition_metadata(group: list[Outcome], store: Storage) -> tuple[dict[str, object], dict[str, object]]:
+def _partition_metadata(group: list[Outcome], store: Storage) -> tuple[dict[str, Any], dict[str, Any]]:
     attempts = [o.attempt for o in group if o.attempt is not None]
     latencies = [o.latency_s for o in group if o.latency_s is not None]
-    gen: dict[str, object] = {
+    gen: dict[str, Any] = {
         "status": "succeeded",
         "task_ids": ", ".join(a.task_id or "-" for a in attempts),
         "attempts": ", ".join(str(a.attempt) for a in attempts),
@@ -117,7 +130,7 @@ def _partition_metadata(group: list[Outcome], store: Storage) -> tuple[dict[str,
         "seeds": ", ".join(str(o.task.seed) for o in group),
     }
     outputs = [out for o in group for out in o.outputs]
-    media: dict[str, object] = {
+    media: dict[str, Any] = {
         "files": len(outputs),
         "output_uri": outputs[0].media_uri if outputs else "",
         "output_uris": dg.MetadataValue.md("\n".join(f"- `{o.media_uri}`" for o in outputs)),

@@ -1,6 +1,5 @@
 """lineage: the Parquet record of everything, and the checks users care about."""
 
-
 from collections import defaultdict
 from pathlib import Path
 
@@ -35,15 +34,17 @@ def build_lineage_asset(spec: DatasetSpec, spec_path: Path) -> list[dg.AssetsDef
             ledger.close()
         status = table.column("status").to_pylist()
         credits = [c for c in table.column("credits_final").to_pylist() if c is not None]
-        return dg.MaterializeResult(metadata={
-            "path": dg.MetadataValue.path(uri),
-            "rows": table.num_rows,
-            "succeeded": status.count("succeeded"),
-            "failed": status.count("failed"),
-            "pending": status.count("pending"),
-            "credits_final": float(sum(credits)),
-            "dagster/row_count": table.num_rows,
-        })
+        return dg.MaterializeResult(
+            metadata={
+                "path": dg.MetadataValue.path(uri),
+                "rows": table.num_rows,
+                "succeeded": status.count("succeeded"),
+                "failed": status.count("failed"),
+                "pending": status.count("pending"),
+                "credits_final": float(sum(credits)),
+                "dagster/row_count": table.num_rows,
+            }
+        )
 
     @dg.asset_check(asset=lineage_key, description="Every lineage file exists, decodes, and matches its SHA-256.")
     def outputs_exist_and_decode(storage: StorageResource) -> dg.AssetCheckResult:
@@ -55,11 +56,15 @@ def build_lineage_asset(spec: DatasetSpec, spec_path: Path) -> list[dg.AssetsDef
             ledger.close()
         return dg.AssetCheckResult(
             passed=not problems,
-            metadata={"files_checked": checked, "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems[:50]) or "none")},
+            metadata={
+                "files_checked": checked,
+                "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems[:50]) or "none"),
+            },
         )
 
-    @dg.asset_check(asset=lineage_key, description="Every planned output of the current table is stored.",
-                    blocking=False)
+    @dg.asset_check(
+        asset=lineage_key, description="Every planned output of the current table is stored.", blocking=False
+    )
     def every_planned_output_stored() -> dg.AssetCheckResult:
         current = load_spec(spec_path)
         plan = build_plan(current)
@@ -76,8 +81,7 @@ def build_lineage_asset(spec: DatasetSpec, spec_path: Path) -> list[dg.AssetsDef
             passed=not missing,
             severity=dg.AssetCheckSeverity.WARN,
             # The listings are keyed `<state>_outputs`: a bare state name ("planned") would overwrite the count.
-            metadata={"planned": len(states),
-                      **{f"{k}_outputs": ", ".join(v[:40]) for k, v in missing.items()}},
+            metadata={"planned": len(states), **{f"{k}_outputs": ", ".join(v[:40]) for k, v in missing.items()}},
         )
 
     @dg.asset_check(asset=lineage_key, description="No idempotency identity was bought twice.")
@@ -88,8 +92,9 @@ def build_lineage_asset(spec: DatasetSpec, spec_path: Path) -> list[dg.AssetsDef
             dupes = duplicate_submissions(ledger, current.name)
         finally:
             ledger.close()
-        return dg.AssetCheckResult(passed=not dupes, metadata={"violations": dg.MetadataValue.md(
-            "\n".join(f"- {d}" for d in dupes) or "none")})
+        return dg.AssetCheckResult(
+            passed=not dupes, metadata={"violations": dg.MetadataValue.md("\n".join(f"- {d}" for d in dupes) or "none")}
+        )
 
     @dg.asset_check(asset=lineage_key, description="Committed spend stays inside the spec's budget.")
     def spend_within_budget() -> dg.AssetCheckResult:
@@ -102,10 +107,22 @@ def build_lineage_asset(spec: DatasetSpec, spec_path: Path) -> list[dg.AssetsDef
             ledger.close()
         budget = current.budget
         ok = (budget.max_credits is None or credits <= budget.max_credits + 1e-9) and (
-            budget.max_usd is None or usd <= budget.max_usd + 1e-9)
-        return dg.AssetCheckResult(passed=ok, metadata={
-            "committed_credits": credits, "max_credits": budget.max_credits or dg.MetadataValue.null(),
-            "committed_usd": usd, "max_usd": budget.max_usd or dg.MetadataValue.null()})
+            budget.max_usd is None or usd <= budget.max_usd + 1e-9
+        )
+        return dg.AssetCheckResult(
+            passed=ok,
+            metadata={
+                "committed_credits": credits,
+                "max_credits": budget.max_credits or dg.MetadataValue.null(),
+                "committed_usd": usd,
+                "max_usd": budget.max_usd or dg.MetadataValue.null(),
+            },
+        )
 
-    return [lineage, outputs_exist_and_decode, every_planned_output_stored, no_identity_submitted_twice,
-            spend_within_budget]
+    return [
+        lineage,
+        outputs_exist_and_decode,
+        every_planned_output_stored,
+        no_identity_submitted_twice,
+        spend_within_budget,
+    ]

@@ -1,11 +1,10 @@
 """prompt_table: validate the spec and table, plan every output, register one partition per prompt."""
 
-
 from pathlib import Path
 
 import dagster as dg
 
-from wan_pipeline.assets.keys import key, prompt_partitions
+from wan_pipeline.assets.keys import key
 from wan_pipeline.errors import InvalidInput, WanPipelineError
 from wan_pipeline.plan import build_plan
 from wan_pipeline.spec import DatasetSpec, load_spec
@@ -44,17 +43,22 @@ def build_prompt_table_asset(spec: DatasetSpec, spec_path: Path) -> dg.AssetsDef
         estimate = plan.estimate()
         preview = "\n".join(
             ["| prompt_id | mode | variants | prompt |", "|---|---|---|---|"]
-            + [f"| {r.prompt_id} | {plan.tasks_for(r.prompt_id)[0].mode.value} | {len(plan.tasks_for(r.prompt_id))} "
-               f"| {r.prompt[:60].replace('|', '/')} |" for r in plan.rows[:50]]
+            + [
+                f"| {r.prompt_id} | {plan.tasks_for(r.prompt_id)[0].mode.value} | {len(plan.tasks_for(r.prompt_id))} "
+                f"| {r.prompt[:60].replace('|', '/')} |"
+                for r in plan.rows[:50]
+            ]
         )
-        return dg.MaterializeResult(metadata={
-            "rows": len(plan.rows),
-            "planned_outputs": len(plan.tasks),
-            "new_partitions": len(new),
-            "estimated_credits": estimate.credits,
-            "estimated_usd": estimate.usd,
-            "provider": f"{current.provider}/{current.model}",
-            "preview": dg.MetadataValue.md(preview),
-        })
+        return dg.MaterializeResult(
+            metadata={
+                "rows": len(plan.rows),
+                "planned_outputs": len(plan.tasks),
+                "new_partitions": len(new),
+                "estimated_credits": estimate.credits,
+                "estimated_usd": estimate.usd,
+                "provider": f"{current.provider}/{current.model}",
+                "preview": dg.MetadataValue.md(preview),
+            }
+        )
 
     return prompt_table

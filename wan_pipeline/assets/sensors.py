@@ -1,6 +1,5 @@
 """A sensor that notices new rows in the prompt table, adds their partitions and requests their runs."""
 
-
 import hashlib
 from pathlib import Path
 
@@ -13,7 +12,9 @@ from wan_pipeline.plan import build_plan
 from wan_pipeline.spec import DatasetSpec, load_spec
 
 
-def build_new_prompts_sensor(spec: DatasetSpec, spec_path: Path, job: UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
+def build_new_prompts_sensor(
+    spec: DatasetSpec, spec_path: Path, job: UnresolvedAssetJobDefinition
+) -> dg.SensorDefinition:
     @dg.sensor(
         name=f"{spec.name}_new_prompts",
         job=job,
@@ -37,8 +38,10 @@ def build_new_prompts_sensor(spec: DatasetSpec, spec_path: Path, job: Unresolved
         existing = set(context.instance.get_dynamic_partitions(current.partitions_name))
         new = [p for p in plan.prompt_ids if p not in existing]
         return dg.SensorResult(
-            run_requests=[dg.RunRequest(partition_key=p, asset_selection=[key(current, "generations"),
-                                                                           key(current, "media")]) for p in new],
+            run_requests=[
+                dg.RunRequest(partition_key=p, asset_selection=[key(current, "generations"), key(current, "media")])
+                for p in new
+            ],
             dynamic_partitions_requests=[dg.AddDynamicPartitionsRequest(current.partitions_name, new)] if new else [],
             cursor=fingerprint,
         )

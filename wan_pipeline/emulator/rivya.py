@@ -18,7 +18,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from wan_pipeline.emulator.common import (
-    ConnectionDropped, bearer, media_url, read_json, request_id, size_for_image,
+    ConnectionDropped,
+    bearer,
+    media_url,
+    read_json,
+    request_id,
+    size_for_image,
 )
 from wan_pipeline.emulator.state import EmulatorState, EmuTask, body_hash
 from wan_pipeline.sizes import video_size
@@ -54,8 +59,9 @@ MAX_SEED = 2_147_483_647
 
 
 def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, "requestId": request_id()}},
-                        status_code=status, headers=headers)
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "requestId": request_id()}}, status_code=status, headers=headers
+    )
 
 
 def auth_error(request: Request) -> JSONResponse:
@@ -80,8 +86,12 @@ def serialize(state: EmulatorState, task: EmuTask, base: str) -> dict[str, Any]:
         result = {"primary_url": urls[0], "urls": urls}
         final = task.credits
     elif status == "failed":
-        err = {"code": task.error_code, "message": "The generation failed."
-               if task.error_code == "generation_failed" else "The request was rejected by content moderation."}
+        err = {
+            "code": task.error_code,
+            "message": "The generation failed."
+            if task.error_code == "generation_failed"
+            else "The request was rejected by content moderation.",
+        }
     return {
         "id": task.id,
         "status": status,
@@ -159,8 +169,9 @@ def validate(state: EmulatorState, body: Any) -> str | None:
 def _outputs(state: EmulatorState, body: dict[str, Any], sha: str) -> list[dict[str, Any]]:
     params = body.get("params", {})
     if MODELS[body["model"]]["kind"] == "image":
-        width, height = size_for_image(params.get("aspect_ratio", DEFAULTS["aspect_ratio"]),
-                                       params.get("resolution", DEFAULTS["resolution"]))
+        width, height = size_for_image(
+            params.get("aspect_ratio", DEFAULTS["aspect_ratio"]), params.get("resolution", DEFAULTS["resolution"])
+        )
         return [{"kind": "image", "width": width, "height": height, "format": "png", "key": sha}]
     refs = params.get("referenceMediaItems") or []
     resolution = params.get("resolution", VIDEO_DEFAULTS["resolution"])
@@ -174,8 +185,17 @@ def _outputs(state: EmulatorState, body: dict[str, Any], sha: str) -> list[dict[
         first = next(f for f in state.files.values() if f["url"] == refs[0]["url"])
         aspect = f"{first.get('width') or 16}:{first.get('height') or 9}"
     width, height = video_size(aspect, resolution)
-    return [{"kind": "video", "width": width, "height": height, "format": "mp4", "key": sha,
-             "duration": duration, "fps": VIDEO_FPS}]
+    return [
+        {
+            "kind": "video",
+            "width": width,
+            "height": height,
+            "format": "mp4",
+            "key": sha,
+            "duration": duration,
+            "fps": VIDEO_FPS,
+        }
+    ]
 
 
 async def create(request: Request) -> Response:
@@ -204,15 +224,27 @@ async def create(request: Request) -> Response:
         model = MODELS[body["model"]]
         credits = float(model["credits"])  # type: ignore[arg-type]
         if state.balance < credits:
-            return error(402, "insufficient_credits", f"This task needs {credits:g} credits; balance is {state.balance:g}.")
+            return error(
+                402, "insufficient_credits", f"This task needs {credits:g} credits; balance is {state.balance:g}."
+            )
         outcome, code = state.decide_outcome()
-        task = state.create_task(EmuTask(
-            id=state.new_id("task_"), protocol=PROTOCOL, model=body["model"], created_at=time.time(),
-            queue_s=state.config.queue_s, process_s=state.config.process_s, outcome=outcome, error_code=code,
-            credits=credits,
-            outputs=_outputs(state, body, sha),
-            idempotency_key=key, body_sha256=sha, client_ref=body.get("client_request_id"),
-        ))
+        task = state.create_task(
+            EmuTask(
+                id=state.new_id("task_"),
+                protocol=PROTOCOL,
+                model=body["model"],
+                created_at=time.time(),
+                queue_s=state.config.queue_s,
+                process_s=state.config.process_s,
+                outcome=outcome,
+                error_code=code,
+                credits=credits,
+                outputs=_outputs(state, body, sha),
+                idempotency_key=key,
+                body_sha256=sha,
+                client_ref=body.get("client_request_id"),
+            )
+        )
     payload = serialize(state, task, str(request.base_url))
     if state.faults.hit("drop"):
         raise ConnectionDropped("emulated: task created, response lost")
@@ -224,7 +256,9 @@ async def get_task(request: Request) -> Response:
     if not state.key_ok(bearer(request)):
         return auth_error(request)
     if state.faults.hit("rate_limit"):
-        return error(429, "rate_limited", "Too many requests.", {"Retry-After": f"{state.faults.config.retry_after_s:g}"})
+        return error(
+            429, "rate_limited", "Too many requests.", {"Retry-After": f"{state.faults.config.retry_after_s:g}"}
+        )
     if state.faults.hit("server_error"):
         return error(500, "internal_error", "Internal error.")
     task = state.tasks.get(request.path_params["task_id"])
@@ -268,8 +302,14 @@ async def upload_file(request: Request) -> Response:
         return error(400, "validation_failed", f"{model} does not take video references")
     file_id = state.new_id("file_")
     url = f"{str(request.base_url).rstrip('/')}/_files/{file_id}"
-    record: dict[str, Any] = {"id": file_id, "kind": kind, "url": url, "name": upload.filename,
-                              "mime_type": mime, "size_bytes": len(data)}
+    record: dict[str, Any] = {
+        "id": file_id,
+        "kind": kind,
+        "url": url,
+        "name": upload.filename,
+        "mime_type": mime,
+        "size_bytes": len(data),
+    }
     try:
         record.update(_probe(data, str(kind)))
     except Exception:
@@ -293,19 +333,35 @@ def _probe(data: bytes, kind: str) -> dict[str, Any]:
             return {"width": img.width, "height": img.height}
     import av
 
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), mode="r") as container:
         stream = container.streams.video[0]
         frames = sum(1 for _ in container.decode(stream))
         rate = float(stream.average_rate or 16)
-        return {"width": stream.codec_context.width, "height": stream.codec_context.height,
-                "duration_seconds": round(frames / rate, 2)}
+        return {
+            "width": stream.codec_context.width,
+            "height": stream.codec_context.height,
+            "duration_seconds": round(frames / rate, 2),
+        }
 
 
 async def models(request: Request) -> Response:
-    return JSONResponse({"object": "list", "data": [
-        {"id": m, "category": spec["kind"], "runtime": "async_task", "base_credits": spec["credits"],
-         "billing_type": "FIXED", "max_prompt_length": MAX_PROMPT, "api_status": "available"}
-        for m, spec in MODELS.items()]})
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": [
+                {
+                    "id": m,
+                    "category": spec["kind"],
+                    "runtime": "async_task",
+                    "base_credits": spec["credits"],
+                    "billing_type": "FIXED",
+                    "max_prompt_length": MAX_PROMPT,
+                    "api_status": "available",
+                }
+                for m, spec in MODELS.items()
+            ],
+        }
+    )
 
 
 ROUTES = [

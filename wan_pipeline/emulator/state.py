@@ -126,7 +126,7 @@ class EmulatorState:
         return not self.config.api_keys or token in self.config.api_keys
 
     # -- tasks -------------------------------------------------------------------------------
-    def lookup_idempotent(self, protocol: str, key: str | None, body_sha: str) -> EmuTask | None | str:
+    def lookup_idempotent(self, protocol: str, key: str | None, body_sha: str) -> EmuTask | str | None:
         """The task for a replayed key, None for a new key, or 'conflict' for a key reused with another body."""
         if not key:
             return None
@@ -193,8 +193,15 @@ class EmulatorState:
                 "balance": self.balance,
                 "faults_injected": dict(self.faults.injected),
                 "tasks": [
-                    {"id": t.id, "protocol": t.protocol, "model": t.model, "status": t.status_at(now),
-                     "credits": t.credits, "idempotency_key": t.idempotency_key, "client_ref": t.client_ref}
+                    {
+                        "id": t.id,
+                        "protocol": t.protocol,
+                        "model": t.model,
+                        "status": t.status_at(now),
+                        "credits": t.credits,
+                        "idempotency_key": t.idempotency_key,
+                        "client_ref": t.client_ref,
+                    }
                     for t in self.tasks.values()
                 ],
             }

@@ -30,7 +30,8 @@ def render_video(key: str, width: int, height: int, duration_s: float, fps: int 
             img = base.copy()
             x = (i * (stream.width - side)) // max(1, frames - 1)
             ImageDraw.Draw(img).rectangle((x, stream.height // 3, x + side, stream.height // 3 + side), fill=fg)
-            for packet in stream.encode(av.VideoFrame.from_image(img)):
+            frame = av.VideoFrame.from_image(img)  # type: ignore[no-untyped-call]
+            for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)

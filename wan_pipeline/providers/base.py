@@ -52,8 +52,11 @@ class HttpCall:
     def to_record(self) -> str:
         """The whole call (never auth headers: the engine adds those) so a resume re-sends it byte for byte."""
         assert self.files is None, "uploads are not recorded for replay"
-        return json.dumps({"method": self.method, "path": self.path, "headers": self.headers, "json": self.json_body},
-                          ensure_ascii=False, sort_keys=True)
+        return json.dumps(
+            {"method": self.method, "path": self.path, "headers": self.headers, "json": self.json_body},
+            ensure_ascii=False,
+            sort_keys=True,
+        )
 
     @staticmethod
     def from_record(text: str) -> HttpCall:

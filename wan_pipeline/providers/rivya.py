@@ -91,7 +91,9 @@ class Rivya:
             if name not in info.supports:
                 issues.append(Issue(name, unsupported(info, name)))
         if params.aspect_ratio and params.aspect_ratio not in info.aspect_ratios:
-            issues.append(Issue("aspect_ratio", not_one_of(info, "aspect_ratio", params.aspect_ratio, info.aspect_ratios)))
+            issues.append(
+                Issue("aspect_ratio", not_one_of(info, "aspect_ratio", params.aspect_ratio, info.aspect_ratios))
+            )
         if params.resolution and params.resolution not in info.resolutions:
             issues.append(Issue("resolution", not_one_of(info, "resolution", params.resolution, info.resolutions)))
         if params.duration is not None and info.durations and params.duration not in info.durations:
@@ -99,15 +101,22 @@ class Rivya:
             issues.append(Issue("duration", not_one_of(info, "duration", str(params.duration), allowed)))
         refs = params.reference_images or []
         if len(refs) > info.max_reference_images:
-            issues.append(Issue("reference_images", f"{len(refs)} images; {model} takes at most {info.max_reference_images}"))
+            issues.append(
+                Issue("reference_images", f"{len(refs)} images; {model} takes at most {info.max_reference_images}")
+            )
         sources = [("reference_images", r) for r in refs]
         if params.reference_video:
             sources.append(("reference_video", params.reference_video))
         for column, ref in sources:
             if ref.startswith("http"):
                 # Sheet: "References must be Files API URLs; arbitrary public URLs are not described as accepted".
-                issues.append(Issue(column, f"'{ref}': rivya takes reference files only through its Files API; "
-                                            "give a local path and it is uploaded"))
+                issues.append(
+                    Issue(
+                        column,
+                        f"'{ref}': rivya takes reference files only through its Files API; "
+                        "give a local path and it is uploaded",
+                    )
+                )
         if info.kind == "video":
             issues.extend(_video_rules(params))
         return issues
@@ -141,12 +150,14 @@ class Rivya:
             }
             if p.negative_prompt:
                 out["negative_prompt"] = p.negative_prompt
-            out.update({
-                "prompt_extend": _select_bool(True if p.prompt_extend is None else p.prompt_extend),
-                "watermark": _select_bool(p.watermark or False),
-                "audio_setting": p.audio_setting or "auto",
-                "seed": request.seed,
-            })
+            out.update(
+                {
+                    "prompt_extend": _select_bool(True if p.prompt_extend is None else p.prompt_extend),
+                    "watermark": _select_bool(p.watermark or False),
+                    "audio_setting": p.audio_setting or "auto",
+                    "seed": request.seed,
+                }
+            )
         else:
             out = {
                 "aspect_ratio": p.aspect_ratio or info.default_aspect_ratio,
@@ -180,11 +191,14 @@ class Rivya:
     def state(self, reply: HttpReply) -> TaskSnapshot:
         data = json_or_none(reply)
         if not isinstance(data, dict) or "id" not in data or "status" not in data:
-            raise e.Transient(code="bad_response", message="task response is not a Rivya task object",
-                              http_status=reply.status)
+            raise e.Transient(
+                code="bad_response", message="task response is not a Rivya task object", http_status=reply.status
+            )
         status = str(data["status"])
         result = data.get("result") or {}
-        urls: tuple[str, ...] = tuple(result.get("urls") or ([result["primary_url"]] if result.get("primary_url") else []))
+        urls: tuple[str, ...] = tuple(
+            result.get("urls") or ([result["primary_url"]] if result.get("primary_url") else [])
+        )
         error: e.ProviderError | None = None
         if status == "succeeded":
             task_status = TaskStatus.SUCCEEDED
@@ -227,7 +241,8 @@ class Rivya:
     def upload(self, model: str, ref: Reference, data: bytes) -> HttpCall | None:
         assert ref.path is not None and ref.mime_type is not None
         return HttpCall(
-            "POST", FILES,
+            "POST",
+            FILES,
             form={"kind": ref.kind, "model": model},
             files={"file": (ref.path.name, data, ref.mime_type)},
         )

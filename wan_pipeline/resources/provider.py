@@ -28,15 +28,22 @@ class ProviderResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     backoff_max_s: float = Field(default=30.0)
     generation_attempts: int = Field(default=2, description="attempts per output per run on provider failures")
     resubmit_ambiguous: bool = Field(
-        default=False, description="re-send creates that may have landed on hosts without idempotency keys")
+        default=False, description="re-send creates that may have landed on hosts without idempotency keys"
+    )
 
     def settings(self) -> EngineSettings:
         return EngineSettings(
-            max_concurrency=self.max_concurrency, submits_per_second=self.submits_per_second,
-            poll_initial_s=self.poll_initial_s, poll_max_s=self.poll_max_s, poll_deadline_s=self.poll_deadline_s,
+            max_concurrency=self.max_concurrency,
+            submits_per_second=self.submits_per_second,
+            poll_initial_s=self.poll_initial_s,
+            poll_max_s=self.poll_max_s,
+            poll_deadline_s=self.poll_deadline_s,
             poll_deadline_video_s=self.poll_deadline_video_s,
-            http_retries=self.http_retries, backoff_base_s=self.backoff_base_s, backoff_max_s=self.backoff_max_s,
-            generation_attempts=self.generation_attempts, resubmit_ambiguous=self.resubmit_ambiguous,
+            http_retries=self.http_retries,
+            backoff_base_s=self.backoff_base_s,
+            backoff_max_s=self.backoff_max_s,
+            generation_attempts=self.generation_attempts,
+            resubmit_ambiguous=self.resubmit_ambiguous,
         )
 
 
