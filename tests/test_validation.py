@@ -98,7 +98,12 @@ def test_prompt_over_5000_characters_is_refused_for_rivya_image(write_spec: Spec
 def test_aspect_ratio_rivya_does_not_offer_is_refused_with_the_allowed_list(write_spec: SpecWriter) -> None:
     problem = only(problems_of(write_spec([{"prompt_id": "a", "prompt": "x", "aspect_ratio": "5:4"}])))
     assert (problem.row, problem.column) == (1, "aspect_ratio")
-    assert problem.reason == "'5:4' is not one of 1:1, 16:9, 4:3, 21:9, 3:4, 9:16, 8:1, 1:8 for rivya/wan-2-7-image"
+    assert problem.reason.startswith(
+        "'5:4' is not one of 1:1, 16:9, 4:3, 21:9, 3:4, 9:16, 8:1, 1:8 for rivya/wan-2-7-image; supported by "
+    )
+    # The hint names only image models of other providers that take this aspect ratio.
+    hinted = problem.reason.split("; supported by ")[1].split(", ")
+    assert hinted and all(not h.startswith("rivya/") for h in hinted)
 
 
 def test_malformed_aspect_ratio_is_refused(write_spec: SpecWriter) -> None:
@@ -110,7 +115,9 @@ def test_malformed_aspect_ratio_is_refused(write_spec: SpecWriter) -> None:
 def test_resolution_4k_is_refused_for_rivya_naming_the_reason(write_spec: SpecWriter) -> None:
     problem = only(problems_of(write_spec([{"prompt_id": "a", "prompt": "x", "resolution": "4K"}])))
     assert (problem.row, problem.column) == (1, "resolution")
-    assert problem.reason == "'4K' is not one of 1K, 2K for rivya/wan-2-7-image"
+    assert problem.reason == (
+        "'4K' is not one of 1K, 2K for rivya/wan-2-7-image; supported by reapi/wan2.7-image-pro, dashscope/wan2.7-image-pro"
+    )
 
 
 def test_unknown_resolution_value_lists_the_contract_values(write_spec: SpecWriter) -> None:
@@ -287,17 +294,27 @@ def test_parameter_rivya_does_not_support_is_refused_with_reason(
     problems = problems_of(spec)
     assert where(problems) == [(1, name) for name in refused]
     for problem, name in zip(problems, refused, strict=True):
-        assert problem.reason == f"rivya/wan-2-7-image does not support '{name}'"
+        assert_refused_naming_alternatives(problem.reason, name)
 
 
 def test_provider_check_refuses_unsupported_params_directly() -> None:
     from wan_pipeline.params import NeutralParams
 
     issues = RIVYA.check("wan-2-7-image", "x", NeutralParams(n=2, thinking=True, aspect_ratio="1:1"))
-    assert [(i.field, i.reason) for i in issues] == [
-        ("n", "rivya/wan-2-7-image does not support 'n'"),
-        ("thinking", "rivya/wan-2-7-image does not support 'thinking'"),
-    ]
+    assert [i.field for i in issues] == ["n", "thinking"]
+    for issue in issues:
+        assert_refused_naming_alternatives(issue.reason, issue.field)
+
+
+def assert_refused_naming_alternatives(reason: str, name: str) -> None:
+    """Refused with the reason, and pointed at image models elsewhere that do take the parameter."""
+    head, _, hint = reason.partition("; supported by ")
+    assert head == f"rivya/wan-2-7-image does not support '{name}'"
+    alternatives = hint.split(", ")
+    # DashScope (Alibaba's first-party host) takes every neutral image parameter.
+    assert "dashscope/wan2.7-image-pro" in alternatives
+    assert not any(a.startswith("rivya/") for a in alternatives)
+    assert not any("video" in a or "2v" in a for a in alternatives)
 
 
 def test_unsupported_spec_default_is_reported_for_every_row(write_spec: SpecWriter) -> None:
@@ -328,10 +345,12 @@ def test_spec_with_unknown_provider_lists_the_known_ones(write_spec: SpecWriter)
     assert "'rivya', 'evolink', 'reapi', 'runware' or 'dashscope'" in problem.reason
 
 
-def test_spec_with_provider_not_implemented_is_a_config_error(write_spec: SpecWriter) -> None:
-    spec = load_spec(write_spec([{"prompt_id": "a", "prompt": "x"}], provider="evolink"))
-    with pytest.raises(ConfigError, match=r"provider 'evolink' is not implemented yet \(available: rivya\)"):
-        build_plan(spec)
+def test_registry_refuses_an_unknown_provider_naming_the_available_ones() -> None:
+    from wan_pipeline.providers.registry import get_provider
+
+    with pytest.raises(ConfigError, match=r"provider 'acme' is not implemented yet \(available: "
+                                          r"dashscope, evolink, reapi, rivya, runware\)"):
+        get_provider("acme")
 
 
 def test_spec_with_unknown_model_names_the_known_models(write_spec: SpecWriter, tmp_path: Path) -> None:
@@ -365,7 +384,10 @@ def test_spec_reports_every_field_problem_together(write_spec: SpecWriter) -> No
 def test_spec_budget_in_usd_is_refused_for_credit_only_rivya(write_spec: SpecWriter) -> None:
     problem = only(spec_problems(write_spec, budget={"max_usd": 5}))
     assert problem.column == "budget.max_usd"
-    assert "no documented USD rate; use budget.max_credits" in problem.reason
+    assert problem.reason == (
+        "rivya/wan-2-7-image has no documented USD price for 1 prompt(s) (e.g. a), so this budget cannot be "
+        "enforced; use budget.max_credits if that price is known, or no budget"
+    )
 
 
 def test_spec_budget_below_one_task_is_refused(write_spec: SpecWriter) -> None:

@@ -216,8 +216,9 @@ class TaskEngine:
         if last.state in (SUBMITTED, SUCCEEDED, SUBMITTING):
             return last.attempt  # resume: poll the recorded task, or re-send with the same key
         if last.state == FAILED:
-            if last.task_id is None and (last.error_class in AMBIGUOUS or last.error_class is None):
-                return last.attempt  # the provider may have created it: same key again
+            if last.error_class in AMBIGUOUS or last.error_class is None:
+                # The provider may hold it: same key again, or (client-named task) ask for it by its id.
+                return last.attempt
             if last.error_class in PERMANENT:
                 return (
                     last.attempt
@@ -259,7 +260,7 @@ class TaskEngine:
                     error_message=None,
                     run_id=self.run_id,
                 )
-        elif same is not None and same.state == SUBMITTING and same.task_id is not None:
+        elif same is not None and same.task_id is not None and same.state in (SUBMITTING, FAILED):
             # The client named the task before sending (Runware): ask for it before sending again.
             adopted = await self._adopt_presubmitted(task, same)
             if adopted is not None:
@@ -277,6 +278,18 @@ class TaskEngine:
         except e.ProviderError as err:
             if err.stops_submissions:
                 self._stop = err
+            named = self.ledger.latest(task.identity)
+            if (
+                named is not None
+                and named.attempt == attempt_no
+                and named.task_id is not None
+                and isinstance(err, e.Transient | e.IdempotencyConflict)
+            ):
+                # A client-named task whose create answer was lost (or whose re-send the host refused as a
+                # duplicate): the host may hold it, so ask for it by name before giving up on it.
+                adopted = await self._adopt_presubmitted(task, named)
+                if adopted is not None:
+                    return adopted, 1
             self._fail(task, attempt_no, err)
             raise
         self.ledger.update(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -12,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from wan_pipeline.emulator import rivya
+from wan_pipeline.emulator import dashscope, evolink, reapi, rivya, runware
 from wan_pipeline.emulator.common import ConnectionDropped
 from wan_pipeline.emulator.faults import FaultConfig
 from wan_pipeline.emulator.imagegen import render_image
@@ -97,11 +98,15 @@ async def set_config(request: Request) -> Response:
 
 
 #: emulated wire protocols: provider name -> routes (paths exactly as the provider documents them)
-PROTOCOLS: dict[str, list[BaseRoute]] = {
+PROTOCOLS: dict[str, Sequence[BaseRoute]] = {
     "rivya": rivya.ROUTES,
+    "evolink": evolink.ROUTES,
     # -- evolink routes --
+    "reapi": reapi.ROUTES,
     # -- reapi routes --
+    "runware": runware.ROUTES,
     # -- runware routes --
+    "dashscope": dashscope.ROUTES,
     # -- dashscope routes --
 }
 

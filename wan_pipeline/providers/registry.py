@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from wan_pipeline.errors import ConfigError
-from wan_pipeline.providers import rivya
 
 # -- provider imports --
+from wan_pipeline.providers import dashscope, evolink, reapi, rivya, runware
 from wan_pipeline.providers.base import Provider
 
 PROVIDERS: dict[str, Provider] = {
     rivya.PROVIDER.name: rivya.PROVIDER,
+    reapi.PROVIDER.name: reapi.PROVIDER,
+    evolink.PROVIDER.name: evolink.PROVIDER,
+    runware.PROVIDER.name: runware.PROVIDER,
+    dashscope.PROVIDER.name: dashscope.PROVIDER,
     # -- provider entries --
 }
 

@@ -1,0 +1,549 @@
+"""Alibaba Cloud Model Studio (DashScope), the first-party host of Wan 2.7 — images and videos.
+
+Wire facts (providers/dashscope.md; there is no seed for DashScope, seeds 002/003 only cross-check the
+Wan 2.7 image semantics through resellers):
+- Images: POST /api/v1/services/aigc/image-generation/generation with `X-DashScope-Async: enable`, body
+  `{"model", "input": {"messages": [{"role": "user", "content": [{"image": url}…, {"text": prompt}]}]},
+  "parameters": {…}}`; image order in `content` is "image 1, image 2…".
+- Videos: POST /api/v1/services/aigc/video-generation/video-synthesis (async only), body
+  `{"model", "input": {"prompt", "negative_prompt", "media": [{"type", "url"}]}, "parameters": {…}}`.
+- Every async task is polled at GET /api/v1/tasks/{task_id}: PENDING → RUNNING → SUCCEEDED | FAILED, also
+  CANCELED, UNKNOWN (not found / expired) and the SDK's SUSPENDED.
+- Errors: `{"request_id", "code", "message"}`; dotted codes refine a family (`Throttling.RateQuota`).
+- No idempotency key and no client task id: a create that may have landed is never re-sent blindly.
+- No credits: DashScope bills money per generated image (`usage.image_count`) or per output second
+  (`usage.duration`, by `usage.SR`). Credits stay None; USD comes from the catalog's prices: a finished video's
+  cost is its usage × the per-second price; a FAILED or CANCELED task costs 0 ("failures cost nothing"); an
+  image's actual cost needs the model, which the poll answer does not name, so the estimate stands.
+
+Choices where the sheet is open (wan_pipeline/emulator/dashscope.py makes the same ones):
+- `negative_prompt` / `prompt_extend` on wan2.7-image*: ACCEPTED, in `parameters`. Seeds 002 (EvoLink) and 003
+  (reAPI) both forward `negative_prompt` (≤ 500 chars) for Wan 2.7 image and seed 002 forwards `prompt_extend`
+  "only in image editing mode", so we send prompt_extend only with input images.
+- A FAILED task carries `code`/`message` inside `output` (the common DashScope task shape); a top-level
+  code/message (the image doc's query-error example) is read too.
+- A query for an unknown or expired task answers HTTP 200 with `task_status: UNKNOWN` (the SDK's wait loop
+  treats UNKNOWN as a terminal status of a 200 answer). We read UNKNOWN as "the host lost the task before we
+  got its output" → GenerationFailed (a new attempt with the same seed), never a silent success.
+- CANCELED (someone cancelled a PENDING task, the only cancellable state per the SDK) is permanent:
+  RejectedByProvider, not resubmitted.
+- 429 carries no Retry-After (none documented): the engine backs off exponentially.
+- Reference files: the sheet's temporary upload is a two-step flow (GET /api/v1/uploads?action=getPolicy, then a
+  multipart POST to the policy's own OSS host) that one `upload()` HttpCall relative to the base URL cannot
+  express, so `upload()` returns None (local files go out as presigned S3 URLs). `submit` already adds
+  `X-DashScope-OssResourceResolve: enable` for `oss://` references, and the emulator implements the flow.
+- `provider_params` are merged into `parameters` unchanged, except a nested `"input"` object, merged into `input`
+  (for input-side fields with no neutral name, e.g. t2v's `audio_url`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+from wan_pipeline import errors as e
+from wan_pipeline.params import NeutralParams
+from wan_pipeline.providers.base import (
+    Estimate,
+    GenerationRequest,
+    HttpCall,
+    HttpReply,
+    Issue,
+    Mode,
+    Reference,
+    TaskSnapshot,
+    TaskStatus,
+    error_by_status,
+    json_or_none,
+)
+from wan_pipeline.providers.catalog import ModelInfo, find_model, models_of, not_one_of, unsupported
+from wan_pipeline.sizes import IMAGE_GEAR_SIDE, image_size, parse_aspect
+
+IMAGE_ASYNC = "/api/v1/services/aigc/image-generation/generation"
+IMAGE_SYNC = "/api/v1/services/aigc/multimodal-generation/generation"
+VIDEO_SYNTHESIS = "/api/v1/services/aigc/video-generation/video-synthesis"
+TASKS = "/api/v1/tasks"
+UPLOADS = "/api/v1/uploads"
+
+IMAGE_MODELS = ("wan2.7-image", "wan2.7-image-pro")
+PRO = "wan2.7-image-pro"
+T2V, I2V, R2V, VIDEOEDIT = "wan2.7-t2v", "wan2.7-i2v", "wan2.7-r2v", "wan2.7-videoedit"
+
+MAX_NEGATIVE_PROMPT = 500
+#: explicit "W*H" total pixels (sheet, `size`): pro text-to-image up to 4096², everything else up to 2048²
+MIN_PIXELS = 768 * 768
+MAX_PIXELS = 2048 * 2048
+MAX_PIXELS_PRO_T2I = 4096 * 4096
+MAX_ASPECT = 8.0
+MAX_N, MAX_N_GROUP = 4, 12
+
+#: task_status values (sheet "Task states"; SDK dashscope/common/constants.py TaskStatus)
+PENDING_STATES = ("PENDING", "RUNNING", "SUSPENDED")
+TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN")
+
+#: error families (the part of a code before the first '.'), sheet "Errors & retries"
+_ERROR_CLASSES: dict[str, type[e.ProviderError]] = {
+    "InvalidParameter": e.RejectedByProvider,
+    "DataInspectionFailed": e.ContentRejected,
+    "Arrearage": e.InsufficientCredits,
+    "InvalidApiKey": e.AuthenticationFailed,
+    "AccessDenied": e.AuthenticationFailed,
+    "ModelNotFound": e.RejectedByProvider,
+    "NotFound": e.RejectedByProvider,
+    "Throttling": e.RateLimited,
+    "InternalError": e.Transient,
+}
+
+
+class DashScope:
+    name = "dashscope"
+    key_env = "DASHSCOPE_API_KEY"
+    base_env = "DASHSCOPE_BASE_URL"
+    default_base = "https://dashscope-intl.aliyuncs.com"
+    supports_idempotency_key = False  # sheet "Idempotency": none; each create makes a new task
+
+    # -- capabilities -------------------------------------------------------------------------
+    def models(self) -> tuple[str, ...]:
+        return models_of(self.name)
+
+    def info(self, model: str) -> ModelInfo:
+        info = find_model(self.name, model)
+        if info is None:
+            raise e.ConfigError(f"dashscope has no model '{model}' (known: {', '.join(self.models())})")
+        return info
+
+    def check(self, model: str, prompt: str, params: NeutralParams) -> list[Issue]:
+        info = find_model(self.name, model)
+        if info is None:
+            return [Issue("model", f"dashscope has no model '{model}' (known: {', '.join(self.models())})")]
+        issues: list[Issue] = []
+        if len(prompt) > info.max_prompt_chars:
+            # The image API would silently truncate; a dataset must not record a prompt that was not used.
+            issues.append(Issue("prompt", f"{len(prompt)} characters; {model} allows at most {info.max_prompt_chars}"))
+        for name in params.effective():
+            if name not in info.supports:
+                issues.append(Issue(name, unsupported(info, name)))
+        if params.resolution and info.resolutions and params.resolution not in info.resolutions:
+            issues.append(Issue("resolution", not_one_of(info, "resolution", params.resolution, info.resolutions)))
+        if params.negative_prompt and len(params.negative_prompt) > MAX_NEGATIVE_PROMPT:
+            issues.append(Issue("negative_prompt", f"{len(params.negative_prompt)} characters; "
+                                                   f"at most {MAX_NEGATIVE_PROMPT}"))
+        refs = params.reference_images or []
+        if len(refs) > info.max_reference_images and "reference_images" in info.supports:
+            issues.append(Issue("reference_images", f"{len(refs)} images; {model} takes at most "
+                                                    f"{info.max_reference_images}"))
+        issues.extend(self._check_image(info, params) if info.kind == "image" else self._check_video(info, params))
+        return issues
+
+    def _check_image(self, info: ModelInfo, p: NeutralParams) -> list[Issue]:
+        issues: list[Issue] = []
+        model = info.model
+        refs = p.reference_images or []
+        group = bool(p.sequential)
+        t2i = not refs
+        four_k_refused = p.resolution == "4K" and "4K" in info.resolutions and (not t2i or group)
+        if four_k_refused:
+            issues.append(Issue("resolution", "4K is wan2.7-image-pro text-to-image only (no input images, no group "
+                                              "mode); use 1K or 2K"))
+        if p.width is not None and p.resolution is not None:
+            issues.append(Issue("resolution", "give either width/height or resolution: DashScope's size is a tier or "
+                                              "explicit pixels, never both"))
+        size = _explicit_size(p) if p.resolution in (None, *info.resolutions) and not four_k_refused else None
+        if size is not None:
+            limit = MAX_PIXELS_PRO_T2I if model == PRO and t2i and not group else MAX_PIXELS
+            problem = _size_problem(size, limit)
+            if problem:
+                issues.append(Issue("width" if p.width is not None else "aspect_ratio", problem))
+        cap = MAX_N_GROUP if group else MAX_N
+        if p.n is not None and p.n > cap:
+            issues.append(Issue("n", f"{p.n} outputs; at most {cap} {'in group mode' if group else 'per task'}"
+                                     f"{'' if group else f' ({MAX_N_GROUP} with sequential)'}"))
+        if p.color_palette is not None and group:
+            issues.append(Issue("color_palette", "color_palette does not apply in group mode (sequential)"))
+        if p.thinking and (refs or group):
+            issues.append(Issue("thinking", "thinking only works for text-to-image outside group mode; DashScope "
+                                            "ignores it with input images or sequential"))
+        if p.prompt_extend is not None and not refs:
+            issues.append(Issue("prompt_extend", "prompt_extend applies to image editing only (with reference_images)"))
+        return issues
+
+    def _check_video(self, info: ModelInfo, p: NeutralParams) -> list[Issue]:
+        issues: list[Issue] = []
+        model = info.model
+        refs = p.reference_images or []
+        if p.aspect_ratio and "aspect_ratio" in info.supports and p.aspect_ratio not in info.aspect_ratios:
+            issues.append(Issue("aspect_ratio", not_one_of(info, "aspect_ratio", p.aspect_ratio, info.aspect_ratios)))
+        if p.duration is not None and "duration" in info.supports:
+            low, high = 2, 15
+            if model == VIDEOEDIT or (model == R2V and p.reference_video):
+                high = 10  # r2v with a reference video, and video edit, are 2–10 s
+            if not low <= p.duration <= high:
+                issues.append(Issue("duration", f"{p.duration} s; {model} takes {low}–{high} s"
+                                                f"{' with a reference video' if model == R2V else ''}"))
+        if model == I2V:
+            if not refs and not p.reference_video:
+                issues.append(Issue("reference_images", "wan2.7-i2v needs a first frame (reference_images) or a first "
+                                                        "clip (reference_video)"))
+            if p.reference_video and len(refs) > 1:
+                issues.append(Issue("reference_images", "with a first clip (reference_video) wan2.7-i2v takes at most "
+                                                        "one image, the last frame"))
+        elif model == R2V:
+            if not refs and not p.reference_video:
+                issues.append(Issue("reference_images", "wan2.7-r2v needs at least one reference image or video"))
+            elif len(refs) + (1 if p.reference_video else 0) > 5:
+                issues.append(Issue("reference_images", "wan2.7-r2v takes at most 5 references, images and video "
+                                                        "combined"))
+        elif model == VIDEOEDIT and not p.reference_video:
+            issues.append(Issue("reference_video", "wan2.7-videoedit edits exactly one input video: set "
+                                                   "reference_video"))
+        return issues
+
+    def mode(self, model: str, params: NeutralParams) -> Mode:
+        if model == T2V:
+            return Mode.TEXT_TO_VIDEO
+        if model == I2V:
+            return Mode.IMAGE_TO_VIDEO
+        if model == R2V:
+            return Mode.REFERENCE_TO_VIDEO
+        if model == VIDEOEDIT:
+            return Mode.VIDEO_EDIT
+        if params.regions and any(params.regions):
+            return Mode.REGION_EDIT
+        if params.sequential:
+            return Mode.GROUP
+        return Mode.IMAGE_EDIT if params.reference_images else Mode.TEXT_TO_IMAGE
+
+    def estimate(self, model: str, params: NeutralParams) -> Estimate:
+        """USD before submitting: per image × n (group mode: n is the maximum), or per second × duration."""
+        info = self.info(model)
+        if info.kind == "image":
+            count = params.n or (MAX_N_GROUP if params.sequential else 1)
+            usd = None if info.usd_per_output is None else round(info.usd_per_output * count, 6)
+            return Estimate(credits=None, usd=usd)
+        rate = (info.usd_per_second or {}).get(params.resolution or info.default_resolution or "")
+        seconds = params.duration or info.default_duration or (10 if model == VIDEOEDIT else None)
+        if rate is None or seconds is None:
+            return Estimate(credits=None, usd=info.usd_per_output)
+        return Estimate(credits=None, usd=round(rate * seconds, 6))
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {api_key}"}
+
+    # -- wire mapping -------------------------------------------------------------------------
+    def submit(self, request: GenerationRequest, idempotency_key: str) -> HttpCall:
+        # No idempotency header: DashScope documents none (the key is still recorded in our ledger).
+        info = self.info(request.model)
+        if info.kind == "image":
+            body = self.image_body(request)
+            path = IMAGE_ASYNC
+        else:
+            body = self.video_body(request)
+            path = VIDEO_SYNTHESIS
+        headers = {"X-DashScope-Async": "enable"}
+        if any((r.url or "").startswith("oss://") for r in request.references):
+            headers["X-DashScope-OssResourceResolve"] = "enable"
+        return HttpCall("POST", path, json_body=body, headers=headers)
+
+    def image_body(self, request: GenerationRequest) -> dict[str, Any]:
+        p = request.params
+        images = [r for r in request.references if r.kind == "image"]
+        content: list[dict[str, str]] = [{"image": _url(r)} for r in images]
+        content.append({"text": request.prompt})
+        parameters: dict[str, Any] = {"size": image_size_param(p)}
+        parameters["n"] = p.n or (MAX_N_GROUP if p.sequential else 1)
+        if p.sequential is not None:
+            parameters["enable_sequential"] = p.sequential
+        if p.thinking is not None:
+            parameters["thinking_mode"] = p.thinking
+        if p.color_palette is not None:
+            parameters["color_palette"] = [{"hex": c.hex, "ratio": c.ratio} for c in p.color_palette]
+        if p.regions is not None:
+            parameters["bbox_list"] = [[list(box) for box in boxes] for boxes in p.regions]
+        if p.negative_prompt is not None:
+            parameters["negative_prompt"] = p.negative_prompt
+        if p.prompt_extend is not None:
+            parameters["prompt_extend"] = p.prompt_extend
+        parameters["watermark"] = bool(p.watermark)
+        parameters["seed"] = request.seed
+        body: dict[str, Any] = {
+            "model": request.model,
+            "input": {"messages": [{"role": "user", "content": content}]},
+            "parameters": parameters,
+        }
+        return _with_provider_params(body, p)
+
+    def video_body(self, request: GenerationRequest) -> dict[str, Any]:
+        info = self.info(request.model)
+        p = request.params
+        model = request.model
+        inputs: dict[str, Any] = {"prompt": request.prompt}
+        if p.negative_prompt is not None:
+            inputs["negative_prompt"] = p.negative_prompt
+        media = _video_media(model, request.references)
+        if media:
+            inputs["media"] = media
+        resolution = p.resolution or info.default_resolution or "1080p"
+        parameters: dict[str, Any] = {"resolution": resolution.upper()}
+        ratio = p.aspect_ratio or info.default_aspect_ratio
+        if ratio and model != I2V:
+            parameters["ratio"] = ratio  # videoedit: absent = the input's ratio
+        duration = p.duration or info.default_duration
+        if duration is not None:
+            parameters["duration"] = duration  # videoedit: absent (0) = keep the input length
+        if p.audio_setting is not None:
+            parameters["audio_setting"] = p.audio_setting
+        parameters["prompt_extend"] = True if p.prompt_extend is None else p.prompt_extend
+        parameters["watermark"] = bool(p.watermark)
+        parameters["seed"] = request.seed
+        return _with_provider_params({"model": model, "input": inputs, "parameters": parameters}, p)
+
+    def presubmit_task_id(self, request: GenerationRequest, idempotency_key: str) -> str | None:
+        return None  # DashScope names its tasks and takes no client id
+
+    def accepted(self, reply: HttpReply) -> TaskSnapshot:
+        return self.state(reply)
+
+    def poll(self, task_id: str) -> HttpCall:
+        return HttpCall("GET", f"{TASKS}/{task_id}")
+
+    def cancel(self, task_id: str) -> HttpCall:
+        """The SDK's cancel call (only PENDING tasks can be cancelled); the engine does not use it."""
+        return HttpCall("POST", f"{TASKS}/{task_id}/cancel")
+
+    def state(self, reply: HttpReply) -> TaskSnapshot:
+        data = json_or_none(reply)
+        if not isinstance(data, dict):
+            raise e.Transient(code="bad_response", message="task answer is not JSON", http_status=reply.status)
+        output = data.get("output")
+        if not isinstance(output, dict):
+            if data.get("code"):  # the image doc's top-level query error
+                raise _classify(reply, str(data["code"]), str(data.get("message") or ""))
+            raise e.Transient(code="bad_response", message="task answer has no output", http_status=reply.status)
+        status = output.get("task_status")
+        task_id = str(output.get("task_id") or data.get("request_id") or "")
+        if status is None and "choices" in output:
+            status = "SUCCEEDED"  # the synchronous endpoint answers with the result itself
+        urls = _output_urls(output)
+        error: e.ProviderError | None = None
+        cost: float | None = None
+        if status in PENDING_STATES:
+            task_status = TaskStatus.PENDING
+        elif status == "SUCCEEDED":
+            task_status = TaskStatus.SUCCEEDED
+            cost = video_cost_usd(data.get("usage"))
+            if not urls:
+                task_status = TaskStatus.FAILED
+                error = e.GenerationFailed(code="no_output", message="task succeeded without result URLs")
+        elif status == "FAILED":
+            task_status = TaskStatus.FAILED
+            code = output.get("code") or data.get("code") or "InternalError"
+            message = output.get("message") or data.get("message") or "task failed"
+            error = _task_error(str(code), str(message))
+            cost = 0.0  # sheet, Pricing: failures cost nothing
+        elif status == "CANCELED":
+            task_status = TaskStatus.FAILED
+            error = e.RejectedByProvider(code="Canceled", message="the task was cancelled before it ran")
+            cost = 0.0  # cancelled while PENDING: never ran, never billed
+        elif status == "UNKNOWN":
+            task_status = TaskStatus.FAILED
+            error = e.GenerationFailed(code="UnknownTask", message="DashScope no longer knows this task (not found or "
+                                                                   "expired after 24 h)")
+        else:
+            raise e.Transient(code="unknown_status", message=f"unknown task_status '{status}'")
+        return TaskSnapshot(task_id=task_id, status=task_status, output_urls=urls, error=error, cost_usd=cost, raw=data)
+
+    def error(self, reply: HttpReply) -> e.ProviderError:
+        data = json_or_none(reply)
+        if not isinstance(data, dict) or not data.get("code"):
+            return error_by_status(reply, code=f"http_{reply.status}", message=_snippet(reply))
+        return _classify(reply, str(data["code"]), str(data.get("message") or ""))
+
+    # -- uploads ------------------------------------------------------------------------------
+    def upload(self, model: str, ref: Reference, data: bytes) -> HttpCall | None:
+        # Two requests (policy, then a POST to the policy's OSS host): not one HttpCall; see the module docstring.
+        return None
+
+    def upload_policy(self, model: str) -> HttpCall:
+        """Step 1 of the sheet's temporary upload, for an engine that can run the two-step flow."""
+        return HttpCall("GET", f"{UPLOADS}?action=getPolicy&model={model}")
+
+    def uploaded(self, ref: Reference, reply: HttpReply) -> Reference:
+        """The OSS form POST answered 200: the file is `oss://<key>` (the key travels in upload_fields)."""
+        if reply.status != 200 or not ref.upload_fields.get("key"):
+            raise e.Transient(code="upload_failed", message=f"OSS upload answered HTTP {reply.status}",
+                              http_status=reply.status)
+        return replace(ref, url=f"oss://{ref.upload_fields['key']}")
+
+
+# -- pure helpers -----------------------------------------------------------------------------
+
+
+def image_size_param(p: NeutralParams) -> str:
+    """`size`: explicit "W*H" for width/height or an aspect ratio, else the tier (default 2K)."""
+    size = _explicit_size(p)
+    if size is not None:
+        return f"{size[0]}*{size[1]}"
+    return p.resolution or "2K"
+
+
+def _explicit_size(p: NeutralParams) -> tuple[int, int] | None:
+    if p.width is not None and p.height is not None:
+        return p.width, p.height
+    if p.aspect_ratio:
+        return fit_size(p.aspect_ratio, p.resolution or "2K")
+    return None
+
+
+def fit_size(aspect: str, gear: str) -> tuple[int, int]:
+    """≈ gear² pixels in `aspect`, sides multiples of 16, inside the sheet's hard limits.
+
+    `image_size` (what verification expects) rounds each side to the nearest 16, which can overshoot a
+    little (16:9 2K is 2736*1536 > 2048², 8:1 2K is 5792*720, past 8:1); then the multiples of 16 nearest
+    to the aspect that stay inside win.
+    """
+    cap = MAX_PIXELS_PRO_T2I if gear == "4K" else MAX_PIXELS
+    first = image_size(aspect, gear)
+    if _fits(first, cap):
+        return first
+    aw, ah = parse_aspect(aspect)
+    target = aw / ah
+    total = min(IMAGE_GEAR_SIDE[gear] ** 2, cap)
+    h0 = int(math.sqrt(total / target)) // 16 * 16
+    candidates = []
+    for h in range(max(16, h0 - 64), h0 + 80, 16):
+        low = max(16, int(target * h) // 16 * 16)
+        candidates += [(low, h), (low + 16, h)]
+    pool = [s for s in candidates if _fits(s, cap)] or [first]
+    return min(pool, key=lambda s: (abs(math.log((s[0] / s[1]) / target)) > 0.02, abs(s[0] * s[1] - total)))
+
+
+def _fits(size: tuple[int, int], max_pixels: int) -> bool:
+    w, h = size
+    return MIN_PIXELS <= w * h <= max_pixels and 1 / MAX_ASPECT <= w / h <= MAX_ASPECT
+
+
+def _size_problem(size: tuple[int, int], max_pixels: int) -> str | None:
+    w, h = size
+    if not MIN_PIXELS <= w * h <= max_pixels:
+        side = math.isqrt(max_pixels)
+        return f"{w}*{h} is {w * h} pixels; DashScope takes {MIN_PIXELS} (768²) to {max_pixels} ({side}²) here"
+    if not 1 / MAX_ASPECT <= w / h <= MAX_ASPECT:
+        return f"{w}*{h} has an aspect outside 1:8 … 8:1"
+    return None
+
+
+def _url(ref: Reference) -> str:
+    if not ref.url:
+        raise e.ConfigError(f"reference '{ref.source}' has no URL yet (it must be uploaded or presigned first)")
+    return ref.url
+
+
+def _video_media(model: str, refs: tuple[Reference, ...]) -> list[dict[str, str]]:
+    """The `media` list: i2v first_frame/last_frame/first_clip, r2v reference_*, videoedit video + reference_image."""
+    images = [r for r in refs if r.kind == "image"]
+    videos = [r for r in refs if r.kind == "video"]
+    media: list[dict[str, str]] = []
+    if model == I2V:
+        if videos:
+            media.append({"type": "first_clip", "url": _url(videos[0])})
+            media.extend({"type": "last_frame", "url": _url(r)} for r in images[:1])
+        else:
+            for kind, ref in zip(("first_frame", "last_frame"), images, strict=False):
+                media.append({"type": kind, "url": _url(ref)})
+    elif model == R2V:
+        media.extend({"type": "reference_image", "url": _url(r)} for r in images)
+        media.extend({"type": "reference_video", "url": _url(r)} for r in videos)
+    elif model == VIDEOEDIT:
+        media.extend({"type": "video", "url": _url(r)} for r in videos)
+        media.extend({"type": "reference_image", "url": _url(r)} for r in images)
+    return media
+
+
+def _with_provider_params(body: dict[str, Any], p: NeutralParams) -> dict[str, Any]:
+    extra = dict(p.provider_params or {})
+    extra_input = extra.pop("input", None)
+    if isinstance(extra_input, dict):
+        body["input"].update(extra_input)
+    elif extra_input is not None:
+        extra["input"] = extra_input  # not an object: leave it where the user put it
+    body["parameters"].update(extra)
+    return body
+
+
+def _output_urls(output: dict[str, Any]) -> tuple[str, ...]:
+    urls: list[str] = []
+    for choice in output.get("choices") or []:
+        message = (choice or {}).get("message") or {}
+        content = message.get("content") or []
+        for item in content if isinstance(content, list) else []:
+            if isinstance(item, dict) and isinstance(item.get("image"), str):
+                urls.append(item["image"])
+    if isinstance(output.get("video_url"), str) and output["video_url"]:
+        urls.append(output["video_url"])
+    return tuple(urls)
+
+
+def billed_units(usage: Any) -> tuple[str, float] | None:
+    """What a finished task is billed on: ("image", image_count) or ("<720p|1080p>", output seconds)."""
+    if not isinstance(usage, dict):
+        return None
+    if isinstance(usage.get("image_count"), int | float):
+        return "image", float(usage["image_count"])
+    seconds = usage.get("output_video_duration", usage.get("duration"))
+    sr = usage.get("SR")
+    if isinstance(seconds, int | float) and sr in (720, 1080, "720", "1080"):
+        return f"{int(sr)}p", float(seconds)
+    return None
+
+
+def video_cost_usd(usage: Any) -> float | None:
+    """Actual USD of a video task from its usage (same per-second price for every Wan 2.7 video model)."""
+    units = billed_units(usage)
+    if units is None or units[0] == "image":
+        return None
+    rate = {"720p": 0.10, "1080p": 0.15}.get(units[0])  # catalog usd_per_second of the dashscope video models
+    return None if rate is None else round(rate * units[1], 6)
+
+
+def image_cost_usd(model: str, usage: Any) -> float | None:
+    """Actual USD of an image task: usage.image_count × the model's price (the poll answer does not name the
+    model, so `state` cannot call this; see the module docstring)."""
+    units = billed_units(usage)
+    info = find_model("dashscope", model)
+    if units is None or units[0] != "image" or info is None or info.usd_per_output is None:
+        return None
+    return round(info.usd_per_output * units[1], 6)
+
+
+def _family(code: str) -> str:
+    return code.split(".", 1)[0]
+
+
+def _classify(reply: HttpReply, code: str, message: str) -> e.ProviderError:
+    generic = error_by_status(reply, code, message)
+    cls = _ERROR_CLASSES.get(_family(code))
+    if cls is None:
+        return generic
+    return cls(code=code, message=message, http_status=reply.status, retry_after_s=generic.retry_after_s)
+
+
+def _task_error(code: str, message: str) -> e.ProviderError:
+    """A FAILED task's code: moderation is permanent, a bad input is ours, anything else a failed generation."""
+    family = _family(code)
+    if family == "DataInspectionFailed":
+        return e.ContentRejected(code=code, message=message)
+    if family in ("InvalidParameter", "ModelNotFound", "NotFound"):
+        return e.RejectedByProvider(code=code, message=message)
+    if family in ("InvalidApiKey", "AccessDenied"):
+        return e.AuthenticationFailed(code=code, message=message)
+    if family == "Arrearage":
+        return e.InsufficientCredits(code=code, message=message)
+    return e.GenerationFailed(code=code, message=message)
+
+
+def _snippet(reply: HttpReply) -> str:
+    return reply.body[:200].decode("utf-8", errors="replace") or f"HTTP {reply.status}"
+
+
+PROVIDER = DashScope()

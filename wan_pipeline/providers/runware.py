@@ -1,0 +1,561 @@
+"""Runware REST API — `alibaba:wan@2.7-image`, `alibaba:wan@2.7-image-pro` (seed 004) and `alibaba:wan@2.7` video.
+
+Wire facts (seed 004 and providers/runware.md):
+- One endpoint, `POST /v1`, whose body is a JSON *array* of task objects; each task carries its own
+  `taskType` and a client-chosen `taskUUID` (UUID v4). Answers are `{"data": [...]}` and/or
+  `{"errors": [...]}`, matched to tasks by `taskUUID`.
+- Images: `taskType: imageInference`, pixel `width`/`height` (768..2048, step 16), `settings`
+  (`thinking`, `sequential`, `colorPalette`, `editRegions`), `inputs.referenceImages` (1..9).
+- Video: `taskType: videoInference` with `alibaba:wan@2.7`; `width`/`height` from ten allowed pairs,
+  `resolution`, `duration`, `inputs.frameImages` for image-to-video.
+- We always send `deliveryMethod: "async"` (immediate ACK, then `getResponse` polling) and
+  `includeCost: true` (each result item then carries `cost`, USD) — the sheet's "Common platform options".
+- Auth: `Authorization: Bearer <key>` (what both official SDKs send).
+
+Choices where the sheet is open or silent (the emulator, wan_pipeline/emulator/runware.py, follows each):
+- taskUUID: derived from the attempt's idempotency key (sha256 → 16 bytes stamped as version 4 /
+  RFC 4122 variant), so it is known and recorded *before* sending and stays a valid "UUID v4" for a
+  server that checks the version nibble. (The brief suggested uuid5; a v5 UUID is not "UUID v4".)
+- Re-sent taskUUID: the sheet says only "must be unique per task" (and lists `conflict*` codes among
+  validation errors); the official SDK (Runware/sdk-python, `_retry_with_reconnect`) treats a re-sent
+  task answered with `conflictTaskUUID` as proof the first send landed. So a reused taskUUID is refused
+  (HTTP 400 `conflictTaskUUID`, nothing created, nothing billed). Re-sending a create with the same
+  taskUUID is therefore safe — it can never buy a second task — which is what the engine's
+  `supports_idempotency_key` asks (True). Unlike an Idempotency-Key replay, the re-send does not hand
+  back the task: `conflictTaskUUID` maps to IdempotencyConflict, and the task itself is reached with
+  `getResponse` on the taskUUID recorded before sending (`presubmit_task_id`; the sheet's recovery path).
+- getResponse for an unknown taskUUID: HTTP 404 with `errors[0].code = "taskFailedOrNotFound"` (sheet:
+  the SDK maps that code to notFound) → RejectedByProvider, so the engine re-sends the recorded call.
+- getResponse of a wholly failed task: HTTP 200 with one item `status: "error"` and `error: {code,
+  message}` (the shape SDK v1.x parses); a 200 carrying a top-level `errors` entry for the task is read
+  the same way.
+- Async ACK: `{"data": [{"taskType", "taskUUID"}]}` (the sheet's first form); an empty `data` ACK
+  cannot name the task and is treated as a bad answer.
+- Results: an item with `status: "success"` (or, as the SDKs do, any item carrying `imageURL` /
+  `videoURL`) is a finished output; all items finished so far come back on every poll. A task is
+  terminal once no item is pending; outputs that failed among several are dropped (the others paid).
+- `editRegions` boxes travel as `[x1, y1, x2, y2]` arrays (seed 004), never `{x1, ...}` objects.
+- Pro size range: undocumented (upstream 4096 is "unverified" per the sheet) → the documented
+  768..2048 of the standard model applies to both.
+- `numberResults`: the seed's 1..20 (no undocumented per-model cap); Pro priced per image when
+  `numberResults > 1` (the sheet leaves per run vs per image open; per image never under-budgets).
+- Reference images: local files go through the documented `imageUpload` task as a data URI of their
+  bytes and travel as the returned `imageUUID`; https URLs are passed as they are. Local videos have
+  no documented upload (`mediaStorage` is "not detailed") → `upload` returns None (presigned S3 URL).
+- Video: `reference_images` (1-2) = image-to-video via `inputs.frameImages` first/last frame (no
+  width/height then: "exactly one of inputs.frameImages or width/height"); `reference_video` = video
+  edit via `inputs.video` (the SDK's field name; the model page does not confirm it), output follows
+  the source. Video edit is billed on input + output seconds; the estimate takes the input to be as
+  long as the output (the emulator bills the same way). Duration 2..15 (upstream; the sheet only
+  caps it at 10 with references). Reference-to-video (`inputs.referenceImages`/`referenceVideos`) is
+  not reachable from the neutral parameters.
+- `safety` has no neutral parameter and is never sent by us (a `provider_params` entry passes through).
+
+Seed vs sheet (the seed wins):
+- seed 004's result examples carry `cost` although their requests do not send `includeCost`; the sheet
+  says `cost` appears only with `includeCost: true`. We always send it, so both readings give the cost.
+- seed 004 lists `safety` (`checkContent`, `mode`) among this model's API options; the sheet reports
+  (community observation) that Alibaba/Wan models reject it with `unsupportedParameter`. The emulator
+  follows the seed and accepts it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from dataclasses import replace
+from typing import Any
+
+from wan_pipeline import errors as e
+from wan_pipeline.params import NeutralParams
+from wan_pipeline.providers.base import (
+    Estimate,
+    GenerationRequest,
+    HttpCall,
+    HttpReply,
+    Issue,
+    Mode,
+    Reference,
+    TaskSnapshot,
+    TaskStatus,
+    error_by_status,
+    json_or_none,
+)
+from wan_pipeline.providers.catalog import ModelInfo, find_model, models_of, not_one_of, unsupported
+from wan_pipeline.sizes import image_size, parse_aspect
+
+API = "/v1"
+IMAGE_MODELS = ("alibaba:wan@2.7-image", "alibaba:wan@2.7-image-pro")
+VIDEO_MODEL = "alibaba:wan@2.7"
+
+#: seed 004: width/height "min: 768 max: 2048 step: 16" (applied to Pro too, see the module docstring)
+MIN_SIDE, MAX_SIDE, STEP = 768, 2048, 16
+#: sheet "Wan 2.7 video": the only allowed width×height pairs, by resolution
+VIDEO_PAIRS: dict[str, dict[str, tuple[int, int]]] = {
+    "720p": {"16:9": (1280, 720), "9:16": (720, 1280), "1:1": (960, 960), "4:3": (1088, 832), "3:4": (832, 1088)},
+    "1080p": {"16:9": (1920, 1080), "9:16": (1080, 1920), "1:1": (1440, 1440), "4:3": (1632, 1248),
+              "3:4": (1248, 1632)},
+}
+#: sheet: duration "≤ 10 when reference images/videos are used" — an input video counts; first/last
+#: frames (`frameImages`) are not "reference images" in Runware's field names, so i2v keeps 2..15
+MAX_DURATION_WITH_REFERENCES = 10
+#: platform options we always send (sheet "Common platform options")
+PLATFORM_OPTIONS: dict[str, Any] = {"deliveryMethod": "async", "includeCost": True}
+#: provider_params keys that would break the engine's bookkeeping (identity, URL results)
+RESERVED_KEYS = ("taskType", "taskUUID")
+PENDING_STATES = ("processing", "pending", "queued", "scheduled", "waiting")
+
+_UUID_NAMESPACE = "wan-pipeline/runware/taskUUID/v1"
+
+
+def task_uuid_for(idempotency_key: str) -> str:
+    """A UUID v4-formatted id fixed by the key: same attempt, same taskUUID, in every process."""
+    digest = hashlib.sha256(f"{_UUID_NAMESPACE}:{idempotency_key}".encode()).digest()[:16]
+    return str(uuid.UUID(bytes=digest, version=4))
+
+
+# -- error classification (sheet "Errors & retries": the SDK's categories) -----------------------------
+
+_AUTH_CODES = {"invalidApiKey", "missingApiKey", "unauthorized", "tokenExpired"}
+_SAFETY_WORDS = ("contentpolicy", "nsfw", "blocked", "moderation", "safety")
+_NOT_FOUND_CODES = {"taskFailedOrNotFound", "taskCancelled", "unknownModel"}
+_PROVIDER_CODES = {"inferenceError", "taskFailed", "modelUnavailable", "noAvailableServer"}
+_SERVER_CODES = {"internalServerError", "serviceUnavailable", "serverUnavailable", "standardError"}
+_VALIDATION_PREFIXES = ("invalid", "missing", "unsupported", "conflict", "max", "unknown", "incompatible",
+                        "duplicate", "array", "value")
+
+
+def category(code: str) -> str | None:
+    """The SDK's category for a Runware error code, or None when the code says nothing we know."""
+    low = code.lower()
+    if code in _AUTH_CODES or "apikey" in low:
+        return "auth"
+    if any(w in low for w in ("credit", "balance", "quota")):
+        return "quota"
+    if "ratelimit" in low:
+        return "rateLimit"
+    if any(w in low for w in _SAFETY_WORDS):
+        return "safety"
+    if code == "conflictTaskUUID":
+        return "conflict"
+    if code in _NOT_FOUND_CODES or "notfound" in low:
+        return "notFound"
+    if "timeout" in low:
+        return "timeout"
+    if code in _PROVIDER_CODES or low.startswith("provider"):
+        return "provider"
+    if code in _SERVER_CODES:
+        return "serverError"
+    if low.startswith(_VALIDATION_PREFIXES):
+        return "validation"
+    return None
+
+
+#: a failed HTTP call: what the engine does next depends on the class alone
+_HTTP_CLASSES: dict[str, type[e.ProviderError]] = {
+    "auth": e.AuthenticationFailed,
+    "quota": e.InsufficientCredits,
+    "rateLimit": e.RateLimited,
+    "safety": e.ContentRejected,
+    "conflict": e.IdempotencyConflict,
+    "notFound": e.RejectedByProvider,
+    "validation": e.RejectedByProvider,
+    # the SDK retries these categories ("provider, timeout, connection, rateLimit, serverError")
+    "timeout": e.Transient,
+    "provider": e.Transient,
+    "serverError": e.Transient,
+}
+
+
+def task_error(code: str, message: str) -> e.ProviderError:
+    """A task that ran and ended `status: "error"`: resubmittable unless the request itself is at fault."""
+    kind = category(code)
+    if kind == "safety":
+        return e.ContentRejected(code=code, message=message)
+    if kind == "auth":
+        return e.AuthenticationFailed(code=code, message=message)
+    if kind == "quota":
+        return e.InsufficientCredits(code=code, message=message)
+    if kind in ("validation", "conflict") or code == "unknownModel":
+        return e.RejectedByProvider(code=code, message=message)
+    return e.GenerationFailed(code=code, message=message)
+
+
+class Runware:
+    name = "runware"
+    key_env = "RUNWARE_API_KEY"
+    base_env = "RUNWARE_BASE_URL"
+    default_base = "https://api.runware.ai"
+    supports_idempotency_key = True  # the taskUUID: a re-send is refused (conflictTaskUUID), never billed twice
+
+    # -- capabilities -------------------------------------------------------------------------
+    def models(self) -> tuple[str, ...]:
+        return models_of(self.name)
+
+    def info(self, model: str) -> ModelInfo:
+        info = find_model(self.name, model)
+        if info is None:
+            raise e.ConfigError(f"runware has no model '{model}' (known: {', '.join(self.models())})")
+        return info
+
+    def check(self, model: str, prompt: str, params: NeutralParams) -> list[Issue]:
+        info = find_model(self.name, model)
+        if info is None:
+            return [Issue("model", f"runware has no model '{model}' (known: {', '.join(self.models())})")]
+        issues: list[Issue] = []
+        if len(prompt) > info.max_prompt_chars:
+            issues.append(Issue("prompt", f"{len(prompt)} characters; {model} allows at most {info.max_prompt_chars}"))
+        for name in params.effective():
+            if name not in info.supports:
+                issues.append(Issue(name, unsupported(info, name)))
+        refs = params.reference_images or []
+        if len(refs) > info.max_reference_images:
+            issues.append(Issue("reference_images",
+                                f"{len(refs)} images; {model} takes at most {info.max_reference_images}"))
+        for key in RESERVED_KEYS:
+            if params.provider_params and key in params.provider_params:
+                issues.append(Issue("provider_params", f"'{key}' is set by wan-pipeline (it names and types the "
+                                                       "task for resuming); remove it from provider_params"))
+        output_type = (params.provider_params or {}).get("outputType")
+        if output_type not in (None, "URL"):
+            issues.append(Issue("provider_params", f"outputType '{output_type}' returns no downloadable URL; "
+                                                   "wan-pipeline needs outputType 'URL'"))
+        if info.kind == "image":
+            issues.extend(self._check_image(info, params))
+        else:
+            issues.extend(self._check_video(info, params))
+        return issues
+
+    def _check_image(self, info: ModelInfo, params: NeutralParams) -> list[Issue]:
+        issues: list[Issue] = []
+        if params.resolution and params.resolution not in info.resolutions:
+            issues.append(Issue("resolution", not_one_of(info, "resolution", params.resolution, info.resolutions)))
+            return issues
+        if params.width is not None and params.height is not None:
+            for name, value in (("width", params.width), ("height", params.height)):
+                if not MIN_SIDE <= value <= MAX_SIDE or value % STEP:
+                    issues.append(Issue(name, f"{value} px; {info.model} takes {MIN_SIDE}..{MAX_SIDE} in steps "
+                                              f"of {STEP}"))
+            return issues
+        aspect = params.aspect_ratio or info.default_aspect_ratio or "1:1"
+        if image_pixels(aspect, params.resolution or info.default_resolution or "1K") is None:
+            issues.append(Issue("aspect_ratio", f"'{aspect}' cannot fit {info.model}'s {MIN_SIDE}..{MAX_SIDE} px "
+                                                f"sides (ratios from {MIN_SIDE}:{MAX_SIDE} to {MAX_SIDE}:{MIN_SIDE})"))
+        return issues
+
+    def _check_video(self, info: ModelInfo, params: NeutralParams) -> list[Issue]:
+        issues: list[Issue] = []
+        if params.resolution and params.resolution not in info.resolutions:
+            issues.append(Issue("resolution", not_one_of(info, "resolution", params.resolution, info.resolutions)))
+        mode = self.mode(info.model, params)
+        if mode in (Mode.IMAGE_TO_VIDEO, Mode.VIDEO_EDIT):
+            # The sheet: frameImages and width/height are exclusive; an edit follows its source video.
+            for name in ("aspect_ratio", "width"):
+                if getattr(params, name) is not None:
+                    issues.append(Issue(name, f"{mode.value} on {info.model} follows its input's geometry; "
+                                              f"'{name}' cannot be set"))
+        if mode == Mode.VIDEO_EDIT and params.reference_images:
+            issues.append(Issue("reference_images", f"{info.model}: video edit takes no reference images here "
+                                                    "(frameImages cannot combine with a video input)"))
+        if mode == Mode.TEXT_TO_VIDEO:
+            if params.width is not None and params.height is not None:
+                tier = video_tier(params.width, params.height)
+                if tier is None:
+                    issues.append(Issue("width", f"{params.width}x{params.height} is not one of {info.model}'s sizes "
+                                                 f"({', '.join(f'{w}x{h}' for w, h in _all_pairs())})"))
+                elif params.resolution and params.resolution != tier:
+                    issues.append(Issue("resolution", f"{params.width}x{params.height} is a {tier} size, not "
+                                                      f"{params.resolution}"))
+            elif params.aspect_ratio and params.aspect_ratio not in info.aspect_ratios:
+                issues.append(Issue("aspect_ratio", not_one_of(info, "aspect_ratio", params.aspect_ratio,
+                                                               info.aspect_ratios)))
+        if params.duration is not None:
+            if params.duration not in info.durations:
+                issues.append(Issue("duration", f"{params.duration} s; {info.model} takes "
+                                                f"{min(info.durations)}..{max(info.durations)} s"))
+            elif mode == Mode.VIDEO_EDIT and params.duration > MAX_DURATION_WITH_REFERENCES:
+                issues.append(Issue("duration", f"{params.duration} s; {info.model} takes at most "
+                                                f"{MAX_DURATION_WITH_REFERENCES} s with reference media"))
+        return issues
+
+    def mode(self, model: str, params: NeutralParams) -> Mode:
+        info = find_model(self.name, model)
+        if info is not None and info.kind == "video":
+            if params.reference_video:
+                return Mode.VIDEO_EDIT
+            return Mode.IMAGE_TO_VIDEO if params.reference_images else Mode.TEXT_TO_VIDEO
+        if params.regions and any(params.regions):
+            return Mode.REGION_EDIT
+        if params.sequential:
+            return Mode.GROUP
+        return Mode.IMAGE_EDIT if params.reference_images else Mode.TEXT_TO_IMAGE
+
+    def estimate(self, model: str, params: NeutralParams) -> Estimate:
+        """USD only (Runware bills in dollars); sheet "Pricing"."""
+        info = self.info(model)
+        count = params.n or 1
+        if info.kind == "image":
+            usd = info.usd_per_output * count if info.usd_per_output is not None else None
+            return Estimate(credits=None, usd=usd)
+        rate = (info.usd_per_second or {}).get(self._video_resolution(info, params))
+        if rate is None:
+            return Estimate(credits=None, usd=None)
+        seconds = params.duration or info.default_duration or 0
+        if self.mode(model, params) == Mode.VIDEO_EDIT:
+            seconds *= 2  # input seconds + output seconds; the edit keeps the source's length
+        return Estimate(credits=None, usd=round(rate * seconds * count, 6))
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {api_key}"}
+
+    # -- wire mapping -------------------------------------------------------------------------
+    def task_object(self, request: GenerationRequest, task_uuid: str,
+                    platform: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One inference task: the model page's fields (seed 004's examples), then the platform options
+        (`PLATFORM_OPTIONS` unless given), then `provider_params` unchanged."""
+        info = self.info(request.model)
+        body = self._image_fields(info, request) if info.kind == "image" else self._video_fields(info, request)
+        task: dict[str, Any] = {"taskType": "imageInference" if info.kind == "image" else "videoInference",
+                                "taskUUID": task_uuid, **body}
+        task.update(PLATFORM_OPTIONS if platform is None else platform)
+        if request.params.provider_params:
+            task.update(request.params.provider_params)
+        return task
+
+    def _image_fields(self, info: ModelInfo, request: GenerationRequest) -> dict[str, Any]:
+        p = request.params
+        if p.width is not None and p.height is not None:
+            width, height = p.width, p.height
+        else:
+            size = image_pixels(p.aspect_ratio or info.default_aspect_ratio or "1:1",
+                                p.resolution or info.default_resolution or "1K")
+            if size is None:
+                raise e.ConfigError(f"aspect ratio '{p.aspect_ratio}' does not fit {info.model} (check() refuses it)")
+            width, height = size
+        out: dict[str, Any] = {"model": request.model, "positivePrompt": request.prompt,
+                               "width": width, "height": height}
+        if p.seed is not None:
+            out["seed"] = p.seed
+        if p.n is not None:
+            out["numberResults"] = p.n
+        settings: dict[str, Any] = {}
+        if p.regions is not None:
+            settings["editRegions"] = [[list(box) for box in boxes] for boxes in p.regions]
+        if p.thinking is not None:
+            settings["thinking"] = p.thinking
+        if p.sequential is not None:
+            settings["sequential"] = p.sequential
+        if p.color_palette is not None:
+            settings["colorPalette"] = [{"hex": c.hex, "ratio": c.ratio} for c in p.color_palette]
+        if settings:
+            out["settings"] = settings
+        images = [_reference_value(r) for r in request.references if r.kind == "image"]
+        if images:
+            out["inputs"] = {"referenceImages": images}
+        return out
+
+    def _video_fields(self, info: ModelInfo, request: GenerationRequest) -> dict[str, Any]:
+        p = request.params
+        out: dict[str, Any] = {"model": request.model, "positivePrompt": request.prompt}
+        if p.negative_prompt is not None:
+            out["negativePrompt"] = p.negative_prompt
+        images = [_reference_value(r) for r in request.references if r.kind == "image"]
+        videos = [_reference_value(r) for r in request.references if r.kind == "video"]
+        if not images and not videos:
+            out["width"], out["height"] = self._video_size(info, p)
+        out["resolution"] = self._video_resolution(info, p)
+        out["duration"] = p.duration or info.default_duration
+        if p.seed is not None:
+            out["seed"] = p.seed
+        if p.n is not None:
+            out["numberResults"] = p.n
+        if videos:
+            out["inputs"] = {"video": videos[0]}
+        elif images:
+            frames = ("first", "last")
+            out["inputs"] = {"frameImages": [{"image": img, "frame": frames[i]} for i, img in enumerate(images[:2])]}
+        return out
+
+    def _video_size(self, info: ModelInfo, p: NeutralParams) -> tuple[int, int]:
+        if p.width is not None and p.height is not None:
+            return p.width, p.height
+        resolution = self._video_resolution(info, p)
+        return VIDEO_PAIRS[resolution][p.aspect_ratio or info.default_aspect_ratio or "16:9"]
+
+    def _video_resolution(self, info: ModelInfo, p: NeutralParams) -> str:
+        if p.resolution:
+            return p.resolution
+        if p.width is not None and p.height is not None:
+            tier = video_tier(p.width, p.height)
+            if tier:
+                return tier
+        return info.default_resolution or "720p"
+
+    def submit(self, request: GenerationRequest, idempotency_key: str) -> HttpCall:
+        task = self.task_object(request, self.presubmit_task_id(request, idempotency_key))
+        return HttpCall("POST", API, json_body=[task])
+
+    def presubmit_task_id(self, request: GenerationRequest, idempotency_key: str) -> str:
+        return task_uuid_for(idempotency_key)
+
+    def accepted(self, reply: HttpReply) -> TaskSnapshot:
+        return self.state(reply)
+
+    def poll(self, task_id: str) -> HttpCall:
+        return HttpCall("POST", API, json_body=[{"taskType": "getResponse", "taskUUID": task_id}])
+
+    def state(self, reply: HttpReply) -> TaskSnapshot:
+        data = json_or_none(reply)
+        if not isinstance(data, dict):
+            raise e.Transient(code="bad_response", message="answer is not a Runware response object",
+                              http_status=reply.status)
+        items = [i for i in data.get("data") or [] if isinstance(i, dict) and i.get("taskType") != "authentication"]
+        errors = [x for x in data.get("errors") or [] if isinstance(x, dict)]
+        if not items:
+            if errors:
+                first = errors[0]
+                err = _http_error(reply, first)
+                if not first.get("taskUUID"):
+                    raise err
+                # A whole-task failure reported as a top-level error on a 200 (sheet "Task states").
+                return TaskSnapshot(task_id=str(first["taskUUID"]), status=TaskStatus.FAILED,
+                                    error=task_error(err.code, err.message), raw=data)
+            raise e.Transient(code="bad_response", message="Runware answered without any task item",
+                              http_status=reply.status)
+        task_id = str(items[0].get("taskUUID") or "")
+        if not task_id:
+            raise e.Transient(code="bad_response", message="task item without taskUUID", http_status=reply.status)
+        mine = [i for i in items if i.get("taskUUID") == task_id]
+        pending, done, failed = [], [], []
+        for item in mine:
+            status = item.get("status")
+            url = item.get("imageURL") or item.get("videoURL")
+            if status == "error" or (status is None and isinstance(item.get("error"), dict)):
+                failed.append(item)
+            elif status == "success" or (status is None and url):
+                done.append(item)
+            elif status is None or status in PENDING_STATES:
+                pending.append(item)  # the async ACK carries only taskType + taskUUID
+            else:
+                raise e.Transient(code="unknown_status", message=f"unknown task status '{status}'")
+        failed += [{"error": x} for x in errors if x.get("taskUUID") == task_id]
+        costs = [float(i["cost"]) for i in done if _is_number(i.get("cost"))]
+        cost = round(sum(costs), 10) if costs else None
+        seeds = [int(i["seed"]) for i in done if _is_number(i.get("seed"))]
+        progress = [float(i["progress"]) for i in pending if _is_number(i.get("progress"))]
+
+        def snapshot(status: TaskStatus, **extra: Any) -> TaskSnapshot:
+            return TaskSnapshot(task_id=task_id, status=status, cost_usd=cost,
+                                provider_seed=seeds[0] if seeds else None, raw=data, **extra)
+
+        if pending:
+            return snapshot(TaskStatus.PENDING, progress=min(progress) if progress else None)
+        urls = tuple(str(u) for u in (i.get("imageURL") or i.get("videoURL") for i in done) if u)
+        if urls:
+            return snapshot(TaskStatus.SUCCEEDED, output_urls=urls)
+        if failed:
+            err_obj = failed[0].get("error") or {}
+            code = str(err_obj.get("code") or "taskFailed")
+            return snapshot(TaskStatus.FAILED, error=task_error(code, str(err_obj.get("message") or "")))
+        return snapshot(TaskStatus.FAILED, error=e.GenerationFailed(code="no_output",
+                                                                    message="task succeeded without result URLs"))
+
+    def error(self, reply: HttpReply) -> e.ProviderError:
+        data = json_or_none(reply)
+        if isinstance(data, dict):
+            errors = data.get("errors")
+            if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+                return _http_error(reply, errors[0])
+            err = data.get("error")
+            if isinstance(err, dict):  # the pre-stream singular shape
+                return _http_error(reply, {**err, "taskUUID": err.get("taskUUID") or data.get("taskUUID")})
+            if err is True and data.get("errorId") == 19:  # legacy invalid-key answer (sheet "Auth")
+                return e.AuthenticationFailed(code="invalidApiKey", message="invalid API key (errorId 19)",
+                                              http_status=reply.status)
+        return error_by_status(reply, code=f"http_{reply.status}", message=_snippet(reply))
+
+    # -- uploads (`imageUpload` task) ---------------------------------------------------------
+    def upload_task(self, image: str, task_uuid: str) -> dict[str, Any]:
+        return {"taskType": "imageUpload", "taskUUID": task_uuid, "image": image}
+
+    def upload(self, model: str, ref: Reference, data: bytes) -> HttpCall | None:
+        if ref.kind != "image":
+            return None  # videos: `mediaStorage` is not documented; the engine presigns from S3
+        mime = ref.mime_type or "application/octet-stream"
+        data_uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+        # Uploads are free and never replayed: a fresh taskUUID each time (a reused one is refused).
+        return HttpCall("POST", API, json_body=[self.upload_task(data_uri, str(uuid.uuid4()))])
+
+    def uploaded(self, ref: Reference, reply: HttpReply) -> Reference:
+        data = json_or_none(reply)
+        items = data.get("data") if isinstance(data, dict) else None
+        item = next((i for i in items or [] if isinstance(i, dict) and i.get("imageUUID")), None)
+        if item is None:
+            if isinstance(data, dict) and data.get("errors"):
+                raise self.error(reply)
+            raise e.Transient(code="bad_response", message="imageUpload answer has no imageUUID",
+                              http_status=reply.status)
+        return replace(ref, url=str(item.get("imageURL") or item["imageUUID"]),
+                       upload_fields={"imageUUID": str(item["imageUUID"])})
+
+
+def image_pixels(aspect: str, gear: str) -> tuple[int, int] | None:
+    """`sizes.image_size` for the gear, brought inside 768..2048 keeping the aspect; None if it cannot fit."""
+    width, height = image_size(aspect, gear, STEP)
+    aw, ah = parse_aspect(aspect)
+    if max(width, height) > MAX_SIDE:  # e.g. 16:9 at 2K is 2736x1536: scale to a 2048 long side
+        width, height = (MAX_SIDE, _snap(MAX_SIDE * ah / aw)) if aw >= ah else (_snap(MAX_SIDE * aw / ah), MAX_SIDE)
+    if min(width, height) < MIN_SIDE:  # e.g. 21:9 at 1K is 1568x672: scale to a 768 short side
+        width, height = (_snap(MIN_SIDE * aw / ah), MIN_SIDE) if aw >= ah else (MIN_SIDE, _snap(MIN_SIDE * ah / aw))
+    if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
+        return None
+    return width, height
+
+
+def video_tier(width: int, height: int) -> str | None:
+    for tier, pairs in VIDEO_PAIRS.items():
+        if (width, height) in pairs.values():
+            return tier
+    return None
+
+
+def _all_pairs() -> list[tuple[int, int]]:
+    return [pair for pairs in VIDEO_PAIRS.values() for pair in pairs.values()]
+
+
+def _snap(x: float) -> int:
+    return max(STEP, round(x / STEP) * STEP)
+
+
+def _reference_value(ref: Reference) -> str:
+    """What `inputs.*` carry: the imageUUID of an upload, else the URL (sheet: UUID, URL, data URI, base64)."""
+    value = ref.upload_fields.get("imageUUID") or ref.url
+    if not value:
+        raise e.ConfigError(f"reference '{ref.source}' has no URL yet (it must be uploaded first)")
+    return str(value)
+
+
+def _http_error(reply: HttpReply, err: dict[str, Any]) -> e.ProviderError:
+    code = str(err.get("code") or f"http_{reply.status}")
+    message = str(err.get("message") or "")
+    details = {k: err[k] for k in ("parameter", "taskType", "taskUUID", "documentation") if err.get(k) is not None}
+    generic = error_by_status(reply, code, message)
+    kind = category(code)
+    cls = _HTTP_CLASSES.get(kind) if kind else None
+    if cls is None:
+        generic.details = details
+        return generic
+    return cls(code=code, message=message, http_status=reply.status, retry_after_s=generic.retry_after_s,
+               details=details)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _snippet(reply: HttpReply) -> str:
+    return reply.body[:200].decode("utf-8", errors="replace") or f"HTTP {reply.status}"
+
+
+PROVIDER = Runware()
