@@ -71,18 +71,31 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         ledger.close()
     todo = [s for s in states if s.state != "stored"]
     per = {t.identity: t.estimate for t in plan.tasks}
-    todo_credits = sum(per[s.task.identity].credits or 0 for s in todo)
-    usd = "not documented by the provider" if est.usd is None else f"${est.usd:.4f}"
+    todo_credits = [per[s.task.identity].credits for s in todo]
+    todo_usd = [per[s.task.identity].usd for s in todo]
     print(f"{spec.name}: {len(plan.tasks)} output(s) on {spec.provider}/{spec.model}")
-    print(f"  full dataset:   {est.credits if est.credits is not None else 'unknown'} credits, USD {usd}")
-    print(f"  still to make:  {len(todo)} output(s), about {todo_credits:g} credits")
+    print(f"  full dataset:   {_amount(est.credits, '{:g} credits')}, {_amount(est.usd, 'USD {:.4f}')}")
+    print(f"  still to make:  {len(todo)} output(s), {_amount(_total(todo_credits), 'about {:g} credits')}, "
+          f"{_amount(_total(todo_usd), 'about USD {:.4f}')}")
     print(f"  committed so far (ledger): {committed:g} credits")
+    remaining = _total(todo_credits)
     if spec.budget.max_credits is not None:
-        fits = committed + todo_credits <= spec.budget.max_credits
-        print(f"  budget: max_credits {spec.budget.max_credits:g} -> {'fits' if fits else 'will stop early'}")
+        verdict = "unknown (no documented price)" if remaining is None else (
+            "fits" if committed + remaining <= spec.budget.max_credits else "will stop early")
+        print(f"  budget: max_credits {spec.budget.max_credits:g} -> {verdict}")
     if spec.budget.max_usd is not None:
         print(f"  budget: max_usd {spec.budget.max_usd:g}")
     return EXIT_OK
+
+
+def _total(values: list[float | None]) -> float | None:
+    """A sum, or None when any part is unknown: an unknown price never reads as zero."""
+    return None if any(v is None for v in values) else float(sum(v for v in values if v is not None))
+
+
+def _amount(value: float | None, fmt: str) -> str:
+    unit = "USD" if "USD" in fmt else "credits"
+    return fmt.format(value) if value is not None else f"{unit}: price not documented"
 
 
 def _contiguous_blocks(ordered: list[str], wanted: set[str]) -> list[list[str]]:

@@ -182,21 +182,25 @@ def _spec_problems(spec: DatasetSpec, provider: Provider) -> list[Problem]:
             )
         )
         return problems
-    if spec.budget.max_usd is not None and info.usd_per_output is None:
-        problems.append(
-            Problem(
-                spec_file,
-                None,
-                "budget.max_usd",
-                f"{spec.provider}/{spec.model} bills in credits with no documented USD rate; use budget.max_credits",
-            )
-        )
     return problems
 
 
 def _check_budget_covers_nothing_impossible(plan: Plan) -> None:
-    """The budget is enforced per submission later; here only refuse a budget no task could ever fit."""
+    """The budget is enforced per submission later; here refuse a budget that could never be enforced
+    (no USD price for some output) or that no task could ever fit."""
     budget = plan.spec.budget
+    spec_file = plan.spec.spec_file
+    # An unknown price would count as zero and the cap would never bind: refuse rather than pretend.
+    for field, limit, unit, other in (("max_usd", budget.max_usd, "USD", "max_credits"),
+                                      ("max_credits", budget.max_credits, "credit", "max_usd")):
+        unpriced = sorted({t.prompt_id for t in plan.tasks
+                           if (t.estimate.usd if unit == "USD" else t.estimate.credits) is None})
+        if limit is not None and unpriced:
+            raise InvalidInput([Problem(
+                spec_file, None, f"budget.{field}",
+                f"{plan.spec.provider}/{plan.spec.model} has no documented {unit} price for "
+                f"{len(unpriced)} prompt(s) (e.g. {', '.join(unpriced[:3])}), so this budget cannot be enforced; "
+                f"use budget.{other} if that price is known, or no budget")])
     cheapest = min((t.estimate.credits for t in plan.tasks if t.estimate.credits is not None), default=None)
     if budget.max_credits is not None and cheapest is not None and cheapest > budget.max_credits:
         raise InvalidInput(
