@@ -116,7 +116,8 @@ def test_resolution_4k_is_refused_for_rivya_naming_the_reason(write_spec: SpecWr
     problem = only(problems_of(write_spec([{"prompt_id": "a", "prompt": "x", "resolution": "4K"}])))
     assert (problem.row, problem.column) == (1, "resolution")
     assert problem.reason == (
-        "'4K' is not one of 1K, 2K for rivya/wan-2-7-image; supported by reapi/wan2.7-image-pro, dashscope/wan2.7-image-pro"
+        "'4K' is not one of 1K, 2K for rivya/wan-2-7-image; "
+        "supported by reapi/wan2.7-image-pro, dashscope/wan2.7-image-pro"
     )
 
 

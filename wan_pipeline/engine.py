@@ -412,7 +412,8 @@ class TaskEngine:
         if self.budget.max_credits is not None and held - already + cost > self.budget.max_credits + 1e-9:
             raise e.BudgetExceeded(
                 code="budget_exceeded",
-                message=f"{held - already:g} credits committed + {cost:g} would pass max_credits {self.budget.max_credits:g}",
+                message=f"{held - already:g} credits committed + {cost:g} would pass "
+                f"max_credits {self.budget.max_credits:g}",
             )
         if self.budget.max_usd is not None and task.estimate.usd is not None:
             spent = self.ledger.committed_usd(task.dataset) - already_usd

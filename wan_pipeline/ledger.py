@@ -251,7 +251,8 @@ class Ledger:
                 check()
             db.execute(
                 f"INSERT INTO attempts ({', '.join(_ATTEMPT_COLS)}) VALUES ({', '.join('?' * len(_ATTEMPT_COLS))}) "
-                "ON CONFLICT(identity, attempt) DO UPDATE SET state=excluded.state, request_json=excluded.request_json, "
+                "ON CONFLICT(identity, attempt) DO UPDATE SET state=excluded.state, "
+                "request_json=excluded.request_json, "
                 "idempotency_key=excluded.idempotency_key, call_json=excluded.call_json, task_id=excluded.task_id, "
                 "error_code=NULL, error_class=NULL, error_message=NULL, "
                 "run_id=excluded.run_id, updated_at=excluded.updated_at",
@@ -277,7 +278,8 @@ class Ledger:
     def record_output(self, o: StoredOutput) -> None:
         with self._tx() as db:
             db.execute(
-                f"INSERT OR REPLACE INTO outputs ({', '.join(_OUTPUT_COLS)}) VALUES ({', '.join('?' * len(_OUTPUT_COLS))})",
+                f"INSERT OR REPLACE INTO outputs ({', '.join(_OUTPUT_COLS)}) "
+                f"VALUES ({', '.join('?' * len(_OUTPUT_COLS))})",
                 [getattr(o, c) for c in _OUTPUT_COLS],
             )
 

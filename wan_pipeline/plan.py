@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from wan_pipeline.errors import InvalidInput, Problem
 from wan_pipeline.mediatypes import sniff_mime
@@ -54,7 +54,7 @@ class PlannedTask:
     fingerprint: str
     references: tuple[Reference, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
-    estimate: Estimate = Estimate(None, None)
+    estimate: Estimate = field(default_factory=lambda: Estimate(None, None))
 
     @property
     def identity(self) -> str:
@@ -191,16 +191,27 @@ def _check_budget_covers_nothing_impossible(plan: Plan) -> None:
     budget = plan.spec.budget
     spec_file = plan.spec.spec_file
     # An unknown price would count as zero and the cap would never bind: refuse rather than pretend.
-    for field, limit, unit, other in (("max_usd", budget.max_usd, "USD", "max_credits"),
-                                      ("max_credits", budget.max_credits, "credit", "max_usd")):
-        unpriced = sorted({t.prompt_id for t in plan.tasks
-                           if (t.estimate.usd if unit == "USD" else t.estimate.credits) is None})
+    for name, limit, unit, other in (
+        ("max_usd", budget.max_usd, "USD", "max_credits"),
+        ("max_credits", budget.max_credits, "credit", "max_usd"),
+    ):
+        unpriced = sorted(
+            {t.prompt_id for t in plan.tasks if (t.estimate.usd if unit == "USD" else t.estimate.credits) is None}
+        )
         if limit is not None and unpriced:
-            raise InvalidInput([Problem(
-                spec_file, None, f"budget.{field}",
-                f"{plan.spec.provider}/{plan.spec.model} has no documented {unit} price for "
-                f"{len(unpriced)} prompt(s) (e.g. {', '.join(unpriced[:3])}), so this budget cannot be enforced; "
-                f"use budget.{other} if that price is known, or no budget")])
+            raise InvalidInput(
+                [
+                    Problem(
+                        spec_file,
+                        None,
+                        f"budget.{name}",
+                        f"{plan.spec.provider}/{plan.spec.model} has no documented {unit} price for "
+                        f"{len(unpriced)} prompt(s) (e.g. {', '.join(unpriced[:3])}), "
+                        "so this budget cannot be enforced; "
+                        f"use budget.{other} if that price is known, or no budget",
+                    )
+                ]
+            )
     cheapest = min((t.estimate.credits for t in plan.tasks if t.estimate.credits is not None), default=None)
     if budget.max_credits is not None and cheapest is not None and cheapest > budget.max_credits:
         raise InvalidInput(
@@ -220,7 +231,7 @@ def _references(
 ) -> tuple[tuple[Reference, ...], list[Problem]]:
     info = find_model(spec.provider, spec.model)
     assert info is not None
-    sources: list[tuple[str, str]] = [("image", r) for r in row.params.reference_images or []]
+    sources: list[tuple[Literal["image", "video"], str]] = [("image", r) for r in row.params.reference_images or []]
     if row.params.reference_video:
         sources.append(("video", row.params.reference_video))
     refs: list[Reference] = []
@@ -228,7 +239,7 @@ def _references(
     for kind, source in sources:
         column = "reference_images" if kind == "image" else "reference_video"
         if source.startswith(("https://", "http://")):
-            refs.append(Reference(kind=kind, source=source, url=source))  # type: ignore[arg-type]
+            refs.append(Reference(kind=kind, source=source, url=source))
             continue
         path = (spec.base_dir / source).resolve()
         data = Path(path).read_bytes()
@@ -256,7 +267,7 @@ def _references(
                 kind=kind,
                 source=source,
                 path=path,
-                mime_type=mime,  # type: ignore[arg-type]
+                mime_type=mime,
                 size_bytes=len(data),
                 sha256=hashlib.sha256(data).hexdigest(),
             )

@@ -55,4 +55,4 @@ def aspect_matches(width: int, height: int, aspect: str, tolerance: float = 0.03
 
 
 def _round(x: float, multiple: int) -> int:
-    return max(multiple, int(round(x / multiple)) * multiple)
+    return max(multiple, round(x / multiple) * multiple)

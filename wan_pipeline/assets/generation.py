@@ -108,7 +108,9 @@ def build_generation_assets(spec: DatasetSpec, spec_path: Path) -> dg.AssetsDefi
         if failures:
             listing = "\n".join(f"- {pid}: {why}" for pid, why in failures.items())
             raise dg.Failure(
-                description=f"{len(failures)} of {len(keys)} partition(s) failed; the others are materialized:\n{listing}",
+                description=(
+                    f"{len(failures)} of {len(keys)} partition(s) failed; the others are materialized:\n{listing}"
+                ),
                 metadata={"failed_partitions": dg.MetadataValue.md(listing), "failed_count": len(failures)},
                 allow_retries=False,
             )

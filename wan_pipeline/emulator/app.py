@@ -29,8 +29,13 @@ class DroppedResponse(Response):
         super().__init__(status_code=200)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"512")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"512")],
+            }
+        )
         await send({"type": "http.response.body", "body": b'{"id":', "more_body": True})
         raise ConnectionDropped("emulated connection drop")
 
@@ -44,9 +49,16 @@ class TruncatedResponse(Response):
         self._media_type = media_type
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", self._media_type.encode()),
-                                (b"content-length", str(len(self._data)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", self._media_type.encode()),
+                    (b"content-length", str(len(self._data)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": self._data[: len(self._data) // 2], "more_body": False})
 
 
@@ -155,6 +167,8 @@ class InProcessTransport(httpx.AsyncBaseTransport):
 IN_PROCESS_BASE = "http://127.0.0.1:1"
 
 
-def in_process(config: EmulatorConfig | None = None, protocol: str = "rivya") -> tuple[EmulatorState, InProcessTransport]:
+def in_process(
+    config: EmulatorConfig | None = None, protocol: str = "rivya"
+) -> tuple[EmulatorState, InProcessTransport]:
     state = EmulatorState(config)
     return state, InProcessTransport(create_app(state, protocol))

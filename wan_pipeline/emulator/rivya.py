@@ -135,9 +135,8 @@ def validate(state: EmulatorState, body: Any) -> str | None:
         if key not in allowed:
             return f"params.{key} is not a parameter of {model}"
         options = allowed[key]
-        if options is not None:
-            if not isinstance(value, str) or value not in options:
-                return f"params.{key} must be one of {', '.join(options)}"
+        if options is not None and (not isinstance(value, str) or value not in options):
+            return f"params.{key} must be one of {', '.join(options)}"
     if "seed" in params:
         seed = params["seed"]
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:

@@ -69,8 +69,21 @@ CATALOG: tuple[ModelInfo, ...] = (
         reference_video=True,
         durations=(5, 10, 15),
         default_duration=5,
-        supports=frozenset({"seed", "aspect_ratio", "resolution", "duration", "negative_prompt", "prompt_extend",
-                            "watermark", "audio_setting", "reference_images", "reference_video", "provider_params"}),
+        supports=frozenset(
+            {
+                "seed",
+                "aspect_ratio",
+                "resolution",
+                "duration",
+                "negative_prompt",
+                "prompt_extend",
+                "watermark",
+                "audio_setting",
+                "reference_images",
+                "reference_video",
+                "provider_params",
+            }
+        ),
         credits_per_output=80,
         usd_per_output=None,
         reference_mime={"image": ("image/jpeg", "image/png", "image/webp"), "video": ("video/mp4", "video/quicktime")},
@@ -90,8 +103,20 @@ CATALOG: tuple[ModelInfo, ...] = (
             default_aspect_ratio="1:1",
             default_resolution="1K",  # we always send `size`; nothing given = "square_hd"
             max_reference_images=4,
-            supports=frozenset({"negative_prompt", "seed", "aspect_ratio", "resolution", "width", "height", "n",
-                                "prompt_extend", "reference_images", "provider_params"}),
+            supports=frozenset(
+                {
+                    "negative_prompt",
+                    "seed",
+                    "aspect_ratio",
+                    "resolution",
+                    "width",
+                    "height",
+                    "n",
+                    "prompt_extend",
+                    "reference_images",
+                    "provider_params",
+                }
+            ),
             credits_per_output=None,  # Wan 2.7 image price and credit↔USD rate: undocumented (sheet "Pricing")
             usd_per_output=None,
             reference_mime={"image": ("image/jpeg", "image/png", "image/webp")},
@@ -111,8 +136,9 @@ CATALOG: tuple[ModelInfo, ...] = (
         default_resolution="720p",
         durations=tuple(range(2, 16)),
         default_duration=5,
-        supports=frozenset({"negative_prompt", "seed", "aspect_ratio", "resolution", "duration", "prompt_extend",
-                            "provider_params"}),
+        supports=frozenset(
+            {"negative_prompt", "seed", "aspect_ratio", "resolution", "duration", "prompt_extend", "provider_params"}
+        ),
         usd_per_second={"720p": 0.086, "1080p": 0.144},
     ),
     ModelInfo(
@@ -126,8 +152,18 @@ CATALOG: tuple[ModelInfo, ...] = (
         reference_video=True,
         durations=tuple(range(2, 16)),
         default_duration=5,
-        supports=frozenset({"negative_prompt", "seed", "resolution", "duration", "prompt_extend",
-                            "reference_images", "reference_video", "provider_params"}),
+        supports=frozenset(
+            {
+                "negative_prompt",
+                "seed",
+                "resolution",
+                "duration",
+                "prompt_extend",
+                "reference_images",
+                "reference_video",
+                "provider_params",
+            }
+        ),
         reference_mime={"image": ("image/jpeg", "image/png", "image/webp"), "video": ("video/mp4", "video/quicktime")},
         reference_max_bytes={"image": 20 * MB, "video": 100 * MB},
         usd_per_second={"720p": 0.086, "1080p": 0.144},
@@ -145,8 +181,19 @@ CATALOG: tuple[ModelInfo, ...] = (
         reference_video=True,
         durations=tuple(range(2, 16)),  # ≤ 10 with a reference video
         default_duration=5,
-        supports=frozenset({"negative_prompt", "seed", "aspect_ratio", "resolution", "duration", "prompt_extend",
-                            "reference_images", "reference_video", "provider_params"}),
+        supports=frozenset(
+            {
+                "negative_prompt",
+                "seed",
+                "aspect_ratio",
+                "resolution",
+                "duration",
+                "prompt_extend",
+                "reference_images",
+                "reference_video",
+                "provider_params",
+            }
+        ),
         reference_mime={"image": ("image/jpeg", "image/png", "image/webp"), "video": ("video/mp4", "video/quicktime")},
         reference_max_bytes={"image": 20 * MB, "video": 100 * MB},
         usd_per_second={"720p": 0.086, "1080p": 0.144},  # billed on input + output seconds
@@ -162,8 +209,20 @@ CATALOG: tuple[ModelInfo, ...] = (
         max_reference_images=4,
         reference_video=True,
         durations=tuple(range(2, 11)),  # absent = keep the whole input (EvoLink's `duration: 0`)
-        supports=frozenset({"negative_prompt", "seed", "aspect_ratio", "resolution", "duration", "prompt_extend",
-                            "reference_images", "reference_video", "audio_setting", "provider_params"}),
+        supports=frozenset(
+            {
+                "negative_prompt",
+                "seed",
+                "aspect_ratio",
+                "resolution",
+                "duration",
+                "prompt_extend",
+                "reference_images",
+                "reference_video",
+                "audio_setting",
+                "provider_params",
+            }
+        ),
         reference_mime={"image": ("image/jpeg", "image/png", "image/webp"), "video": ("video/mp4", "video/quicktime")},
         reference_max_bytes={"image": 20 * MB, "video": 100 * MB},
         usd_per_second={"720p": 0.086, "1080p": 0.144},  # billed on input + output seconds
@@ -183,9 +242,24 @@ CATALOG: tuple[ModelInfo, ...] = (
         default_aspect_ratio="1:1",  # host default when size is omitted: upstream's square (providers/reapi.py)
         default_resolution="2K",
         max_reference_images=9,
-        supports=frozenset({"negative_prompt", "seed", "aspect_ratio", "resolution", "width", "height", "n",
-                            "watermark", "thinking", "sequential", "color_palette", "regions", "reference_images",
-                            "provider_params"}),
+        supports=frozenset(
+            {
+                "negative_prompt",
+                "seed",
+                "aspect_ratio",
+                "resolution",
+                "width",
+                "height",
+                "n",
+                "watermark",
+                "thinking",
+                "sequential",
+                "color_palette",
+                "regions",
+                "reference_images",
+                "provider_params",
+            }
+        ),
         credits_per_output=None,
         usd_per_output=None,
         reference_mime={"image": ("image/jpeg", "image/png", "image/webp")},
@@ -202,9 +276,24 @@ CATALOG: tuple[ModelInfo, ...] = (
         default_aspect_ratio="1:1",
         default_resolution="2K",
         max_reference_images=9,
-        supports=frozenset({"negative_prompt", "seed", "aspect_ratio", "resolution", "width", "height", "n",
-                            "watermark", "thinking", "sequential", "color_palette", "regions", "reference_images",
-                            "provider_params"}),
+        supports=frozenset(
+            {
+                "negative_prompt",
+                "seed",
+                "aspect_ratio",
+                "resolution",
+                "width",
+                "height",
+                "n",
+                "watermark",
+                "thinking",
+                "sequential",
+                "color_palette",
+                "regions",
+                "reference_images",
+                "provider_params",
+            }
+        ),
         credits_per_output=None,
         usd_per_output=None,
         reference_mime={"image": ("image/jpeg", "image/png", "image/webp")},
@@ -243,8 +332,22 @@ CATALOG: tuple[ModelInfo, ...] = (
         default_aspect_ratio="1:1",
         default_resolution="1K",
         max_reference_images=9,
-        supports=frozenset({"seed", "aspect_ratio", "resolution", "width", "height", "n", "thinking", "sequential",
-                            "color_palette", "regions", "reference_images", "provider_params"}),
+        supports=frozenset(
+            {
+                "seed",
+                "aspect_ratio",
+                "resolution",
+                "width",
+                "height",
+                "n",
+                "thinking",
+                "sequential",
+                "color_palette",
+                "regions",
+                "reference_images",
+                "provider_params",
+            }
+        ),
         usd_per_output=0.03,
         reference_mime={"image": ("image/jpeg", "image/png", "image/webp")},
     ),
@@ -257,8 +360,22 @@ CATALOG: tuple[ModelInfo, ...] = (
         default_aspect_ratio="1:1",
         default_resolution="1K",
         max_reference_images=9,
-        supports=frozenset({"seed", "aspect_ratio", "resolution", "width", "height", "n", "thinking", "sequential",
-                            "color_palette", "regions", "reference_images", "provider_params"}),
+        supports=frozenset(
+            {
+                "seed",
+                "aspect_ratio",
+                "resolution",
+                "width",
+                "height",
+                "n",
+                "thinking",
+                "sequential",
+                "color_palette",
+                "regions",
+                "reference_images",
+                "provider_params",
+            }
+        ),
         usd_per_output=0.075,
         reference_mime={"image": ("image/jpeg", "image/png", "image/webp")},
     ),
@@ -278,11 +395,26 @@ CATALOG: tuple[ModelInfo, ...] = (
         reference_video=True,
         durations=tuple(range(2, 16)),
         default_duration=5,
-        supports=frozenset({"seed", "aspect_ratio", "resolution", "width", "height", "n", "duration",
-                            "negative_prompt", "reference_images", "reference_video", "provider_params"}),
+        supports=frozenset(
+            {
+                "seed",
+                "aspect_ratio",
+                "resolution",
+                "width",
+                "height",
+                "n",
+                "duration",
+                "negative_prompt",
+                "reference_images",
+                "reference_video",
+                "provider_params",
+            }
+        ),
         usd_per_second={"720p": 0.10, "1080p": 0.15},
-        reference_mime={"image": ("image/jpeg", "image/png", "image/webp"),
-                        "video": ("video/mp4", "video/quicktime", "video/webm")},
+        reference_mime={
+            "image": ("image/jpeg", "image/png", "image/webp"),
+            "video": ("video/mp4", "video/quicktime", "video/webm"),
+        },
     ),
     # -- runware models --
     # DashScope sheet (Model Studio, first-party): prompt ≤ 5000, 0–9 reference images, 1K/2K (+4K pro t2i only),
@@ -297,9 +429,25 @@ CATALOG: tuple[ModelInfo, ...] = (
         default_aspect_ratio="1:1",  # a tier without input images renders square
         default_resolution="2K",
         max_reference_images=9,
-        supports=frozenset({"seed", "aspect_ratio", "resolution", "width", "height", "n", "watermark", "thinking",
-                            "sequential", "color_palette", "regions", "reference_images", "negative_prompt",
-                            "prompt_extend", "provider_params"}),
+        supports=frozenset(
+            {
+                "seed",
+                "aspect_ratio",
+                "resolution",
+                "width",
+                "height",
+                "n",
+                "watermark",
+                "thinking",
+                "sequential",
+                "color_palette",
+                "regions",
+                "reference_images",
+                "negative_prompt",
+                "prompt_extend",
+                "provider_params",
+            }
+        ),
         credits_per_output=None,
         usd_per_output=0.030,
         reference_mime={"image": ("image/jpeg", "image/png", "image/webp")},
@@ -314,9 +462,25 @@ CATALOG: tuple[ModelInfo, ...] = (
         default_aspect_ratio="1:1",
         default_resolution="2K",
         max_reference_images=9,
-        supports=frozenset({"seed", "aspect_ratio", "resolution", "width", "height", "n", "watermark", "thinking",
-                            "sequential", "color_palette", "regions", "reference_images", "negative_prompt",
-                            "prompt_extend", "provider_params"}),
+        supports=frozenset(
+            {
+                "seed",
+                "aspect_ratio",
+                "resolution",
+                "width",
+                "height",
+                "n",
+                "watermark",
+                "thinking",
+                "sequential",
+                "color_palette",
+                "regions",
+                "reference_images",
+                "negative_prompt",
+                "prompt_extend",
+                "provider_params",
+            }
+        ),
         credits_per_output=None,
         usd_per_output=0.075,
         reference_mime={"image": ("image/jpeg", "image/png", "image/webp")},
@@ -336,8 +500,18 @@ CATALOG: tuple[ModelInfo, ...] = (
         default_resolution="1080p",
         durations=tuple(range(2, 16)),
         default_duration=5,
-        supports=frozenset({"seed", "aspect_ratio", "resolution", "duration", "negative_prompt", "prompt_extend",
-                            "watermark", "provider_params"}),
+        supports=frozenset(
+            {
+                "seed",
+                "aspect_ratio",
+                "resolution",
+                "duration",
+                "negative_prompt",
+                "prompt_extend",
+                "watermark",
+                "provider_params",
+            }
+        ),
         usd_per_output=0.75,
         usd_per_second={"720p": 0.10, "1080p": 0.15},
     ),
@@ -352,8 +526,19 @@ CATALOG: tuple[ModelInfo, ...] = (
         reference_video=True,  # first_clip
         durations=tuple(range(2, 16)),
         default_duration=5,
-        supports=frozenset({"seed", "resolution", "duration", "negative_prompt", "prompt_extend", "watermark",
-                            "reference_images", "reference_video", "provider_params"}),
+        supports=frozenset(
+            {
+                "seed",
+                "resolution",
+                "duration",
+                "negative_prompt",
+                "prompt_extend",
+                "watermark",
+                "reference_images",
+                "reference_video",
+                "provider_params",
+            }
+        ),
         usd_per_output=0.75,
         usd_per_second={"720p": 0.10, "1080p": 0.15},
         reference_mime={"image": ("image/jpeg", "image/png", "image/webp"), "video": ("video/mp4", "video/quicktime")},
@@ -372,8 +557,19 @@ CATALOG: tuple[ModelInfo, ...] = (
         reference_video=True,
         durations=tuple(range(2, 16)),
         default_duration=5,
-        supports=frozenset({"seed", "aspect_ratio", "resolution", "duration", "prompt_extend", "watermark",
-                            "reference_images", "reference_video", "provider_params"}),
+        supports=frozenset(
+            {
+                "seed",
+                "aspect_ratio",
+                "resolution",
+                "duration",
+                "prompt_extend",
+                "watermark",
+                "reference_images",
+                "reference_video",
+                "provider_params",
+            }
+        ),
         usd_per_output=0.75,
         usd_per_second={"720p": 0.10, "1080p": 0.15},
         reference_mime={"image": ("image/jpeg", "image/png", "image/webp"), "video": ("video/mp4", "video/quicktime")},
@@ -390,8 +586,21 @@ CATALOG: tuple[ModelInfo, ...] = (
         max_reference_images=3,
         reference_video=True,
         durations=tuple(range(2, 11)),
-        supports=frozenset({"seed", "aspect_ratio", "resolution", "duration", "negative_prompt", "prompt_extend",
-                            "watermark", "audio_setting", "reference_images", "reference_video", "provider_params"}),
+        supports=frozenset(
+            {
+                "seed",
+                "aspect_ratio",
+                "resolution",
+                "duration",
+                "negative_prompt",
+                "prompt_extend",
+                "watermark",
+                "audio_setting",
+                "reference_images",
+                "reference_video",
+                "provider_params",
+            }
+        ),
         usd_per_output=1.5,  # billed on the output length: at most a 10 s input at 1080P
         usd_per_second={"720p": 0.10, "1080p": 0.15},
         reference_mime={"image": ("image/jpeg", "image/png", "image/webp"), "video": ("video/mp4", "video/quicktime")},
@@ -435,8 +644,7 @@ def unsupported(info: ModelInfo, name: str) -> str:
 
 def not_one_of(info: ModelInfo, name: str, value: str, allowed: tuple[str, ...]) -> str:
     return (
-        f"'{value}' is not one of {', '.join(allowed)} for {info.provider}/{info.model}"
-        f"{_elsewhere(info, name, value)}"
+        f"'{value}' is not one of {', '.join(allowed)} for {info.provider}/{info.model}{_elsewhere(info, name, value)}"
     )
 
 
