@@ -11,6 +11,7 @@ from conftest import FIXTURES, load_fixture
 
 from wan_pipeline import errors as e
 from wan_pipeline.params import NeutralParams
+from wan_pipeline.providers import catalog
 from wan_pipeline.providers.base import GenerationRequest, HttpReply, Mode, Reference, TaskStatus
 from wan_pipeline.providers.catalog import find_model
 from wan_pipeline.providers.reapi import PROVIDER as REAPI
@@ -328,11 +329,11 @@ def test_estimate_uses_the_seed_formula_once_a_rate_is_known(monkeypatch: pytest
 
     priced = replace(reapi.PROVIDER.info(PRO), usd_per_output=0.0333)
     video = replace(reapi.PROVIDER.info(VIDEO), usd_per_second={"720p": 0.1})
-    monkeypatch.setattr(reapi, "find_model", lambda provider, model: priced)
+    monkeypatch.setattr(catalog, "find_model", lambda provider, model: priced)
     est = REAPI.estimate(PRO, NeutralParams(n=3))
     # ceil(0.0333 × 3 × 1000) = ceil(99.9) = 100 credits = $0.100
     assert est.credits == 100.0 and est.usd == pytest.approx(0.1)
-    monkeypatch.setattr(reapi, "find_model", lambda provider, model: video)
+    monkeypatch.setattr(catalog, "find_model", lambda provider, model: video)
     assert REAPI.estimate(VIDEO, NeutralParams(resolution="720p", duration=5)).credits == 500.0
 
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from wan_pipeline.params import NeutralParams
+from wan_pipeline.providers.base import Issue
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -651,3 +654,41 @@ def not_one_of(info: ModelInfo, name: str, value: str, allowed: tuple[str, ...])
 def _elsewhere(info: ModelInfo, name: str, value: object | None) -> str:
     others = [m for m in who_supports(name, value, kind=info.kind) if not m.startswith(f"{info.provider}/")]
     return f"; supported by {', '.join(others)}" if others else ""
+
+
+class CatalogBacked:
+    """What every provider derives from its catalog entries: model lookup and the checks common to all.
+
+    Provider modules inherit this and add their own wire rules after `common_issues`.
+    """
+
+    name: str
+
+    def models(self) -> tuple[str, ...]:
+        return models_of(self.name)
+
+    def info(self, model: str) -> ModelInfo:
+        info = find_model(self.name, model)
+        if info is None:
+            from wan_pipeline.errors import ConfigError
+
+            raise ConfigError(self._unknown_model(model))
+        return info
+
+    def unsupported_reason(self, info: ModelInfo, name: str) -> str:
+        """Why a neutral parameter is refused; a provider may append its own explanation."""
+        return unsupported(info, name)
+
+    def common_issues(self, model: str, prompt: str, params: NeutralParams) -> tuple[ModelInfo | None, list[Issue]]:
+        """Unknown model, over-long prompt, parameters the model does not take — every provider's first checks."""
+        info = find_model(self.name, model)
+        if info is None:
+            return None, [Issue("model", self._unknown_model(model))]
+        issues: list[Issue] = []
+        if len(prompt) > info.max_prompt_chars:
+            issues.append(Issue("prompt", f"{len(prompt)} characters; {model} allows at most {info.max_prompt_chars}"))
+        issues.extend(Issue(n, self.unsupported_reason(info, n)) for n in params.effective() if n not in info.supports)
+        return info, issues
+
+    def _unknown_model(self, model: str) -> str:
+        return f"{self.name} has no model '{model}' (known: {', '.join(self.models())})"

@@ -57,7 +57,7 @@ from wan_pipeline.providers.base import (
     error_by_status,
     json_or_none,
 )
-from wan_pipeline.providers.catalog import ModelInfo, find_model, models_of, not_one_of, unsupported
+from wan_pipeline.providers.catalog import CatalogBacked, ModelInfo, find_model, not_one_of
 from wan_pipeline.sizes import IMAGE_GEAR_SIDE, image_size, parse_aspect
 
 IMAGE_ASYNC = "/api/v1/services/aigc/image-generation/generation"
@@ -96,7 +96,7 @@ _ERROR_CLASSES: dict[str, type[e.ProviderError]] = {
 }
 
 
-class DashScope:
+class DashScope(CatalogBacked):
     name = "dashscope"
     key_env = "DASHSCOPE_API_KEY"
     base_env = "DASHSCOPE_BASE_URL"
@@ -104,26 +104,11 @@ class DashScope:
     supports_idempotency_key = False  # sheet "Idempotency": none; each create makes a new task
 
     # -- capabilities -------------------------------------------------------------------------
-    def models(self) -> tuple[str, ...]:
-        return models_of(self.name)
-
-    def info(self, model: str) -> ModelInfo:
-        info = find_model(self.name, model)
-        if info is None:
-            raise e.ConfigError(f"dashscope has no model '{model}' (known: {', '.join(self.models())})")
-        return info
-
     def check(self, model: str, prompt: str, params: NeutralParams) -> list[Issue]:
-        info = find_model(self.name, model)
+        # The image API would silently truncate; a dataset must not record a prompt that was not used.
+        info, issues = self.common_issues(model, prompt, params)
         if info is None:
-            return [Issue("model", f"dashscope has no model '{model}' (known: {', '.join(self.models())})")]
-        issues: list[Issue] = []
-        if len(prompt) > info.max_prompt_chars:
-            # The image API would silently truncate; a dataset must not record a prompt that was not used.
-            issues.append(Issue("prompt", f"{len(prompt)} characters; {model} allows at most {info.max_prompt_chars}"))
-        for name in params.effective():
-            if name not in info.supports:
-                issues.append(Issue(name, unsupported(info, name)))
+            return issues
         if params.resolution and info.resolutions and params.resolution not in info.resolutions:
             issues.append(Issue("resolution", not_one_of(info, "resolution", params.resolution, info.resolutions)))
         if params.negative_prompt and len(params.negative_prompt) > MAX_NEGATIVE_PROMPT:

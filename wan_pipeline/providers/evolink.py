@@ -89,7 +89,7 @@ from wan_pipeline.providers.base import (
     error_by_status,
     json_or_none,
 )
-from wan_pipeline.providers.catalog import ModelInfo, find_model, models_of, not_one_of, unsupported
+from wan_pipeline.providers.catalog import CatalogBacked, ModelInfo, not_one_of
 from wan_pipeline.sizes import image_size, parse_aspect
 
 IMAGES = "/v1/images/generations"
@@ -184,7 +184,7 @@ class _Inputs:
     video: str | None
 
 
-class EvoLink:
+class EvoLink(CatalogBacked):
     name = "evolink"
     key_env = "EVOLINK_API_KEY"
     base_env = "EVOLINK_BASE_URL"
@@ -192,15 +192,6 @@ class EvoLink:
     supports_idempotency_key = False  # sheet "Idempotency": nothing documented; every POST is a new task
 
     # -- capabilities -------------------------------------------------------------------------
-    def models(self) -> tuple[str, ...]:
-        return models_of(self.name)
-
-    def info(self, model: str) -> ModelInfo:
-        info = find_model(self.name, model)
-        if info is None:
-            raise e.ConfigError(f"evolink has no model '{model}' (known: {', '.join(self.models())})")
-        return info
-
     def mode(self, model: str, params: NeutralParams) -> Mode:
         if model in VIDEO_MODES:
             return VIDEO_MODES[model]  # the model id selects the behaviour (sheet "Endpoints")
@@ -208,17 +199,12 @@ class EvoLink:
         return Mode.IMAGE_EDIT if params.reference_images else Mode.TEXT_TO_IMAGE
 
     def check(self, model: str, prompt: str, params: NeutralParams) -> list[Issue]:
-        info = find_model(self.name, model)
+        info, issues = self.common_issues(model, prompt, params)
         if info is None:
-            return [Issue("model", f"evolink has no model '{model}' (known: {', '.join(self.models())})")]
-        issues: list[Issue] = []
-        if len(prompt) > info.max_prompt_chars:
-            extra = " (EvoLink would silently truncate it)" if info.kind == "video" else ""
-            issues.append(Issue("prompt", f"{len(prompt)} characters; {model} allows at most "
-                                          f"{info.max_prompt_chars}{extra}"))
-        for name in params.effective():
-            if name not in info.supports:
-                issues.append(Issue(name, unsupported(info, name)))
+            return issues
+        if info.kind == "video":
+            issues = [Issue(i.field, i.reason + " (EvoLink would silently truncate it)") if i.field == "prompt" else i
+                      for i in issues]
         if params.negative_prompt is not None and len(params.negative_prompt) > MAX_NEGATIVE_CHARS:
             issues.append(Issue("negative_prompt", f"{len(params.negative_prompt)} characters; {model} allows at "
                                                    f"most {MAX_NEGATIVE_CHARS}"))

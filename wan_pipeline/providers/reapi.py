@@ -72,7 +72,7 @@ from wan_pipeline.providers.base import (
     error_by_status,
     json_or_none,
 )
-from wan_pipeline.providers.catalog import ModelInfo, find_model, models_of, not_one_of, unsupported
+from wan_pipeline.providers.catalog import CatalogBacked, ModelInfo, not_one_of, unsupported
 
 IMAGES = "/api/v1/images/generations"
 VIDEOS = "/api/v1/videos/generations"
@@ -142,7 +142,7 @@ class _Shape:
         return not self.references and not self.group
 
 
-class ReApi:
+class ReApi(CatalogBacked):
     name = "reapi"
     key_env = "REAPI_API_KEY"
     base_env = "REAPI_BASE_URL"
@@ -150,25 +150,13 @@ class ReApi:
     supports_idempotency_key = False  # sheet "Idempotency": no deduplication; every POST is a new charge
 
     # -- capabilities -------------------------------------------------------------------------
-    def models(self) -> tuple[str, ...]:
-        return models_of(self.name)
-
-    def info(self, model: str) -> ModelInfo:
-        info = find_model(self.name, model)
-        if info is None:
-            raise e.ConfigError(f"reapi has no model '{model}' (known: {', '.join(self.models())})")
-        return info
+    def unsupported_reason(self, info: ModelInfo, name: str) -> str:
+        return unsupported(info, name) + _why_unsupported(info)
 
     def check(self, model: str, prompt: str, params: NeutralParams) -> list[Issue]:
-        info = find_model(self.name, model)
+        info, issues = self.common_issues(model, prompt, params)
         if info is None:
-            return [Issue("model", f"reapi has no model '{model}' (known: {', '.join(self.models())})")]
-        issues: list[Issue] = []
-        if len(prompt) > info.max_prompt_chars:
-            issues.append(Issue("prompt", f"{len(prompt)} characters; {model} allows at most {info.max_prompt_chars}"))
-        for name in params.effective():
-            if name not in info.supports:
-                issues.append(Issue(name, unsupported(info, name) + _why_unsupported(info)))
+            return issues
         if params.resolution and params.resolution not in info.resolutions:
             hint = f"; 4K needs {PRO} (text-to-image)" if params.resolution == "4K" and info.kind == "image" else ""
             issues.append(Issue("resolution", not_one_of(info, "resolution", params.resolution, info.resolutions)

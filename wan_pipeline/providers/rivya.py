@@ -39,7 +39,7 @@ from wan_pipeline.providers.base import (
     error_by_status,
     json_or_none,
 )
-from wan_pipeline.providers.catalog import ModelInfo, find_model, models_of, not_one_of, unsupported
+from wan_pipeline.providers.catalog import CatalogBacked, not_one_of
 
 GENERATIONS = "/api/v1/generations"
 FILES = "/api/v1/files"
@@ -63,7 +63,7 @@ _ERROR_CLASSES: dict[str, type[e.ProviderError]] = {
 _CONTENT_CODES = ("content", "moderation", "safety", "sensitive", "nsfw")
 
 
-class Rivya:
+class Rivya(CatalogBacked):
     name = "rivya"
     key_env = "RIVYA_API_KEY"
     base_env = "RIVYA_BASE_URL"
@@ -71,25 +71,10 @@ class Rivya:
     supports_idempotency_key = True
 
     # -- capabilities -------------------------------------------------------------------------
-    def models(self) -> tuple[str, ...]:
-        return models_of(self.name)
-
-    def info(self, model: str) -> ModelInfo:
-        info = find_model(self.name, model)
-        if info is None:
-            raise e.ConfigError(f"rivya has no model '{model}' (known: {', '.join(self.models())})")
-        return info
-
     def check(self, model: str, prompt: str, params: NeutralParams) -> list[Issue]:
-        info = find_model(self.name, model)
+        info, issues = self.common_issues(model, prompt, params)
         if info is None:
-            return [Issue("model", f"rivya has no model '{model}' (known: {', '.join(self.models())})")]
-        issues: list[Issue] = []
-        if len(prompt) > info.max_prompt_chars:
-            issues.append(Issue("prompt", f"{len(prompt)} characters; {model} allows at most {info.max_prompt_chars}"))
-        for name in params.effective():
-            if name not in info.supports:
-                issues.append(Issue(name, unsupported(info, name)))
+            return issues
         if params.aspect_ratio and params.aspect_ratio not in info.aspect_ratios:
             issues.append(
                 Issue("aspect_ratio", not_one_of(info, "aspect_ratio", params.aspect_ratio, info.aspect_ratios))

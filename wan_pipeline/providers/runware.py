@@ -82,7 +82,7 @@ from wan_pipeline.providers.base import (
     error_by_status,
     json_or_none,
 )
-from wan_pipeline.providers.catalog import ModelInfo, find_model, models_of, not_one_of, unsupported
+from wan_pipeline.providers.catalog import CatalogBacked, ModelInfo, find_model, not_one_of
 from wan_pipeline.sizes import image_size, parse_aspect
 
 API = "/v1"
@@ -182,7 +182,7 @@ def task_error(code: str, message: str) -> e.ProviderError:
     return e.GenerationFailed(code=code, message=message)
 
 
-class Runware:
+class Runware(CatalogBacked):
     name = "runware"
     key_env = "RUNWARE_API_KEY"
     base_env = "RUNWARE_BASE_URL"
@@ -190,25 +190,10 @@ class Runware:
     supports_idempotency_key = True  # the taskUUID: a re-send is refused (conflictTaskUUID), never billed twice
 
     # -- capabilities -------------------------------------------------------------------------
-    def models(self) -> tuple[str, ...]:
-        return models_of(self.name)
-
-    def info(self, model: str) -> ModelInfo:
-        info = find_model(self.name, model)
-        if info is None:
-            raise e.ConfigError(f"runware has no model '{model}' (known: {', '.join(self.models())})")
-        return info
-
     def check(self, model: str, prompt: str, params: NeutralParams) -> list[Issue]:
-        info = find_model(self.name, model)
+        info, issues = self.common_issues(model, prompt, params)
         if info is None:
-            return [Issue("model", f"runware has no model '{model}' (known: {', '.join(self.models())})")]
-        issues: list[Issue] = []
-        if len(prompt) > info.max_prompt_chars:
-            issues.append(Issue("prompt", f"{len(prompt)} characters; {model} allows at most {info.max_prompt_chars}"))
-        for name in params.effective():
-            if name not in info.supports:
-                issues.append(Issue(name, unsupported(info, name)))
+            return issues
         refs = params.reference_images or []
         if len(refs) > info.max_reference_images:
             issues.append(Issue("reference_images",
