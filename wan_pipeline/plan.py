@@ -262,14 +262,27 @@ def _references(
                 Problem(file, row.row, column, f"'{source}' is {len(data)} bytes; the limit is {limit} bytes")
             )
             continue
-        refs.append(
-            Reference(
-                kind=kind,
-                source=source,
-                path=path,
-                mime_type=mime,
-                size_bytes=len(data),
-                sha256=hashlib.sha256(data).hexdigest(),
-            )
+        ref = Reference(
+            kind=kind,
+            source=source,
+            path=path,
+            mime_type=mime,
+            size_bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
         )
+        if not spec.is_s3 and provider.upload(spec.model, ref, b"") is None:
+            # The host has no upload API and fetches references from public HTTPS URLs: only S3 storage
+            # can serve a local file (as a presigned URL). Said now, before anything is spent.
+            problems.append(
+                Problem(
+                    file,
+                    row.row,
+                    column,
+                    f"'{source}' is a local file, but {spec.provider} takes reference media only as public HTTPS "
+                    "URLs and has no upload API: set `storage: s3://bucket/prefix` in the spec (the file is then "
+                    "passed as a presigned URL), or give an https:// URL",
+                )
+            )
+            continue
+        refs.append(ref)
     return tuple(refs), problems

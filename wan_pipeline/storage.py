@@ -90,11 +90,18 @@ class S3Storage:
         )
 
 
-def open_storage(root: str, s3_client: Any | None = None) -> Storage:
-    if root.startswith("s3://"):
-        if s3_client is None:
-            import boto3  # dagster-aws brings boto3; credentials come from the usual AWS environment
+def s3_client(endpoint_url: str | None = None, region: str | None = None) -> Any:
+    """A boto3 S3 client through dagster-aws; credentials come from the standard AWS chain (env, profile),
+    the endpoint from WAN_PIPELINE_S3_ENDPOINT_URL for S3-compatible stores."""
+    from dagster_aws.s3 import S3Resource
 
-            s3_client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
-        return S3Storage(root, s3_client)
+    return S3Resource(
+        endpoint_url=endpoint_url or os.environ.get("WAN_PIPELINE_S3_ENDPOINT_URL") or None,
+        region_name=region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None,
+    ).get_client()
+
+
+def open_storage(root: str, client: Any | None = None) -> Storage:
+    if root.startswith("s3://"):
+        return S3Storage(root, client if client is not None else s3_client())
     return LocalStorage(root)

@@ -8,7 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from wan_pipeline.spec import DatasetSpec
-from wan_pipeline.storage import Storage, open_storage
+from wan_pipeline.storage import Storage, open_storage, s3_client
 
 
 class StorageResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -16,10 +16,8 @@ class StorageResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     s3_region: str | None = Field(default=None)
 
     def s3_client(self) -> Any:
-        from dagster_aws.s3 import S3Resource
-
         # Credentials come from the standard AWS environment/profile chain, never from this config.
-        return S3Resource(endpoint_url=self.s3_endpoint_url, region_name=self.s3_region).get_client()
+        return s3_client(self.s3_endpoint_url, self.s3_region)
 
     def for_spec(self, spec: DatasetSpec) -> Storage:
         return open_storage(spec.storage_root, self.s3_client() if spec.is_s3 else None)

@@ -1,0 +1,189 @@
+"""S3 storage against a real S3-compatible server (SeaweedFS, with signature checking) on 127.0.0.1.
+
+Covers what a URL-only host needs: local reference files go to the bucket and the provider receives a
+presigned URL that really serves those bytes; media and lineage land in the bucket too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from PIL import Image
+
+from wan_pipeline.engine import EngineSettings
+from wan_pipeline.errors import InvalidInput
+from wan_pipeline.lineage import LINEAGE_PATH, write_lineage
+from wan_pipeline.plan import build_plan
+from wan_pipeline.session import open_session
+from wan_pipeline.spec import load_spec
+from wan_pipeline.storage import S3Storage, open_storage, s3_client
+
+ACCESS, SECRET = "wanpipelinetest", "wanpipelinetestsecret"
+BUCKET = "wan-test"
+WEED = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+
+
+def free_port() -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port < 55000:  # SeaweedFS puts each gRPC port at port + 10000
+            return port
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("weed")
+    config = root / "s3.json"
+    config.write_text(json.dumps({"identities": [{"name": "admin", "credentials": [
+        {"accessKey": ACCESS, "secretKey": SECRET}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+    s3_port = free_port()
+    args = [WEED, "mini", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.config={config}",
+            "-admin.ui=false", f"-s3.port={s3_port}", f"-master.port={free_port()}",
+            f"-volume.port={free_port()}", f"-filer.port={free_port()}"]
+    (root / "data").mkdir()
+    log = (root / "weed.log").open("wb")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{s3_port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(endpoint, timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"SeaweedFS did not start: {(root / 'weed.log').read_text()[-2000:]}") from None
+                time.sleep(0.3)
+        yield endpoint
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("WAN_PIPELINE_S3_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("WAN_PIPELINE_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("WAN_PIPELINE_EMULATOR", json.dumps({"queue_s": 0, "process_s": 0.05}))
+    client = s3_client()
+    deadline = time.monotonic() + 30
+    while True:  # the S3 gateway answers before the filer behind it is ready to create buckets
+        try:
+            existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+            if BUCKET not in existing:
+                client.create_bucket(Bucket=BUCKET)
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    return s3_endpoint
+
+
+def png(seed: int, size: tuple[int, int] = (256, 192)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, (seed % 256, 90, 160)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_s3_storage_round_trip_and_presigned_url_serves_the_bytes(s3_env: str) -> None:
+    storage = open_storage(f"s3://{BUCKET}/roundtrip")
+    assert isinstance(storage, S3Storage)
+    data = png(1)
+    uri = storage.put("media/a/file.png", data, "image/png")
+    assert uri == f"s3://{BUCKET}/roundtrip/media/a/file.png"
+    assert storage.get("media/a/file.png") == data
+    assert storage.size("media/a/file.png") == len(data)
+    assert storage.size("media/a/absent.png") is None
+
+    url = storage.presign("media/a/file.png")
+    assert url.startswith(f"{s3_env}/{BUCKET}/roundtrip/media/a/file.png?") and "Signature" in url
+    assert httpx.get(url).content == data
+    # The server checks signatures: a tampered one is refused.
+    tampered = url.replace("Signature=", "Signature=0")
+    assert httpx.get(tampered).status_code == 403
+
+
+def write_reapi_dataset(root: Path, storage: str) -> Path:
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "room.png").write_bytes(png(7, (640, 480)))
+    (root / "prompts.csv").write_text(
+        "prompt_id,prompt,reference_images\n"
+        "plain,A lighthouse at dusk,\n"
+        'edit,"Make the room blue, keep the window",refs/room.png\n',
+        encoding="utf-8",
+    )
+    spec = {"name": "s3_reapi", "prompts": "prompts.csv", "provider": "reapi", "model": "wan2.7-image",
+            "endpoint": "emulator", "seed": 5, "params": {"resolution": "1K"}, "storage": storage}
+    (root / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return root / "spec.yaml"
+
+
+def test_url_only_host_gets_local_reference_as_presigned_s3_url_and_outputs_land_in_s3(
+    s3_env: str, tmp_path: Path
+) -> None:
+    spec = load_spec(write_reapi_dataset(tmp_path, f"s3://{BUCKET}/datasets/s3_reapi"))
+    plan = build_plan(spec)
+    settings = EngineSettings(poll_initial_s=0.02, poll_max_s=0.05, backoff_base_s=0.01, backoff_max_s=0.02)
+
+    async def run() -> tuple[list[str], str]:
+        async with open_session(spec, settings) as session:
+            outcomes = await session.engine.run(list(plan.tasks))
+            uri, _ = write_lineage(session.ledger, spec.name, session.storage)
+            return [o.status for o in outcomes], uri
+
+    statuses, lineage_uri = asyncio.run(run())
+    assert statuses == ["stored", "stored"]
+
+    storage = open_storage(spec.storage_root)
+    table = pq.read_table(io.BytesIO(storage.get(LINEAGE_PATH))).to_pylist()
+    assert lineage_uri == f"s3://{BUCKET}/datasets/s3_reapi/{LINEAGE_PATH}"
+    assert {r["prompt_id"]: r["status"] for r in table} == {"plain": "succeeded", "edit": "succeeded"}
+    for row in table:
+        key = row["media_uri"].removeprefix(f"s3://{BUCKET}/datasets/s3_reapi/")
+        data = storage.get(key)
+        assert hashlib.sha256(data).hexdigest() == row["media_sha256"]
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            assert (img.width, img.height) == (row["width"], row["height"])
+
+    edit = next(r for r in table if r["prompt_id"] == "edit")
+    (url,) = json.loads(edit["request_json"])["image_urls"]
+    assert url.startswith(f"{s3_env}/{BUCKET}/datasets/s3_reapi/references/") and "Signature" in url
+    assert httpx.get(url).content == (tmp_path / "refs" / "room.png").read_bytes()
+
+
+def test_local_reference_for_url_only_host_with_local_storage_is_refused_before_spending(tmp_path: Path) -> None:
+    spec = load_spec(write_reapi_dataset(tmp_path, "./out"))
+    with pytest.raises(InvalidInput) as info:
+        build_plan(spec)
+    (problem,) = info.value.problems
+    assert (problem.row, problem.column) == (2, "reference_images")
+    assert "set `storage: s3://bucket/prefix`" in problem.reason
+    assert not (tmp_path / "out").exists()
