@@ -71,21 +71,38 @@ class Wire:
         return HttpReply(resp.status_code, dict(resp.headers), resp.content)
 
     async def download(self, url: str, timeout_s: float = 300.0) -> bytes:
-        """Fetch a result URL without our credentials (it may live on another host) and check its length."""
+        """Fetch a result URL, streamed, and check it arrived whole.
+
+        Our credentials go only to the provider's own origin (some hosts serve results behind the API's
+        auth); a CDN or any other host never sees them.
+        """
         check_fetchable(url, self.base_url)
+        # identity: media is compressed already, and an unencoded body makes Content-Length an exact check.
+        headers = {"Accept-Encoding": "identity", **(self._auth if same_origin(url, self.base_url) else {})}
+        chunks: list[bytes] = []
         try:
-            async with self.client.stream("GET", url, timeout=timeout_s) as resp:
+            async with self.client.stream("GET", url, headers=headers, timeout=timeout_s) as resp:
                 if resp.status_code >= 400:
                     raise Transient(
                         code="download_failed",
                         message=f"HTTP {resp.status_code} for a result URL",
                         http_status=resp.status_code,
                     )
-                chunks = [chunk async for chunk in resp.aiter_raw()]
                 declared = resp.headers.get("Content-Length")
-        except httpx.TransportError as exc:
+                encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
+                async for chunk in resp.aiter_bytes():
+                    chunks.append(chunk)
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            # A content-encoded body cut short fails to decode: the same truncation, seen by the decoder.
             raise Transient(code="download_interrupted", message=f"{type(exc).__name__} while downloading") from None
         data = b"".join(chunks)
-        if declared is not None and declared.isdigit() and int(declared) != len(data):
+        # Content-Length counts the body as sent; it equals what we hold unless a server encoded it anyway
+        # (then a cut-off body is caught by decoding the media in full, see media.py).
+        if not encoded and declared is not None and declared.isdigit() and int(declared) != len(data):
             raise Transient(code="truncated_download", message=f"got {len(data)} of {declared} bytes")
         return data
+
+
+def same_origin(url: str, base_url: str) -> bool:
+    a, b = urlsplit(url), urlsplit(base_url)
+    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
