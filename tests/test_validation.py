@@ -167,10 +167,32 @@ def test_bool_column_accepts_common_spellings(write_spec: SpecWriter, cell: str,
     assert plan.tasks[0].params.watermark is value
 
 
-def test_prompt_id_that_cannot_name_a_partition_is_refused(write_spec: SpecWriter) -> None:
-    problem = only(problems_of(write_spec([{"prompt_id": "a b", "prompt": "x"}])))
-    assert (problem.row, problem.column) == (1, "prompt_id")
-    assert problem.reason.startswith("'a b' must be 1-64 characters of letters, digits")
+@pytest.mark.parametrize(
+    ("prompt_id", "reason"),
+    [
+        ("a/b", "'a/b' contains '/', '\\', '...' or a control character (it names a Dagster partition)"),
+        ("wait...", "'wait...' contains '/', '\\', '...' or a control character (it names a Dagster partition)"),
+        (" padded", "' padded' has leading or trailing spaces"),
+        ("x" * 129, "'" + "x" * 40 + "...' is 129 characters; at most 128"),
+    ],
+)
+def test_prompt_id_that_cannot_name_a_partition_is_refused(write_spec: SpecWriter, prompt_id: str, reason: str) -> None:
+    problem = only(problems_of(write_spec([{"prompt_id": prompt_id, "prompt": "x"}])))
+    assert (problem.row, problem.column, problem.reason) == (1, "prompt_id", reason)
+
+
+def test_prompt_ids_with_spaces_and_any_script_are_accepted_and_stored_under_safe_names(
+    write_spec: SpecWriter,
+) -> None:
+    from wan_pipeline.table import safe_name
+
+    plan = build_plan(load_spec(write_spec([{"prompt_id": "img 1", "prompt": "x"}, {"prompt_id": "猫", "prompt": "y"},
+                                            {"prompt_id": "plain_id-2.v", "prompt": "z"}])))
+    assert plan.prompt_ids == ["img 1", "猫", "plain_id-2.v"]
+    assert safe_name("plain_id-2.v") == "plain_id-2.v"  # safe ids keep their names (and existing files)
+    names = {safe_name(p) for p in plan.prompt_ids}
+    assert len(names) == 3
+    assert all(n.isascii() and "/" not in n and " " not in n for n in names)
 
 
 def test_missing_prompt_id_becomes_a_stable_content_hash(write_spec: SpecWriter) -> None:

@@ -39,6 +39,7 @@ from wan_pipeline.providers.catalog import find_model
 from wan_pipeline.sizes import image_size, video_size
 from wan_pipeline.spec import Budget
 from wan_pipeline.storage import Storage
+from wan_pipeline.table import safe_name
 
 #: failures that will not change by asking again with the same request
 PERMANENT = (e.ContentRejected.__name__, e.RejectedByProvider.__name__, e.IdempotencyConflict.__name__)
@@ -559,7 +560,8 @@ def _rebuild(attempt: Attempt) -> e.ProviderError:
 
 def _relpath(task: PlannedTask, index: int, mime: str) -> str:
     ext = EXTENSIONS.get(mime, ".bin")
-    return f"media/{task.prompt_id}/{task.prompt_id}__v{task.variant}__{index}__{task.fingerprint[:10]}{ext}"
+    name = safe_name(task.prompt_id)
+    return f"media/{name}/{name}__v{task.variant}__{index}__{task.fingerprint[:10]}{ext}"
 
 
 def expectation(task: PlannedTask) -> Expectation:

@@ -20,7 +20,10 @@ from pydantic import ValidationError
 from wan_pipeline.errors import InvalidInput, Problem
 from wan_pipeline.params import BOOL_PARAMS, INT_PARAMS, JSON_PARAMS, PARAM_NAMES, NeutralParams
 
-PROMPT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: prompt ids name Dagster partitions (which refuse control characters and "...") and, slugged, files
+PROMPT_ID_MAX = 128
+FORBIDDEN_IN_ID = re.compile(r"[\x00-\x1f\x7f/\\]|\.\.\.")
+SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 TRUE_WORDS = {"true", "1", "yes", "y", "on"}
 FALSE_WORDS = {"false", "0", "no", "n", "off"}
 
@@ -106,16 +109,12 @@ def check_rows(path: Path, defaults: NeutralParams, base_dir: Path) -> tuple[lis
         prompt_id = cells.get("prompt_id")
         if prompt_id is None:
             prompt_id = _content_id(prompt, raw_params)
-        elif not isinstance(prompt_id, str) or not PROMPT_ID_RE.match(str(prompt_id)):
-            row_problems.append(
-                Problem(
-                    file,
-                    rownum,
-                    "prompt_id",
-                    f"'{prompt_id}' must be 1-64 characters of letters, digits, '_', '.', '-' "
-                    "(it names a Dagster partition and files)",
-                )
-            )
+        else:
+            if isinstance(prompt_id, int) and not isinstance(prompt_id, bool):
+                prompt_id = str(prompt_id)  # Parquet tables may carry numeric ids
+            reason = prompt_id_problem(prompt_id)
+            if reason is not None:
+                row_problems.append(Problem(file, rownum, "prompt_id", reason))
             prompt_id = str(prompt_id)
         if prompt_id in seen:
             row_problems.append(
@@ -139,6 +138,27 @@ def _partial_params(defaults: NeutralParams, raw: dict[str, Any], failed: set[st
         return defaults.merged(NeutralParams.model_validate({k: v for k, v in raw.items() if k not in failed}))
     except ValidationError:
         return defaults
+
+
+def prompt_id_problem(value: object) -> str | None:
+    """Why a prompt_id cannot name a partition, or None when it can."""
+    if not isinstance(value, str):
+        return f"'{value}' must be text"
+    if value != value.strip():
+        return f"'{value}' has leading or trailing spaces"
+    if len(value) > PROMPT_ID_MAX:
+        return f"'{value[:40]}...' is {len(value)} characters; at most {PROMPT_ID_MAX}"
+    if FORBIDDEN_IN_ID.search(value):
+        return f"'{value}' contains '/', '\\', '...' or a control character (it names a Dagster partition)"
+    return None
+
+
+def safe_name(prompt_id: str) -> str:
+    """A file-system-safe name for a prompt id: the id itself when already safe, else a slug plus a hash."""
+    if SAFE_NAME_RE.match(prompt_id):
+        return prompt_id
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", prompt_id).strip("._-")[:40] or "p"
+    return f"{slug}-{hashlib.sha256(prompt_id.encode('utf-8')).hexdigest()[:10]}"
 
 
 def _clean(value: Any) -> Any:
