@@ -8,6 +8,7 @@ import io
 import json
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -783,3 +784,61 @@ async def test_engine_records_a_moderation_failure_as_permanent(e2e_env: Path, m
     assert type(outcomes[0].error) is e.ContentRejected
     assert [(r["status"], r["error_code"], r["error_class"], r["cost_usd"], r["cost_source"]) for r in lineage] == [
         ("failed", "DataInspectionFailed", "ContentRejected", 0.0, "provider")]  # failures are not billed
+
+
+# -- local reference files through the temporary upload ------------------------------------------------
+
+
+async def test_local_reference_files_go_through_the_temporary_upload_as_oss_urls(e2e_env: Path) -> None:
+    from PIL import Image
+
+    refs = e2e_env / "refs"
+    refs.mkdir()
+    Image.new("RGB", (640, 480), (20, 120, 200)).save(refs / "frame.png")
+    rows = [{"prompt_id": "edit", "prompt": "paint the wall orange", "reference_images": "refs/frame.png"}]
+    path = write_dataset(e2e_env, "ds_upload", "wan2.7-image", rows, params={"resolution": "1K"})
+    outcomes, lineage = await run_dataset(path)
+    assert [o.status for o in outcomes] == ["stored"], [str(o.error) for o in outcomes]
+    (row,) = lineage
+    assert row["mode"] == "image_edit"
+    body = json.loads(row["request_json"])
+    images = [c["image"] for c in body["input"]["messages"][0]["content"] if "image" in c]
+    assert len(images) == 1 and images[0].startswith("oss://dashscope-instant/") and images[0].endswith("/frame.png")
+    # The emulated storage host received the file (its facts are those of the local file).
+    state = json.loads((e2e_env / "state" / "ds_upload" / "emulator_state.json").read_text())
+    (stored,) = [f for f in state["files"].values() if f.get("key") == images[0].removeprefix("oss://")]
+    assert (stored["width"], stored["height"], stored["size_bytes"]) == (640, 480, (refs / "frame.png").stat().st_size)
+
+
+async def test_the_storage_host_of_an_upload_policy_never_receives_the_api_key() -> None:
+    import httpx
+
+    from wan_pipeline.engine import TaskEngine
+    from wan_pipeline.http import Wire
+
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/api/v1/uploads":
+            return httpx.Response(200, json={"request_id": "r", "data": {
+                "policy": "cG9s", "signature": "sig", "upload_dir": "dashscope-instant/d1",
+                "upload_host": "https://oss-storage.example.test", "oss_access_key_id": "ak",
+                "x_oss_object_acl": "private", "x_oss_forbid_overwrite": "true"}})
+        return httpx.Response(200)
+
+    ref = Reference(kind="image", source="a.png", path=Path("/x/a.png"), mime_type="image/png")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as client:
+        wire = Wire(client, "https://dashscope-intl.aliyuncs.com", {"Authorization": "Bearer sk-ds-secret"})
+        engine = TaskEngine(DASHSCOPE, wire, None, None, None)  # type: ignore[arg-type]
+        first = DASHSCOPE.upload("wan2.7-image", ref, b"\x89PNG-data")
+        assert first is not None
+        done = await engine._upload(replace(ref, data=b"\x89PNG-data"), first)
+    assert done.url == "oss://dashscope-instant/d1/a.png" and done.data is None
+    assert [str(r.url) for r in seen] == [
+        "https://dashscope-intl.aliyuncs.com/api/v1/uploads?action=getPolicy&model=wan2.7-image",
+        "https://oss-storage.example.test",
+    ]
+    assert seen[0].headers["Authorization"] == "Bearer sk-ds-secret"
+    assert "Authorization" not in seen[1].headers
+    assert b"\x89PNG-data" in seen[1].read() and b'name="key"' in seen[1].read()

@@ -223,8 +223,8 @@ def test_poll_cancel_and_upload_calls() -> None:
     assert DASHSCOPE.poll("0385dc79") == ds.HttpCall("GET", "/api/v1/tasks/0385dc79")
     assert DASHSCOPE.cancel("0385dc79") == ds.HttpCall("POST", "/api/v1/tasks/0385dc79/cancel")
     ref = Reference(kind="image", source="a.png", path=Path("/x/a.png"), mime_type="image/png")
-    assert DASHSCOPE.upload("wan2.7-image", ref, b"\x89PNG") is None  # two-step OSS flow: the engine presigns
-    assert DASHSCOPE.upload_policy("wan2.7-i2v").path == "/api/v1/uploads?action=getPolicy&model=wan2.7-i2v"
+    policy_call = DASHSCOPE.upload("wan2.7-i2v", ref, b"\x89PNG")
+    assert policy_call is not None and policy_call.path == "/api/v1/uploads?action=getPolicy&model=wan2.7-i2v"
     done = DASHSCOPE.uploaded(Reference(kind="image", source="a.png", upload_fields={"key": "dir/a.png"}),
                               reply(200, b""))
     assert done.url == "oss://dir/a.png"

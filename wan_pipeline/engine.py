@@ -378,7 +378,7 @@ class TaskEngine:
             data = ref.path.read_bytes()
             call = self.provider.upload(task.model, ref, data)
             if call is not None:
-                out.append(self.provider.uploaded(ref, await self._send(call)))
+                out.append(await self._upload(replace(ref, data=data), call))
                 continue
             presign = getattr(self.storage, "presign", None)
             if presign is None:
@@ -391,6 +391,15 @@ class TaskEngine:
             self.storage.put(relpath, data, ref.mime_type or "application/octet-stream")
             out.append(replace(ref, url=presign(relpath)))
         return tuple(out)
+
+    async def _upload(self, ref: Reference, call: HttpCall, max_steps: int = 4) -> Reference:
+        """Run an upload, one step or several (each step's answer may name the next call)."""
+        for _ in range(max_steps):
+            result = self.provider.uploaded(ref, await self._send(call))
+            if isinstance(result, Reference):
+                return replace(result, data=None)
+            ref, call = result
+        raise e.Transient(code="upload_failed", message=f"upload of '{ref.source}' did not finish in {max_steps} steps")
 
     def _fail(self, task: PlannedTask, attempt_no: int, err: e.ProviderError) -> None:
         self.ledger.update(

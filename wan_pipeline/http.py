@@ -44,8 +44,15 @@ class Wire:
         self._auth = auth_headers
 
     async def send(self, call: HttpCall, timeout_s: float = 60.0) -> HttpReply:
-        url = self.base_url + call.path
-        headers = {**call.headers, **self._auth}
+        if call.path.startswith(("https://", "http://")):
+            # Another host (an upload step's storage): reachable under the fetch rules, credentials only
+            # if it is the provider's own origin.
+            check_fetchable(call.path, self.base_url)
+            url = call.path
+            headers = {**call.headers, **(self._auth if same_origin(call.path, self.base_url) else {})}
+        else:
+            url = self.base_url + call.path
+            headers = {**call.headers, **self._auth}
         try:
             if call.files is not None:
                 resp = await self.client.request(

@@ -95,6 +95,8 @@ class Reference:
     duration_s: float | None = None
     #: provider-specific fields the upload API returned (e.g. Rivya's durationToken)
     upload_fields: dict[str, Any] = field(default_factory=dict)
+    #: the file's bytes while a multi-step upload runs (a later step posts them to another host)
+    data: bytes | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,9 @@ class Provider(Protocol):
     - `accepted` may already be terminal (synchronous hosts).
     - `upload` returns None when the host has no upload API and takes only public HTTPS URLs; the
       engine then presigns the file from S3 storage (or refuses clearly with local storage).
+      `uploaded` returns the finished Reference, or the Reference so far plus the next call of a
+      multi-step upload (DashScope: policy, then a form POST to the storage host the policy names; a
+      call's path may then be an absolute URL, which gets our credentials only on the provider's origin).
     """
 
     name: str
@@ -174,7 +179,7 @@ class Provider(Protocol):
     def state(self, reply: HttpReply) -> TaskSnapshot: ...
     def error(self, reply: HttpReply) -> ProviderError: ...
     def upload(self, model: str, ref: Reference, data: bytes) -> HttpCall | None: ...
-    def uploaded(self, ref: Reference, reply: HttpReply) -> Reference: ...
+    def uploaded(self, ref: Reference, reply: HttpReply) -> Reference | tuple[Reference, HttpCall]: ...
 
 
 def retry_after_seconds(reply: HttpReply) -> float | None:

@@ -28,10 +28,9 @@ Choices where the sheet is open (wan_pipeline/emulator/dashscope.py makes the sa
 - CANCELED (someone cancelled a PENDING task, the only cancellable state per the SDK) is permanent:
   RejectedByProvider, not resubmitted.
 - 429 carries no Retry-After (none documented): the engine backs off exponentially.
-- Reference files: the sheet's temporary upload is a two-step flow (GET /api/v1/uploads?action=getPolicy, then a
-  multipart POST to the policy's own OSS host) that one `upload()` HttpCall relative to the base URL cannot
-  express, so `upload()` returns None (local files go out as presigned S3 URLs). `submit` already adds
-  `X-DashScope-OssResourceResolve: enable` for `oss://` references, and the emulator implements the flow.
+- Reference files go through the sheet's temporary upload, as the official SDK does it: GET
+  /api/v1/uploads?action=getPolicy, then a multipart POST to the policy's own storage host (no API key
+  sent there), then `oss://<key>` in the request with `X-DashScope-OssResourceResolve: enable`.
 - `provider_params` are merged into `parameters` unchanged, except a nested `"input"` object, merged into `input`
   (for input-side fields with no neutral name, e.g. t2v's `audio_url`).
 """
@@ -346,19 +345,36 @@ class DashScope(CatalogBacked):
 
     # -- uploads ------------------------------------------------------------------------------
     def upload(self, model: str, ref: Reference, data: bytes) -> HttpCall | None:
-        # Two requests (policy, then a POST to the policy's OSS host): not one HttpCall; see the module docstring.
-        return None
-
-    def upload_policy(self, model: str) -> HttpCall:
-        """Step 1 of the sheet's temporary upload, for an engine that can run the two-step flow."""
+        """Step 1 of the temporary upload (sheet "Files/uploads"): ask for a storage policy."""
         return HttpCall("GET", f"{UPLOADS}?action=getPolicy&model={model}")
 
-    def uploaded(self, ref: Reference, reply: HttpReply) -> Reference:
-        """The OSS form POST answered 200: the file is `oss://<key>` (the key travels in upload_fields)."""
-        if reply.status != 200 or not ref.upload_fields.get("key"):
-            raise e.Transient(code="upload_failed", message=f"OSS upload answered HTTP {reply.status}",
+    def uploaded(self, ref: Reference, reply: HttpReply) -> Reference | tuple[Reference, HttpCall]:
+        """Step 2 posts the file to the policy's storage host; its 200 makes the file `oss://<key>`."""
+        if "key" in ref.upload_fields:
+            if reply.status != 200:
+                raise e.Transient(code="upload_failed", message=f"OSS upload answered HTTP {reply.status}",
+                                  http_status=reply.status)
+            return replace(ref, url=f"oss://{ref.upload_fields['key']}")
+        data = json_or_none(reply)
+        # The SDK reads the policy from `data`; the sheet calls the object `output`: take either.
+        policy = (data.get("data") or data.get("output")) if isinstance(data, dict) else None
+        if not isinstance(policy, dict) or not policy.get("upload_host") or ref.data is None or ref.path is None:
+            raise e.Transient(code="upload_failed", message="upload policy answer has no upload_host",
                               http_status=reply.status)
-        return replace(ref, url=f"oss://{ref.upload_fields['key']}")
+        key = f"{policy['upload_dir']}/{ref.path.name}"
+        form = {
+            "OSSAccessKeyId": str(policy["oss_access_key_id"]),
+            "Signature": str(policy["signature"]),
+            "policy": str(policy["policy"]),
+            "key": key,
+            "x-oss-object-acl": str(policy.get("x_oss_object_acl", "private")),
+            "x-oss-forbid-overwrite": str(policy.get("x_oss_forbid_overwrite", "true")),
+            "success_action_status": "200",
+            "x-oss-content-type": ref.mime_type or "application/octet-stream",
+        }
+        call = HttpCall("POST", str(policy["upload_host"]), form=form,
+                        files={"file": (ref.path.name, ref.data, ref.mime_type or "application/octet-stream")})
+        return replace(ref, upload_fields={**ref.upload_fields, "key": key}), call
 
 
 # -- pure helpers -----------------------------------------------------------------------------
