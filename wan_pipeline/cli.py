@@ -218,13 +218,13 @@ def _failure_text(result: object) -> str:
 def _summary(spec: DatasetSpec, plan: Plan, before: set[str], only: list[str] | None, run_failed: bool) -> int:
     from wan_pipeline.lineage import LINEAGE_PATH
     from wan_pipeline.session import open_ledger
-    from wan_pipeline.status import counts, output_states
+    from wan_pipeline.status import counts, output_states, spend_text
 
     ledger = open_ledger(spec)
     try:
         states = [s for s in output_states(plan, ledger) if not only or s.task.prompt_id in only]
         after = {a.identity + f"#{a.attempt}" for a in ledger.all_attempts(spec.name) if a.task_id}
-        committed = ledger.committed_credits(spec.name)
+        committed = spend_text(ledger.committed_credits(spec.name), ledger.committed_usd(spec.name))
     finally:
         ledger.close()
     c = counts(states)
@@ -232,7 +232,7 @@ def _summary(spec: DatasetSpec, plan: Plan, before: set[str], only: list[str] | 
     print(f"summary for {spec.name}:")
     print(f"  outputs stored:   {c.get('stored', 0)}/{len(states)}")
     print(f"  new submissions:  {len(after - before)}")
-    print(f"  credits (final or held, whole dataset): {committed:g}")
+    print(f"  spend (final or held, whole dataset): {committed}")
     print(f"  media:   {Path(spec.storage_root) / 'media' if not spec.is_s3 else spec.storage_root + '/media'}")
     print(f"  lineage: {spec.storage_root}/{LINEAGE_PATH}")
     bad = [s for s in states if s.state != "stored"]

@@ -58,7 +58,11 @@ def render() -> str:
     return "\n".join([BEGIN, *rows, END])
 
 
-UPLOADS = {"rivya": "its Files API", "runware": "its imageUpload task (images); presigned S3 URL (video)"}
+UPLOADS = {
+    "rivya": "its Files API",
+    "runware": "its imageUpload task (images); presigned S3 URL (video)",
+    "dashscope": "its temporary upload (policy, storage POST, `oss://`)",
+}
 
 
 if __name__ == "__main__":

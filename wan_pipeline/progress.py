@@ -8,7 +8,7 @@ from typing import TextIO
 
 from wan_pipeline.plan import Plan
 from wan_pipeline.session import open_ledger
-from wan_pipeline.status import counts, output_states
+from wan_pipeline.status import counts, output_states, spend_text
 
 
 class Progress:
@@ -46,9 +46,10 @@ class Progress:
         width = 28
         filled = int(width * done / self.total) if self.total else width
         credits = sum(s.credits_final or s.credits_reserved for s in states)
+        usd = sum(s.cost_usd for s in states)
         return (
             f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} stored · "
-            f"{c.get('in_flight', 0)} in flight · {c.get('failed', 0)} failed · {credits:g} credits"
+            f"{c.get('in_flight', 0)} in flight · {c.get('failed', 0)} failed · {spend_text(credits, usd)}"
         )
 
     def _render(self, final: bool = False) -> None:

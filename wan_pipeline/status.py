@@ -17,6 +17,7 @@ class OutputState:
     error: str | None
     credits_reserved: float
     credits_final: float
+    cost_usd: float = 0.0
 
 
 def output_states(plan: Plan, ledger: Ledger) -> list[OutputState]:
@@ -44,6 +45,7 @@ def output_states(plan: Plan, ledger: Ledger) -> list[OutputState]:
                 else None,
                 credits_reserved=sum(a.credits_reserved or 0.0 for a in billed),
                 credits_final=sum(a.credits_final or 0.0 for a in billed),
+            cost_usd=sum(a.cost_usd or 0.0 for a in billed),
             )
         )
     return out
@@ -57,3 +59,11 @@ def incomplete_prompts(plan: Plan, ledger: Ledger) -> list[str]:
     """Prompt ids (partition keys) with any planned output not yet stored, in table order."""
     missing = {s.task.prompt_id for s in output_states(plan, ledger) if s.state != "stored"}
     return [pid for pid in plan.prompt_ids if pid in missing]
+
+
+def spend_text(credits: float, usd: float) -> str:
+    """Spend in the units the provider bills in: credits, USD, or both."""
+    parts = [f"{credits:g} credits"] if credits else []
+    if usd:
+        parts.append(f"${usd:.4f}")
+    return ", ".join(parts) or "0 credits"
