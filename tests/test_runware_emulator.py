@@ -752,3 +752,16 @@ async def test_sync_delivery_through_provider_params_finishes_at_submission(e2e_
     assert [o.status for o in outcomes] == ["stored"]
     assert json.loads(lineage[0]["request_json"])[0]["deliveryMethod"] == "sync"
     assert (lineage[0]["cost_usd"], rep["tasks_created"]) == (0.03, 1)
+
+
+async def test_engine_makes_reference_to_video_from_an_uploaded_image_and_a_size(e2e_env: Path) -> None:
+    rows = [{"prompt_id": "r2v", "prompt": "The character from image 1 walks through a market",
+             "reference_images": '["ref.png"]', "aspect_ratio": "9:16"}]
+    path = write_runware_spec(e2e_env, "rw_r2v", VIDEO, rows, {"resolution": "720p", "duration": 2})
+    _, outcomes, lineage, rep = await run_spec(path)
+    assert [o.status for o in outcomes] == ["stored"], [str(o.error) for o in outcomes]
+    (row,) = lineage
+    assert (row["mode"], row["mime_type"], row["width"], row["height"]) == ("reference_to_video", "video/mp4", 720, 1280)
+    (task,) = json.loads(row["request_json"])[-1:]
+    assert set(task["inputs"]) == {"referenceImages"} and (task["width"], task["height"]) == (720, 1280)
+    assert rep["tasks_created"] == 1

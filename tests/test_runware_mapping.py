@@ -247,6 +247,23 @@ def test_image_to_video_sends_frame_images_and_no_size() -> None:
     assert RUNWARE.check(VIDEO, "move", params) == []
 
 
+def test_references_with_an_asked_for_geometry_are_reference_to_video() -> None:
+    # Runware: "exactly one of inputs.frameImages or width/height" — references plus a size are not frames.
+    params = NeutralParams(seed=3, resolution="720p", duration=5, aspect_ratio="9:16",
+                           reference_images=["a.png"], reference_video="https://x/in.mp4")
+    refs = (*url_refs(["https://x/a.png"]), Reference(kind="video", source="https://x/in.mp4", url="https://x/in.mp4"))
+    task = RUNWARE.task_object(GenerationRequest(VIDEO, "the dancer from image 1", params, refs), "u", platform={})
+    assert task == {"taskType": "videoInference", "taskUUID": "u", "model": VIDEO,
+                    "positivePrompt": "the dancer from image 1", "width": 720, "height": 1280, "resolution": "720p",
+                    "duration": 5, "seed": 3,
+                    "inputs": {"referenceImages": ["https://x/a.png"], "referenceVideos": ["https://x/in.mp4"]}}
+    assert RUNWARE.mode(VIDEO, params) is Mode.REFERENCE_TO_VIDEO
+    assert RUNWARE.check(VIDEO, "the dancer from image 1", params) == []
+    images_only = NeutralParams(aspect_ratio="16:9", reference_images=["a.png"])
+    assert RUNWARE.mode(VIDEO, images_only) is Mode.REFERENCE_TO_VIDEO
+    assert RUNWARE.mode(VIDEO, NeutralParams(reference_images=["a.png"])) is Mode.IMAGE_TO_VIDEO
+
+
 def test_video_edit_sends_the_source_video_and_no_size() -> None:
     params = NeutralParams(seed=9, duration=4, reference_video="https://x/in.mp4")
     ref = Reference(kind="video", source="https://x/in.mp4", url="https://x/in.mp4")
@@ -307,10 +324,10 @@ def test_seed_examples_pass_check() -> None:
         (VIDEO, {"duration": 16}, "duration", "2..15"),
         (VIDEO, {"duration": 1}, "duration", "2..15"),
         (VIDEO, {"reference_video": "https://x/v.mp4", "duration": 12}, "duration", "at most 10 s"),
-        (VIDEO, {"reference_images": ["a.png"], "aspect_ratio": "16:9"}, "aspect_ratio", "follows its input"),
+        (VIDEO, {"reference_images": ["a.png"], "aspect_ratio": "16:9", "duration": 12}, "duration", "at most 10 s"),
+        (VIDEO, {"reference_images": ["a.png"], "aspect_ratio": "21:9"}, "aspect_ratio", "is not one of 16:9"),
+        (VIDEO, {"reference_video": "https://x/v.mp4", "width": 1000, "height": 1000}, "width", "is not one of"),
         (VIDEO, {"reference_images": ["a", "b", "c"]}, "reference_images", "at most 2"),
-        (VIDEO, {"reference_video": "https://x/v.mp4", "reference_images": ["a.png"]}, "reference_images",
-         "video edit takes no reference images"),
         ("alibaba:wan@2.6", {}, "model", "runware has no model"),
     ],
 )

@@ -47,8 +47,9 @@ Choices where the sheet is open or silent (the emulator, wan_pipeline/emulator/r
   edit via `inputs.video` (the SDK's field name; the model page does not confirm it), output follows
   the source. Video edit is billed on input + output seconds; the estimate takes the input to be as
   long as the output (the emulator bills the same way). Duration 2..15 (upstream; the sheet only
-  caps it at 10 with references). Reference-to-video (`inputs.referenceImages`/`referenceVideos`) is
-  not reachable from the neutral parameters.
+  caps it at 10 with references). Reference-to-video (`inputs.referenceImages`/`referenceVideos`, width
+  and height given, ≤ 10 s): reference images or a video *together with* an aspect_ratio/width/height, or
+  a video plus images — the sheet's "exactly one of frameImages or width/height" tells the two apart.
 - `safety` has no neutral parameter and is never sent by us (a `provider_params` entry passes through).
 
 Seed vs sheet (the seed wins):
@@ -240,10 +241,7 @@ class Runware(CatalogBacked):
                 if getattr(params, name) is not None:
                     issues.append(Issue(name, f"{mode.value} on {info.model} follows its input's geometry; "
                                               f"'{name}' cannot be set"))
-        if mode == Mode.VIDEO_EDIT and params.reference_images:
-            issues.append(Issue("reference_images", f"{info.model}: video edit takes no reference images here "
-                                                    "(frameImages cannot combine with a video input)"))
-        if mode == Mode.TEXT_TO_VIDEO:
+        if mode in (Mode.TEXT_TO_VIDEO, Mode.REFERENCE_TO_VIDEO):
             if params.width is not None and params.height is not None:
                 tier = video_tier(params.width, params.height)
                 if tier is None:
@@ -259,7 +257,7 @@ class Runware(CatalogBacked):
             if params.duration not in info.durations:
                 issues.append(Issue("duration", f"{params.duration} s; {info.model} takes "
                                                 f"{min(info.durations)}..{max(info.durations)} s"))
-            elif mode == Mode.VIDEO_EDIT and params.duration > MAX_DURATION_WITH_REFERENCES:
+            elif mode in (Mode.VIDEO_EDIT, Mode.REFERENCE_TO_VIDEO) and params.duration > MAX_DURATION_WITH_REFERENCES:
                 issues.append(Issue("duration", f"{params.duration} s; {info.model} takes at most "
                                                 f"{MAX_DURATION_WITH_REFERENCES} s with reference media"))
         return issues
@@ -267,9 +265,15 @@ class Runware(CatalogBacked):
     def mode(self, model: str, params: NeutralParams) -> Mode:
         info = find_model(self.name, model)
         if info is not None and info.kind == "video":
+            # One model does it all; the inputs decide, as Runware's own rule does ("exactly one of
+            # inputs.frameImages or width/height"): references *with* an asked-for geometry are
+            # reference-to-video (referenceImages/referenceVideos), frames without one are image-to-video.
+            sized = params.aspect_ratio is not None or params.width is not None
             if params.reference_video:
-                return Mode.VIDEO_EDIT
-            return Mode.IMAGE_TO_VIDEO if params.reference_images else Mode.TEXT_TO_VIDEO
+                return Mode.REFERENCE_TO_VIDEO if sized or params.reference_images else Mode.VIDEO_EDIT
+            if params.reference_images:
+                return Mode.REFERENCE_TO_VIDEO if sized else Mode.IMAGE_TO_VIDEO
+            return Mode.TEXT_TO_VIDEO
         if params.regions and any(params.regions):
             return Mode.REGION_EDIT
         if params.sequential:
@@ -347,7 +351,8 @@ class Runware(CatalogBacked):
             out["negativePrompt"] = p.negative_prompt
         images = [_reference_value(r) for r in request.references if r.kind == "image"]
         videos = [_reference_value(r) for r in request.references if r.kind == "video"]
-        if not images and not videos:
+        reference_mode = self.mode(info.model, p) == Mode.REFERENCE_TO_VIDEO
+        if reference_mode or (not images and not videos):
             out["width"], out["height"] = self._video_size(info, p)
         out["resolution"] = self._video_resolution(info, p)
         out["duration"] = p.duration or info.default_duration
@@ -355,7 +360,14 @@ class Runware(CatalogBacked):
             out["seed"] = p.seed
         if p.n is not None:
             out["numberResults"] = p.n
-        if videos:
+        if reference_mode:
+            inputs: dict[str, Any] = {}
+            if images:
+                inputs["referenceImages"] = images
+            if videos:
+                inputs["referenceVideos"] = videos
+            out["inputs"] = inputs
+        elif videos:
             out["inputs"] = {"video": videos[0]}
         elif images:
             frames = ("first", "last")
