@@ -6,7 +6,7 @@ come from; where a price is undocumented it is None and the estimate says so ins
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from wan_pipeline.params import NeutralParams
@@ -235,74 +235,43 @@ CATALOG: tuple[ModelInfo, ...] = (
     # 1K/2K (4K on Pro, text-to-image only); ≤ 9 public HTTPS references; prompt ≤ 5000. Billed
     # ceil(per_image_usd × n × 1000) credits at $0.001 each, but the per-image USD is only on the model
     # page ("Pro > Standard"), so it stays None. Reference formats and 20 MB: Wan upstream (dashscope.md).
-    ModelInfo(
-        provider="reapi",
-        model="wan2.7-image",
-        kind="image",
-        max_prompt_chars=5000,
-        aspect_ratios=("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3"),
-        resolutions=("1K", "2K"),
-        default_aspect_ratio="1:1",  # host default when size is omitted: upstream's square (providers/reapi.py)
-        default_resolution="2K",
-        max_reference_images=9,
-        supports=frozenset(
-            {
-                "negative_prompt",
-                "seed",
-                "aspect_ratio",
-                "resolution",
-                "width",
-                "height",
-                "n",
-                "watermark",
-                "thinking",
-                "sequential",
-                "color_palette",
-                "regions",
-                "reference_images",
-                "provider_params",
-            }
-        ),
-        credits_per_output=None,
-        usd_per_output=None,
-        reference_mime={"image": ("image/jpeg", "image/png", "image/webp")},
-        reference_max_bytes={"image": 20 * MB},
-        usd_per_credit=0.001,
+    (
+        _REAPI_IMAGE := ModelInfo(
+            provider="reapi",
+            model="wan2.7-image",
+            kind="image",
+            max_prompt_chars=5000,
+            aspect_ratios=("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3"),
+            resolutions=("1K", "2K"),
+            default_aspect_ratio="1:1",  # host default when size is omitted: upstream's square (providers/reapi.py)
+            default_resolution="2K",
+            max_reference_images=9,
+            supports=frozenset(
+                {
+                    "negative_prompt",
+                    "seed",
+                    "aspect_ratio",
+                    "resolution",
+                    "width",
+                    "height",
+                    "n",
+                    "watermark",
+                    "thinking",
+                    "sequential",
+                    "color_palette",
+                    "regions",
+                    "reference_images",
+                    "provider_params",
+                }
+            ),
+            credits_per_output=None,
+            usd_per_output=None,
+            reference_mime={"image": ("image/jpeg", "image/png", "image/webp")},
+            reference_max_bytes={"image": 20 * MB},
+            usd_per_credit=0.001,
+        )
     ),
-    ModelInfo(
-        provider="reapi",
-        model="wan2.7-image-pro",
-        kind="image",
-        max_prompt_chars=5000,
-        aspect_ratios=("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3"),
-        resolutions=("1K", "2K", "4K"),
-        default_aspect_ratio="1:1",
-        default_resolution="2K",
-        max_reference_images=9,
-        supports=frozenset(
-            {
-                "negative_prompt",
-                "seed",
-                "aspect_ratio",
-                "resolution",
-                "width",
-                "height",
-                "n",
-                "watermark",
-                "thinking",
-                "sequential",
-                "color_palette",
-                "regions",
-                "reference_images",
-                "provider_params",
-            }
-        ),
-        credits_per_output=None,
-        usd_per_output=None,
-        reference_mime={"image": ("image/jpeg", "image/png", "image/webp")},
-        reference_max_bytes={"image": 20 * MB},
-        usd_per_credit=0.001,
-    ),
+    replace(_REAPI_IMAGE, model="wan2.7-image-pro", resolutions=("1K", "2K", "4K")),
     # The reAPI sheet: umbrella `wan2.7-video`, billed per second (rate not in the sources), 720P/1080P;
     # only model/prompt/resolution/duration are documented. Duration 2-15 s and the defaults (1080P, 5 s,
     # 16:9 output) are Wan upstream's (dashscope.md), the reading providers/reapi.py writes down.
@@ -326,62 +295,37 @@ CATALOG: tuple[ModelInfo, ...] = (
     # Seed 004 and the Runware sheet: positivePrompt ≤ 3000, width/height 768..2048 step 16 (Pro's range is
     # undocumented: the same range applies), ≤ 9 reference images, USD billing ($0.03 per image; Pro
     # $0.075 "per run", taken per image when numberResults > 1 — see providers/runware.py).
-    ModelInfo(
-        provider="runware",
-        model="alibaba:wan@2.7-image",
-        kind="image",
-        max_prompt_chars=3000,
-        resolutions=("1K", "2K"),
-        default_aspect_ratio="1:1",
-        default_resolution="1K",
-        max_reference_images=9,
-        supports=frozenset(
-            {
-                "seed",
-                "aspect_ratio",
-                "resolution",
-                "width",
-                "height",
-                "n",
-                "thinking",
-                "sequential",
-                "color_palette",
-                "regions",
-                "reference_images",
-                "provider_params",
-            }
-        ),
-        usd_per_output=0.03,
-        reference_mime={"image": ("image/jpeg", "image/png", "image/webp")},
+    (
+        _RUNWARE_IMAGE := ModelInfo(
+            provider="runware",
+            model="alibaba:wan@2.7-image",
+            kind="image",
+            max_prompt_chars=3000,
+            resolutions=("1K", "2K"),
+            default_aspect_ratio="1:1",
+            default_resolution="1K",
+            max_reference_images=9,
+            supports=frozenset(
+                {
+                    "seed",
+                    "aspect_ratio",
+                    "resolution",
+                    "width",
+                    "height",
+                    "n",
+                    "thinking",
+                    "sequential",
+                    "color_palette",
+                    "regions",
+                    "reference_images",
+                    "provider_params",
+                }
+            ),
+            usd_per_output=0.03,
+            reference_mime={"image": ("image/jpeg", "image/png", "image/webp")},
+        )
     ),
-    ModelInfo(
-        provider="runware",
-        model="alibaba:wan@2.7-image-pro",
-        kind="image",
-        max_prompt_chars=3000,
-        resolutions=("1K", "2K"),
-        default_aspect_ratio="1:1",
-        default_resolution="1K",
-        max_reference_images=9,
-        supports=frozenset(
-            {
-                "seed",
-                "aspect_ratio",
-                "resolution",
-                "width",
-                "height",
-                "n",
-                "thinking",
-                "sequential",
-                "color_palette",
-                "regions",
-                "reference_images",
-                "provider_params",
-            }
-        ),
-        usd_per_output=0.075,
-        reference_mime={"image": ("image/jpeg", "image/png", "image/webp")},
-    ),
+    replace(_RUNWARE_IMAGE, model="alibaba:wan@2.7-image-pro", usd_per_output=0.075),
     # The Runware sheet, `alibaba:wan@2.7`: ten allowed sizes (5 aspects × 720p/1080p), $0.10/s at 720p and
     # $0.15/s at 1080p on output (+ input video) seconds. Prompt limit undocumented for video: the image
     # page's 3000 is assumed; duration 2..15 is upstream's (the sheet caps it at 10 with references).
@@ -423,72 +367,42 @@ CATALOG: tuple[ModelInfo, ...] = (
     # DashScope sheet (Model Studio, first-party): prompt ≤ 5000, 0–9 reference images, 1K/2K (+4K pro t2i only),
     # any aspect in [1:8, 8:1] as explicit W*H. Prices: the sheet's Singapore figures per generated image
     # ($0.030 / $0.075, reseller-reported; no official intl table). DashScope has no credits: USD only.
-    ModelInfo(
-        provider="dashscope",
-        model="wan2.7-image",
-        kind="image",
-        max_prompt_chars=5000,
-        resolutions=("1K", "2K"),
-        default_aspect_ratio="1:1",  # a tier without input images renders square
-        default_resolution="2K",
-        max_reference_images=9,
-        supports=frozenset(
-            {
-                "seed",
-                "aspect_ratio",
-                "resolution",
-                "width",
-                "height",
-                "n",
-                "watermark",
-                "thinking",
-                "sequential",
-                "color_palette",
-                "regions",
-                "reference_images",
-                "negative_prompt",
-                "prompt_extend",
-                "provider_params",
-            }
-        ),
-        credits_per_output=None,
-        usd_per_output=0.030,
-        reference_mime={"image": ("image/jpeg", "image/png", "image/webp")},
-        reference_max_bytes={"image": 20 * MB},
+    (
+        _DASHSCOPE_IMAGE := ModelInfo(
+            provider="dashscope",
+            model="wan2.7-image",
+            kind="image",
+            max_prompt_chars=5000,
+            resolutions=("1K", "2K"),
+            default_aspect_ratio="1:1",  # a tier without input images renders square
+            default_resolution="2K",
+            max_reference_images=9,
+            supports=frozenset(
+                {
+                    "seed",
+                    "aspect_ratio",
+                    "resolution",
+                    "width",
+                    "height",
+                    "n",
+                    "watermark",
+                    "thinking",
+                    "sequential",
+                    "color_palette",
+                    "regions",
+                    "reference_images",
+                    "negative_prompt",
+                    "prompt_extend",
+                    "provider_params",
+                }
+            ),
+            credits_per_output=None,
+            usd_per_output=0.030,
+            reference_mime={"image": ("image/jpeg", "image/png", "image/webp")},
+            reference_max_bytes={"image": 20 * MB},
+        )
     ),
-    ModelInfo(
-        provider="dashscope",
-        model="wan2.7-image-pro",
-        kind="image",
-        max_prompt_chars=5000,
-        resolutions=("1K", "2K", "4K"),
-        default_aspect_ratio="1:1",
-        default_resolution="2K",
-        max_reference_images=9,
-        supports=frozenset(
-            {
-                "seed",
-                "aspect_ratio",
-                "resolution",
-                "width",
-                "height",
-                "n",
-                "watermark",
-                "thinking",
-                "sequential",
-                "color_palette",
-                "regions",
-                "reference_images",
-                "negative_prompt",
-                "prompt_extend",
-                "provider_params",
-            }
-        ),
-        credits_per_output=None,
-        usd_per_output=0.075,
-        reference_mime={"image": ("image/jpeg", "image/png", "image/webp")},
-        reference_max_bytes={"image": 20 * MB},
-    ),
+    replace(_DASHSCOPE_IMAGE, model="wan2.7-image-pro", resolutions=("1K", "2K", "4K"), usd_per_output=0.075),
     # DashScope sheet, video: 720P/1080P (default 1080P), ratio 16:9 default, duration 2–15 s (default 5). Priced per
     # output second by tier ($0.10 720P, $0.15 1080P as resold by Runware; no official table); usd_per_output is
     # one output at the defaults (1080P, 5 s) and `estimate` computes the real figure from usd_per_second.
