@@ -82,7 +82,7 @@ def test_demo_generate_is_complete_verified_and_idempotent(demo: Path, env: dict
     _ok(proc)
     assert re.search(r"outputs stored:\s+24/24", proc.stdout)
     assert re.search(r"new submissions:\s+22\n", proc.stdout)
-    assert re.search(r"credits \(final or held, whole dataset\): 120\n", proc.stdout)
+    assert re.search(r"spend \(final or held, whole dataset\): 120 credits\n", proc.stdout)
 
     frame = read_lineage(demo)
     files = media_files(demo)
