@@ -113,6 +113,16 @@ def _assert_no_key(where: list[Path], texts: list[str]) -> None:
     assert checked > 0
 
 
+def _open_runs(dagster_home: Path) -> list[str]:
+    from dagster import DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
+    from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
+
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home))) as instance:
+        runs = instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING]))
+        return [r.run_id for r in runs]
+
+
 def test_kill_mid_run_then_resume_buys_each_output_once(tmp_path: Path, pycache: Path) -> None:
     dagster_home = tmp_path / "dagster_home"
     base_env = cli_env(dagster_home, pycache)
@@ -162,6 +172,9 @@ def test_kill_mid_run_then_resume_buys_each_output_once(tmp_path: Path, pycache:
         frame = read_lineage(spec)
         assert frame["credits_final"].sum() == pytest.approx(report["credits_net"]) == 5.0 * ROWS
         assert [t for t in _ledger_task_ids(spec).values() if not t] == []
+        # The killed process's Dagster run was closed as failed by the next generate; none is left STARTED.
+        assert "closed 1 run(s) left open by a killed process" in proc2.stderr
+        assert _open_runs(dagster_home) == []
 
         # 3. a fresh dataset through 429s (with Retry-After), 5xx and dropped connections.
         # `next` makes sure each kind fires at least once whatever order the concurrent requests arrive in.

@@ -75,13 +75,18 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     todo_usd = [per[s.task.identity].usd for s in todo]
     print(f"{spec.name}: {len(plan.tasks)} output(s) on {spec.provider}/{spec.model}")
     print(f"  full dataset:   {_amount(est.credits, '{:g} credits')}, {_amount(est.usd, 'USD {:.4f}')}")
-    print(f"  still to make:  {len(todo)} output(s), {_amount(_total(todo_credits), 'about {:g} credits')}, "
-          f"{_amount(_total(todo_usd), 'about USD {:.4f}')}")
+    print(
+        f"  still to make:  {len(todo)} output(s), {_amount(_total(todo_credits), 'about {:g} credits')}, "
+        f"{_amount(_total(todo_usd), 'about USD {:.4f}')}"
+    )
     print(f"  committed so far (ledger): {committed:g} credits")
     remaining = _total(todo_credits)
     if spec.budget.max_credits is not None:
-        verdict = "unknown (no documented price)" if remaining is None else (
-            "fits" if committed + remaining <= spec.budget.max_credits else "will stop early")
+        verdict = (
+            "unknown (no documented price)"
+            if remaining is None
+            else ("fits" if committed + remaining <= spec.budget.max_credits else "will stop early")
+        )
         print(f"  budget: max_credits {spec.budget.max_credits:g} -> {verdict}")
     if spec.budget.max_usd is not None:
         print(f"  budget: max_usd {spec.budget.max_usd:g}")
@@ -126,6 +131,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from wan_pipeline.definitions import resources
     from wan_pipeline.endpoints import resolve_endpoint
     from wan_pipeline.progress import Progress
+    from wan_pipeline.runs import close_orphaned_runs, run_tags
     from wan_pipeline.session import open_ledger
     from wan_pipeline.status import incomplete_prompts
 
@@ -155,8 +161,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     )
     print(f"  dagster instance: {home}", file=sys.stderr)
 
+    closed = close_orphaned_runs(instance, spec.name)
+    if closed:
+        print(f"  closed {len(closed)} run(s) left open by a killed process", file=sys.stderr)
+    tags = run_tags(spec.name)
     result = defs.resolve_job_def(prompt_table_job_name(spec)).execute_in_process(
-        instance=instance, raise_on_error=False, run_config=quiet
+        instance=instance, raise_on_error=False, run_config=quiet, tags=tags
     )
     if not result.success:
         print("error: prompt_table failed:\n" + _failure_text(result), file=sys.stderr)
@@ -178,15 +188,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print("  nothing to generate: every selected output is already stored", file=sys.stderr)
     with Progress(plan, total_outputs) if blocks else _Null():
         for block in blocks:
-            tags = {ASSET_PARTITION_RANGE_START_TAG: block[0], ASSET_PARTITION_RANGE_END_TAG: block[-1]}
+            block_tags = {**tags, ASSET_PARTITION_RANGE_START_TAG: block[0], ASSET_PARTITION_RANGE_END_TAG: block[-1]}
             res = defs.resolve_job_def(generate_job_name(spec)).execute_in_process(
-                instance=instance, tags=tags, raise_on_error=False, run_config=quiet
+                instance=instance, tags=block_tags, raise_on_error=False, run_config=quiet
             )
             run_failed |= not res.success
             if not res.success and not _has_partition_failures(res):
                 print("error: generation run failed:\n" + _failure_text(res), file=sys.stderr)
     lineage_res = defs.resolve_job_def(lineage_job_name(spec)).execute_in_process(
-        instance=instance, raise_on_error=False, run_config=quiet
+        instance=instance, raise_on_error=False, run_config=quiet, tags=tags
     )
     return _summary(spec, plan, before, args.only, run_failed or not lineage_res.success)
 
