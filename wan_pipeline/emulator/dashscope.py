@@ -32,6 +32,7 @@ import math
 import re
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -458,21 +459,31 @@ def _new_task(state: EmulatorState, body: Any, model: str, usd: float, outputs: 
         ))
 
 
-async def _image(request: Request, sync: bool) -> Response:
-    state, refused = await _guarded(request, needs_async=not sync)
+async def _validated(
+    request: Request, kind: str, needs_async: bool, validate: Callable[[EmulatorState, Any, bool], dict[str, Any]]
+) -> tuple[EmulatorState, Any, dict[str, Any]] | Response:
+    """Auth, the async header, a JSON body, a known model and the kind's own validation — or the refusal."""
+    state, refused = await _guarded(request, needs_async=needs_async)
     if refused is not None:
         return refused
     body, problem = await read_json(request)
     if problem is not None:
         return error(400, "InvalidParameter", problem)
-    model_problem = _model_error(body, "image")
+    model_problem = _model_error(body, kind)
     if model_problem is not None:
         return model_problem
     oss = (request.headers.get("x-dashscope-ossresourceresolve") or "").lower() == "enable"
     try:
-        spec = validate_image(state, body, oss)
+        return state, body, validate(state, body, oss)
     except Invalid as exc:
         return error(400, "InvalidParameter", str(exc))
+
+
+async def _image(request: Request, sync: bool) -> Response:
+    checked = await _validated(request, "image", not sync, validate_image)
+    if isinstance(checked, Response):
+        return checked
+    state, body, spec = checked
     sha = body_hash(body)
     outputs = [{"kind": "image", "width": spec["width"], "height": spec["height"], "format": "png",
                 "key": f"{sha}:{i}"} for i in range(spec["count"])]
@@ -510,20 +521,10 @@ async def image_sync(request: Request) -> Response:
 
 
 async def video(request: Request) -> Response:
-    state, refused = await _guarded(request, needs_async=True)
-    if refused is not None:
-        return refused
-    body, problem = await read_json(request)
-    if problem is not None:
-        return error(400, "InvalidParameter", problem)
-    model_problem = _model_error(body, "video")
-    if model_problem is not None:
-        return model_problem
-    oss = (request.headers.get("x-dashscope-ossresourceresolve") or "").lower() == "enable"
-    try:
-        spec = validate_video(state, body, oss)
-    except Invalid as exc:
-        return error(400, "InvalidParameter", str(exc))
+    checked = await _validated(request, "video", True, validate_video)
+    if isinstance(checked, Response):
+        return checked
+    state, body, spec = checked
     media: list[dict[str, str]] = spec["media"]
     source = next((m["url"] for m in media if m["type"] in ("video", "first_clip", "first_frame")), None)
     probed = _probe(state, source) if source else None
