@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wan_pipeline import __version__
-from wan_pipeline.ledger import FAILED, STORED, Attempt, Ledger, StoredOutput
+from wan_pipeline.ledger import FAILED, STORED, Attempt, Ledger, StoredOutput, surely_unbilled
 from wan_pipeline.storage import Storage
 
 LINEAGE_PATH = "lineage/lineage.parquet"
@@ -157,7 +157,8 @@ def _attempt_row(a: Attempt) -> dict[str, Any]:
     params = json.loads(a.params_json)
     submitted, completed = _ts(a.submitted_at), _ts(a.completed_at)
     latency = (completed - submitted).total_seconds() if submitted and completed else None
-    failed_unbilled = a.state == FAILED and a.task_id is None
+    # Only attempts that cannot have been charged read as 0; a lost create may have been (ledger.surely_unbilled).
+    failed_unbilled = surely_unbilled(a)
     return {
         "dataset": a.dataset,
         "prompt_id": a.prompt_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from wan_pipeline.ledger import FAILED, STORED, SUBMITTED, SUBMITTING, SUCCEEDED, Ledger
+from wan_pipeline.ledger import FAILED, STORED, SUBMITTED, SUBMITTING, SUCCEEDED, Ledger, surely_unbilled
 from wan_pipeline.plan import Plan, PlannedTask
 
 
@@ -34,7 +34,7 @@ def output_states(plan: Plan, ledger: Ledger) -> list[OutputState]:
         else:
             assert last.state == FAILED
             state = "failed"
-        billed = [a for a in attempts if not (a.state == FAILED and a.task_id is None)]
+        billed = [a for a in attempts if not surely_unbilled(a)]
         out.append(
             OutputState(
                 task=task,
@@ -45,7 +45,7 @@ def output_states(plan: Plan, ledger: Ledger) -> list[OutputState]:
                 else None,
                 credits_reserved=sum(a.credits_reserved or 0.0 for a in billed),
                 credits_final=sum(a.credits_final or 0.0 for a in billed),
-            cost_usd=sum(a.cost_usd or 0.0 for a in billed),
+                cost_usd=sum(a.cost_usd or 0.0 for a in billed),
             )
         )
     return out
