@@ -9,7 +9,7 @@ from collections import defaultdict
 from PIL import Image
 
 from wan_pipeline.ledger import FAILED, STORED, Ledger
-from wan_pipeline.storage import Storage
+from wan_pipeline.storage import Storage, relpath_of
 
 
 def audit_outputs(ledger: Ledger, dataset: str, storage: Storage) -> tuple[list[str], int]:
@@ -21,7 +21,7 @@ def audit_outputs(ledger: Ledger, dataset: str, storage: Storage) -> tuple[list[
         if out.identity not in identities:
             continue
         checked += 1
-        rel = out.media_uri[len(storage.root) + 1 :] if out.media_uri.startswith(storage.root) else None
+        rel = relpath_of(storage, out.media_uri)
         try:
             data = storage.get(rel) if rel else b""
         except Exception as exc:

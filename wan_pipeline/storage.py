@@ -90,6 +90,12 @@ class S3Storage:
         )
 
 
+def relpath_of(storage: Storage, uri: str) -> str | None:
+    """The path under `storage` that `uri` (as its `put` returned it) names, or None if it is elsewhere."""
+    prefix = storage.root.rstrip("/") + "/"
+    return uri[len(prefix) :] if uri.startswith(prefix) else None
+
+
 def s3_client(endpoint_url: str | None = None, region: str | None = None) -> Any:
     """A boto3 S3 client through dagster-aws; credentials come from the standard AWS chain (env, profile),
     the endpoint from WAN_PIPELINE_S3_ENDPOINT_URL for S3-compatible stores."""

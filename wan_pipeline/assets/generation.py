@@ -24,7 +24,7 @@ from wan_pipeline.resources.provider import ProviderResource
 from wan_pipeline.resources.storage import StorageResource
 from wan_pipeline.session import open_session
 from wan_pipeline.spec import DatasetSpec, load_spec
-from wan_pipeline.storage import Storage
+from wan_pipeline.storage import Storage, relpath_of
 
 MAX_PARTITIONS_PER_RUN = 50
 
@@ -142,7 +142,7 @@ def _partition_metadata(group: list[Outcome], store: Storage) -> tuple[dict[str,
     }
     first = outputs[0] if outputs else None
     if first is not None:
-        rel = first.media_uri[len(store.root) + 1 :] if first.media_uri.startswith(store.root) else None
+        rel = relpath_of(store, first.media_uri)
         try:
             data = store.get(rel) if rel else b""
             media["thumbnail"] = dg.MetadataValue.md(f"![thumbnail]({thumbnail_data_uri(data)})")
