@@ -63,12 +63,9 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
     spec, plan = _load(args.spec)
     est = plan.estimate()
-    ledger = open_ledger(spec)
-    try:
+    with open_ledger(spec) as ledger:
         states = output_states(plan, ledger)
         committed = ledger.committed_credits(spec.name)
-    finally:
-        ledger.close()
     todo = [s for s in states if s.state != "stored"]
     per = {t.identity: t.estimate for t in plan.tasks}
     todo_credits = [per[s.task.identity].credits for s in todo]
@@ -172,12 +169,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print("error: prompt_table failed:\n" + _failure_text(result), file=sys.stderr)
         return EXIT_INVALID
 
-    ledger = open_ledger(spec)
-    try:
+    with open_ledger(spec) as ledger:
         todo = set(incomplete_prompts(plan, ledger))
         before = {a.identity + f"#{a.attempt}" for a in ledger.all_attempts(spec.name) if a.task_id}
-    finally:
-        ledger.close()
     if args.only:
         todo &= set(args.only)
     ordered = list(instance.get_dynamic_partitions(spec.partitions_name))
@@ -230,13 +224,10 @@ def _summary(spec: DatasetSpec, plan: Plan, before: set[str], only: list[str] | 
     from wan_pipeline.session import open_ledger
     from wan_pipeline.status import counts, output_states, spend_text
 
-    ledger = open_ledger(spec)
-    try:
+    with open_ledger(spec) as ledger:
         states = [s for s in output_states(plan, ledger) if not only or s.task.prompt_id in only]
         after = {a.identity + f"#{a.attempt}" for a in ledger.all_attempts(spec.name) if a.task_id}
         committed = spend_text(ledger.committed_credits(spec.name), ledger.committed_usd(spec.name))
-    finally:
-        ledger.close()
     c = counts(states)
     print("", file=sys.stderr)
     print(f"summary for {spec.name}:")
@@ -260,11 +251,8 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     from wan_pipeline.storage import open_storage
 
     spec = load_spec(args.spec)
-    ledger = open_ledger(spec)
-    try:
+    with open_ledger(spec) as ledger:
         uri, table = write_lineage(ledger, spec.name, open_storage(spec.storage_root))
-    finally:
-        ledger.close()
     frame = table.to_pandas()
     print(f"{spec.name}: lineage at {uri} ({len(frame)} row(s))")
     if frame.empty:

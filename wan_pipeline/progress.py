@@ -36,11 +36,8 @@ class Progress:
             self._render()
 
     def line(self) -> str:
-        ledger = open_ledger(self.plan.spec)
-        try:
+        with open_ledger(self.plan.spec) as ledger:
             states = output_states(self.plan, ledger)
-        finally:
-            ledger.close()
         c = counts(states)
         done = c.get("stored", 0)
         width = 28

@@ -27,11 +27,8 @@ def build_lineage_asset(spec: DatasetSpec, spec_path: Path) -> list[dg.AssetsDef
     )
     def lineage(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
         current = load_spec(spec_path)
-        ledger = open_ledger(current)
-        try:
+        with open_ledger(current) as ledger:
             uri, table = write_lineage(ledger, current.name, storage.for_spec(current))
-        finally:
-            ledger.close()
         status = table.column("status").to_pylist()
         credits = [c for c in table.column("credits_final").to_pylist() if c is not None]
         return dg.MaterializeResult(
@@ -49,11 +46,8 @@ def build_lineage_asset(spec: DatasetSpec, spec_path: Path) -> list[dg.AssetsDef
     @dg.asset_check(asset=lineage_key, description="Every lineage file exists, decodes, and matches its SHA-256.")
     def outputs_exist_and_decode(storage: StorageResource) -> dg.AssetCheckResult:
         current = load_spec(spec_path)
-        ledger = open_ledger(current)
-        try:
+        with open_ledger(current) as ledger:
             problems, checked = audit_outputs(ledger, current.name, storage.for_spec(current))
-        finally:
-            ledger.close()
         return dg.AssetCheckResult(
             passed=not problems,
             metadata={
@@ -68,11 +62,8 @@ def build_lineage_asset(spec: DatasetSpec, spec_path: Path) -> list[dg.AssetsDef
     def every_planned_output_stored() -> dg.AssetCheckResult:
         current = load_spec(spec_path)
         plan = build_plan(current)
-        ledger = open_ledger(current)
-        try:
+        with open_ledger(current) as ledger:
             states = output_states(plan, ledger)
-        finally:
-            ledger.close()
         missing: dict[str, list[str]] = defaultdict(list)
         for s in states:
             if s.state != "stored":
@@ -87,11 +78,8 @@ def build_lineage_asset(spec: DatasetSpec, spec_path: Path) -> list[dg.AssetsDef
     @dg.asset_check(asset=lineage_key, description="No idempotency identity was bought twice.")
     def no_identity_submitted_twice() -> dg.AssetCheckResult:
         current = load_spec(spec_path)
-        ledger = open_ledger(current)
-        try:
+        with open_ledger(current) as ledger:
             dupes = duplicate_submissions(ledger, current.name)
-        finally:
-            ledger.close()
         return dg.AssetCheckResult(
             passed=not dupes, metadata={"violations": dg.MetadataValue.md("\n".join(f"- {d}" for d in dupes) or "none")}
         )
@@ -99,12 +87,9 @@ def build_lineage_asset(spec: DatasetSpec, spec_path: Path) -> list[dg.AssetsDef
     @dg.asset_check(asset=lineage_key, description="Committed spend stays inside the spec's budget.")
     def spend_within_budget() -> dg.AssetCheckResult:
         current = load_spec(spec_path)
-        ledger = open_ledger(current)
-        try:
+        with open_ledger(current) as ledger:
             credits = ledger.committed_credits(current.name)
             usd = ledger.committed_usd(current.name)
-        finally:
-            ledger.close()
         budget = current.budget
         ok = (budget.max_credits is None or credits <= budget.max_credits + 1e-9) and (
             budget.max_usd is None or usd <= budget.max_usd + 1e-9
