@@ -204,7 +204,9 @@ class _Null:
 
 
 def _has_partition_failures(result: object) -> bool:
-    return "partition(s) failed" in _failure_text(result)
+    from wan_pipeline.assets.generation import PARTIAL_FAILURE
+
+    return PARTIAL_FAILURE in _failure_text(result)
 
 
 def _failure_text(result: object) -> str:

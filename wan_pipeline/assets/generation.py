@@ -27,6 +27,8 @@ from wan_pipeline.spec import DatasetSpec, load_spec
 from wan_pipeline.storage import Storage, relpath_of
 
 MAX_PARTITIONS_PER_RUN = 50
+#: in the step failure of a run where some partitions failed and the others were materialized
+PARTIAL_FAILURE = "partition(s) failed; the others are materialized"
 
 
 def build_generation_assets(spec: DatasetSpec, spec_path: Path) -> dg.AssetsDefinition:
@@ -109,7 +111,7 @@ def build_generation_assets(spec: DatasetSpec, spec_path: Path) -> dg.AssetsDefi
             listing = "\n".join(f"- {pid}: {why}" for pid, why in failures.items())
             raise dg.Failure(
                 description=(
-                    f"{len(failures)} of {len(keys)} partition(s) failed; the others are materialized:\n{listing}"
+                    f"{len(failures)} of {len(keys)} {PARTIAL_FAILURE}:\n{listing}"
                 ),
                 metadata={"failed_partitions": dg.MetadataValue.md(listing), "failed_count": len(failures)},
                 allow_retries=False,
