@@ -16,10 +16,10 @@ from pathlib import Path
 
 import yaml
 
-from wan_pipeline.engine import EngineSettings
-from wan_pipeline.plan import build_plan
-from wan_pipeline.session import open_session
-from wan_pipeline.spec import load_spec
+from wan_pipeline.execution.engine import EngineSettings
+from wan_pipeline.execution.session import open_session
+from wan_pipeline.planning.plan import build_plan
+from wan_pipeline.planning.spec import load_spec
 
 
 def write_dataset(root: Path, rows: int, variants: int = 1) -> Path:

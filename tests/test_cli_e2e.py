@@ -24,7 +24,7 @@ from e2e_helpers import (
 )
 from PIL import Image
 
-from wan_pipeline.lineage import CONTRACT_COLUMNS
+from wan_pipeline.outputs.lineage import CONTRACT_COLUMNS
 
 
 @pytest.fixture(scope="session")

@@ -27,9 +27,9 @@ from e2e_helpers import (
     sha256_file,
 )
 
-from wan_pipeline.dataset_defs import generate_job_name, lineage_job_name, prompt_table_job_name
+from wan_pipeline.assets.dataset import generate_job_name, lineage_job_name, prompt_table_job_name
 from wan_pipeline.definitions import build_definitions
-from wan_pipeline.spec import load_spec
+from wan_pipeline.planning.spec import load_spec
 
 DEMO_PROMPTS = ["fox_dawn", "tea_house", "panorama", "skyscraper", "portrait", "phone_wall", "cinema", "product",
                 "robot", "market", "logo_free", "bakery"]

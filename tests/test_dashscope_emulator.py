@@ -22,16 +22,16 @@ from PIL import Image
 from wan_pipeline import errors as e
 from wan_pipeline.emulator.app import IN_PROCESS_BASE, InProcessTransport, create_app
 from wan_pipeline.emulator.state import EmulatorConfig, EmulatorState
-from wan_pipeline.engine import EngineSettings
-from wan_pipeline.http import Wire
-from wan_pipeline.lineage import lineage_table
-from wan_pipeline.params import NeutralParams
-from wan_pipeline.plan import build_plan
+from wan_pipeline.execution.engine import EngineSettings
+from wan_pipeline.execution.session import open_session
+from wan_pipeline.execution.wire import Wire
+from wan_pipeline.outputs.lineage import lineage_table
+from wan_pipeline.planning.plan import build_plan
+from wan_pipeline.planning.spec import load_spec
 from wan_pipeline.providers.base import GenerationRequest, HttpCall, HttpReply, Reference, TaskStatus
 from wan_pipeline.providers.dashscope import PROVIDER as DASHSCOPE
-from wan_pipeline.session import open_session
-from wan_pipeline.sizes import image_size, video_size
-from wan_pipeline.spec import load_spec
+from wan_pipeline.providers.params import NeutralParams
+from wan_pipeline.providers.sizes import image_size, video_size
 
 IMAGE = "/api/v1/services/aigc/image-generation/generation"
 IMAGE_SYNC = "/api/v1/services/aigc/multimodal-generation/generation"
@@ -813,8 +813,8 @@ async def test_local_reference_files_go_through_the_temporary_upload_as_oss_urls
 async def test_the_storage_host_of_an_upload_policy_never_receives_the_api_key() -> None:
     import httpx
 
-    from wan_pipeline.engine import TaskEngine
-    from wan_pipeline.http import Wire
+    from wan_pipeline.execution.engine import TaskEngine
+    from wan_pipeline.execution.wire import Wire
 
     seen: list[httpx.Request] = []
 

@@ -11,10 +11,10 @@ from conftest import load_fixture
 from pydantic import ValidationError
 
 from wan_pipeline import errors as e
-from wan_pipeline.params import NeutralParams
 from wan_pipeline.providers import dashscope as ds
 from wan_pipeline.providers.base import GenerationRequest, HttpReply, Mode, Reference, TaskStatus
 from wan_pipeline.providers.dashscope import PROVIDER as DASHSCOPE
+from wan_pipeline.providers.params import NeutralParams
 from wan_pipeline.providers.registry import get_provider
 
 

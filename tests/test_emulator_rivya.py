@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from wan_pipeline.emulator import app as emulator_app
 from wan_pipeline.emulator.app import IN_PROCESS_BASE, InProcessTransport, create_app
 from wan_pipeline.emulator.state import EmulatorConfig, EmulatorState
-from wan_pipeline.sizes import image_size
+from wan_pipeline.providers.sizes import image_size
 
 GENERATIONS = "/api/v1/generations"
 KEY = {"Authorization": "Bearer test-key"}

@@ -28,15 +28,15 @@ from wan_pipeline import errors as e
 from wan_pipeline.emulator.app import IN_PROCESS_BASE, InProcessTransport, in_process
 from wan_pipeline.emulator.faults import FaultConfig
 from wan_pipeline.emulator.state import EmulatorConfig
-from wan_pipeline.engine import EngineSettings, Outcome, TaskEngine
-from wan_pipeline.http import Wire
-from wan_pipeline.ledger import FAILED, STORED, SUBMITTED, SUBMITTING, Attempt, Ledger
-from wan_pipeline.lineage import lineage_table, write_lineage
-from wan_pipeline.plan import Plan, PlannedTask, build_plan, canonical_json
+from wan_pipeline.execution.engine import EngineSettings, Outcome, TaskEngine
+from wan_pipeline.execution.session import open_ledger
+from wan_pipeline.execution.wire import Wire
+from wan_pipeline.money.ledger import FAILED, STORED, SUBMITTED, SUBMITTING, Attempt, Ledger
+from wan_pipeline.outputs.lineage import lineage_table, write_lineage
+from wan_pipeline.outputs.storage import LocalStorage
+from wan_pipeline.planning.plan import Plan, PlannedTask, build_plan, canonical_json
+from wan_pipeline.planning.spec import load_spec
 from wan_pipeline.providers.registry import get_provider
-from wan_pipeline.session import open_ledger
-from wan_pipeline.spec import load_spec
-from wan_pipeline.storage import LocalStorage
 
 CREDITS_PER_TASK = 5  # rivya wan-2-7-image, FIXED (catalog and emulator agree)
 API_KEY = "emulator-test-key"

@@ -20,16 +20,16 @@ from PIL import Image
 from wan_pipeline import errors as e
 from wan_pipeline.emulator.app import IN_PROCESS_BASE, InProcessTransport, create_app
 from wan_pipeline.emulator.state import EmulatorConfig, EmulatorState
-from wan_pipeline.engine import EngineSettings
-from wan_pipeline.lineage import lineage_table
-from wan_pipeline.params import NeutralParams
-from wan_pipeline.plan import build_plan
+from wan_pipeline.execution.engine import EngineSettings
+from wan_pipeline.execution.session import open_session
+from wan_pipeline.outputs.lineage import lineage_table
+from wan_pipeline.planning.plan import build_plan
+from wan_pipeline.planning.spec import load_spec
 from wan_pipeline.providers.base import GenerationRequest, HttpCall, HttpReply, Reference, TaskSnapshot, TaskStatus
 from wan_pipeline.providers.evolink import PRESET_SIZES
 from wan_pipeline.providers.evolink import PROVIDER as EVOLINK
-from wan_pipeline.session import open_session
-from wan_pipeline.sizes import image_size, video_size
-from wan_pipeline.spec import load_spec
+from wan_pipeline.providers.params import NeutralParams
+from wan_pipeline.providers.sizes import image_size, video_size
 
 IMAGES = "/v1/images/generations"
 VIDEOS = "/v1/videos/generations"

@@ -12,12 +12,12 @@ import pytest
 from conftest import load_fixture
 
 from wan_pipeline import errors as e
-from wan_pipeline.params import NeutralParams
 from wan_pipeline.providers import evolink as evo
 from wan_pipeline.providers.base import GenerationRequest, HttpReply, Mode, Reference, TaskStatus
 from wan_pipeline.providers.evolink import PROVIDER as EVOLINK
+from wan_pipeline.providers.params import NeutralParams
 from wan_pipeline.providers.registry import get_provider
-from wan_pipeline.sizes import image_size
+from wan_pipeline.providers.sizes import image_size
 
 SEED_PROMPT = "A cinematic portrait of a traveler in neon rain"
 

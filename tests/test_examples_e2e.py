@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from e2e_helpers import copy_examples, media_files, pycache_dir, read_lineage, run_cli, sha256_file, write_spec
 
-from wan_pipeline.media import inspect_media
-from wan_pipeline.plan import build_plan
+from wan_pipeline.outputs.media import inspect_media
+from wan_pipeline.planning.plan import build_plan
+from wan_pipeline.planning.spec import load_spec
 from wan_pipeline.providers.catalog import find_model
-from wan_pipeline.spec import load_spec
 
 IMAGE_EXAMPLES = ["evolink", "reapi", "runware", "dashscope"]
 VIDEO_DATASETS = {
@@ -59,7 +59,7 @@ def generate_and_check(spec_path: Path, tmp_path: Path, pycache: Path) -> None:
 
 
 def _no_expectation():  # type: ignore[no-untyped-def]
-    from wan_pipeline.media import Expectation
+    from wan_pipeline.outputs.media import Expectation
 
     return Expectation("any")
 

@@ -12,10 +12,10 @@ from conftest import SpecWriter, png_bytes
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wan_pipeline.params import MAX_SEED, NeutralParams
-from wan_pipeline.plan import Plan, build_plan, derive_seed, fingerprint, row_seed
+from wan_pipeline.planning.plan import Plan, build_plan, derive_seed, fingerprint, row_seed
+from wan_pipeline.planning.spec import load_spec
 from wan_pipeline.providers.base import Estimate
-from wan_pipeline.spec import load_spec
+from wan_pipeline.providers.params import MAX_SEED, NeutralParams
 
 FOX = "A red fox crossing a frosted meadow at dawn"
 # Golden values, computed once from the code and frozen: a change here means every recorded task of
@@ -117,8 +117,8 @@ def test_fingerprints_are_stable_across_processes(write_spec: SpecWriter) -> Non
     spec = fox_spec(write_spec)
     code = (
         "import json, sys\n"
-        "from wan_pipeline.plan import build_plan\n"
-        "from wan_pipeline.spec import load_spec\n"
+        "from wan_pipeline.planning.plan import build_plan\n"
+        "from wan_pipeline.planning.spec import load_spec\n"
         "plan = build_plan(load_spec(sys.argv[1]))\n"
         "print(json.dumps([[t.fingerprint, t.seed, t.idempotency_key(1)] for t in plan.tasks]))\n"
     )

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from wan_pipeline.matrix import BEGIN, END, render
+from wan_pipeline.providers.matrix import BEGIN, END, render
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -10,7 +10,9 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def test_readme_provider_matrix_matches_the_catalog() -> None:
     text = README.read_text(encoding="utf-8")
     start, end = text.index(BEGIN), text.index(END) + len(END)
-    assert text[start:end] == render(), "run `python -m wan_pipeline.matrix` and paste its output into README.md"
+    assert text[start:end] == render(), (
+        "run `python -m wan_pipeline.providers.matrix` and paste its output into README.md"
+    )
 
 
 def test_matrix_lists_every_catalog_model_once() -> None:

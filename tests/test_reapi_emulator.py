@@ -24,17 +24,17 @@ from wan_pipeline.emulator.app import IN_PROCESS_BASE, InProcessTransport, creat
 from wan_pipeline.emulator.faults import FaultConfig
 from wan_pipeline.emulator.reapi import EMULATED_USD_PER_IMAGE, EMULATED_USD_PER_SECOND
 from wan_pipeline.emulator.state import EmulatorConfig, EmulatorState, EmuTask
-from wan_pipeline.engine import EngineSettings, TaskEngine
-from wan_pipeline.http import Wire
-from wan_pipeline.lineage import lineage_table
-from wan_pipeline.params import NeutralParams
-from wan_pipeline.plan import build_plan
+from wan_pipeline.execution.engine import EngineSettings, TaskEngine
+from wan_pipeline.execution.session import open_ledger, open_session
+from wan_pipeline.execution.wire import Wire
+from wan_pipeline.outputs.lineage import lineage_table
+from wan_pipeline.outputs.storage import LocalStorage
+from wan_pipeline.planning.plan import build_plan
+from wan_pipeline.planning.spec import load_spec
 from wan_pipeline.providers.base import GenerationRequest, HttpCall, HttpReply, Reference, TaskSnapshot, TaskStatus
+from wan_pipeline.providers.params import NeutralParams
 from wan_pipeline.providers.reapi import PROVIDER as REAPI
-from wan_pipeline.session import open_ledger, open_session
-from wan_pipeline.sizes import image_size, video_size
-from wan_pipeline.spec import load_spec
-from wan_pipeline.storage import LocalStorage
+from wan_pipeline.providers.sizes import image_size, video_size
 
 IMAGES = "/api/v1/images/generations"
 VIDEOS = "/api/v1/videos/generations"

@@ -10,10 +10,10 @@ import pytest
 from conftest import FIXTURES, load_fixture
 
 from wan_pipeline import errors as e
-from wan_pipeline.params import NeutralParams
 from wan_pipeline.providers import catalog
 from wan_pipeline.providers.base import GenerationRequest, HttpReply, Mode, Reference, TaskStatus
 from wan_pipeline.providers.catalog import find_model
+from wan_pipeline.providers.params import NeutralParams
 from wan_pipeline.providers.reapi import PROVIDER as REAPI
 from wan_pipeline.providers.registry import get_provider
 

@@ -10,8 +10,8 @@ import pytest
 from conftest import load_fixture
 
 from wan_pipeline import errors as e
-from wan_pipeline.params import NeutralParams
 from wan_pipeline.providers.base import GenerationRequest, HttpReply, Reference, TaskStatus
+from wan_pipeline.providers.params import NeutralParams
 from wan_pipeline.providers.registry import get_provider
 from wan_pipeline.providers.rivya import PROVIDER as RIVYA
 

@@ -21,15 +21,15 @@ from PIL import Image
 
 from wan_pipeline.emulator.app import IN_PROCESS_BASE, InProcessTransport, create_app
 from wan_pipeline.emulator.state import EmulatorConfig, EmulatorState
-from wan_pipeline.engine import EngineSettings
-from wan_pipeline.http import Wire
-from wan_pipeline.lineage import lineage_table
-from wan_pipeline.params import NeutralParams
-from wan_pipeline.plan import build_plan
+from wan_pipeline.execution.engine import EngineSettings
+from wan_pipeline.execution.session import open_session
+from wan_pipeline.execution.wire import Wire
+from wan_pipeline.outputs.lineage import lineage_table
+from wan_pipeline.planning.plan import build_plan
+from wan_pipeline.planning.spec import load_spec
 from wan_pipeline.providers.base import GenerationRequest, Reference, TaskStatus
+from wan_pipeline.providers.params import NeutralParams
 from wan_pipeline.providers.runware import PROVIDER as RUNWARE
-from wan_pipeline.session import open_session
-from wan_pipeline.spec import load_spec
 
 KEY = {"Authorization": "Bearer test-key"}
 INITIAL = 100_000
@@ -543,7 +543,7 @@ async def run_spec(path: Path) -> tuple[Any, list[Any], list[dict[str, Any]], di
     async with open_session(spec, FAST) as session:
         outcomes = await session.engine.run(list(plan.tasks))
         rows = lineage_table(session.ledger, spec.name).to_pylist()
-    from wan_pipeline.endpoints import state_dir
+    from wan_pipeline.execution.endpoints import state_dir
 
     emu = EmulatorState(EmulatorConfig(state_path=str(state_dir(spec) / "emulator_state.json")))
     return plan, outcomes, rows, emu.report()
@@ -625,9 +625,9 @@ async def test_rerun_submits_nothing_and_a_crash_before_the_answer_is_adopted_by
     (task,) = build_plan(spec).tasks
     # Another process recorded the attempt (SUBMITTING, with its taskUUID) and sent it, then died.
     from wan_pipeline.emulator.app import in_process
-    from wan_pipeline.engine import TaskEngine
-    from wan_pipeline.session import emulator_config_for, open_ledger
-    from wan_pipeline.storage import open_storage
+    from wan_pipeline.execution.engine import TaskEngine
+    from wan_pipeline.execution.session import emulator_config_for, open_ledger
+    from wan_pipeline.outputs.storage import open_storage
 
     emu_state, transport = in_process(emulator_config_for(spec), "runware")
     ledger = open_ledger(spec)

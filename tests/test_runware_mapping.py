@@ -12,8 +12,8 @@ import pytest
 from conftest import load_fixture
 
 from wan_pipeline import errors as e
-from wan_pipeline.params import NeutralParams
 from wan_pipeline.providers.base import GenerationRequest, HttpReply, Mode, Reference, TaskStatus
+from wan_pipeline.providers.params import NeutralParams
 from wan_pipeline.providers.registry import get_provider
 from wan_pipeline.providers.runware import PLATFORM_OPTIONS, image_pixels, task_uuid_for
 from wan_pipeline.providers.runware import PROVIDER as RUNWARE

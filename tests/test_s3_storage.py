@@ -26,13 +26,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from wan_pipeline.engine import EngineSettings
 from wan_pipeline.errors import InvalidInput
-from wan_pipeline.lineage import LINEAGE_PATH, write_lineage
-from wan_pipeline.plan import build_plan
-from wan_pipeline.session import open_session
-from wan_pipeline.spec import load_spec
-from wan_pipeline.storage import S3Storage, open_storage, s3_client
+from wan_pipeline.execution.engine import EngineSettings
+from wan_pipeline.execution.session import open_session
+from wan_pipeline.outputs.lineage import LINEAGE_PATH, write_lineage
+from wan_pipeline.outputs.storage import S3Storage, open_storage, s3_client
+from wan_pipeline.planning.plan import build_plan
+from wan_pipeline.planning.spec import load_spec
 
 ACCESS, SECRET = "wanpipelinetest", "wanpipelinetestsecret"
 BUCKET = "wan-test"

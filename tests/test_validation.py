@@ -12,9 +12,9 @@ import yaml
 from conftest import SpecWriter, png_bytes
 
 from wan_pipeline.errors import ConfigError, InvalidInput, Problem
-from wan_pipeline.plan import build_plan
+from wan_pipeline.planning.plan import build_plan
+from wan_pipeline.planning.spec import load_spec
 from wan_pipeline.providers.rivya import PROVIDER as RIVYA
-from wan_pipeline.spec import load_spec
 
 
 def problems_of(spec_path: Path) -> list[Problem]:
@@ -184,7 +184,7 @@ def test_prompt_id_that_cannot_name_a_partition_is_refused(write_spec: SpecWrite
 def test_prompt_ids_with_spaces_and_any_script_are_accepted_and_stored_under_safe_names(
     write_spec: SpecWriter,
 ) -> None:
-    from wan_pipeline.table import safe_name
+    from wan_pipeline.planning.table import safe_name
 
     plan = build_plan(load_spec(write_spec([{"prompt_id": "img 1", "prompt": "x"}, {"prompt_id": "猫", "prompt": "y"},
                                             {"prompt_id": "plain_id-2.v", "prompt": "z"}])))
@@ -321,7 +321,7 @@ def test_parameter_rivya_does_not_support_is_refused_with_reason(
 
 
 def test_provider_check_refuses_unsupported_params_directly() -> None:
-    from wan_pipeline.params import NeutralParams
+    from wan_pipeline.providers.params import NeutralParams
 
     issues = RIVYA.check("wan-2-7-image", "x", NeutralParams(n=2, thinking=True, aspect_ratio="1:1"))
     assert [i.field for i in issues] == ["n", "thinking"]

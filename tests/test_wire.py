@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from wan_pipeline.errors import ConfigError, Transient
-from wan_pipeline.http import Wire, check_fetchable, same_origin
+from wan_pipeline.execution.wire import Wire, check_fetchable, same_origin
 
 BASE = "https://api.example-host.test"
 AUTH = {"Authorization": "Bearer sk-wire-secret"}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from wan_pipeline.dataset_defs import dataset_definitions
+from wan_pipeline.assets.dataset import dataset_definitions
 from wan_pipeline.resources.provider import provider_resource_from_env
 from wan_pipeline.resources.storage import StorageResource
 

@@ -16,15 +16,15 @@ from typing import Any
 import dagster as dg
 
 from wan_pipeline.assets.keys import key, prompt_partitions
-from wan_pipeline.engine import Outcome
 from wan_pipeline.errors import WanPipelineError
-from wan_pipeline.media import thumbnail_data_uri
-from wan_pipeline.plan import build_plan
+from wan_pipeline.execution.engine import Outcome
+from wan_pipeline.execution.session import open_session
+from wan_pipeline.outputs.media import thumbnail_data_uri
+from wan_pipeline.outputs.storage import Storage, relpath_of
+from wan_pipeline.planning.plan import build_plan
+from wan_pipeline.planning.spec import DatasetSpec, load_spec
 from wan_pipeline.resources.provider import ProviderResource
 from wan_pipeline.resources.storage import StorageResource
-from wan_pipeline.session import open_session
-from wan_pipeline.spec import DatasetSpec, load_spec
-from wan_pipeline.storage import Storage, relpath_of
 
 MAX_PARTITIONS_PER_RUN = 50
 #: in the step failure of a run where some partitions failed and the others were materialized

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from wan_pipeline.spec import DatasetSpec
+from wan_pipeline.planning.spec import DatasetSpec
 
 
 def key(spec: DatasetSpec, name: str) -> dg.AssetKey:

@@ -6,13 +6,13 @@ from pathlib import Path
 import dagster as dg
 
 from wan_pipeline.assets.keys import key
-from wan_pipeline.audit import audit_outputs, duplicate_submissions
-from wan_pipeline.lineage import write_lineage
-from wan_pipeline.plan import build_plan
+from wan_pipeline.execution.session import open_ledger
+from wan_pipeline.outputs.audit import audit_outputs, duplicate_submissions
+from wan_pipeline.outputs.lineage import write_lineage
+from wan_pipeline.outputs.status import output_states
+from wan_pipeline.planning.plan import build_plan
+from wan_pipeline.planning.spec import DatasetSpec, load_spec
 from wan_pipeline.resources.storage import StorageResource
-from wan_pipeline.session import open_ledger
-from wan_pipeline.spec import DatasetSpec, load_spec
-from wan_pipeline.status import output_states
 
 
 def build_lineage_asset(spec: DatasetSpec, spec_path: Path) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:

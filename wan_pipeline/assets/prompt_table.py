@@ -6,8 +6,8 @@ import dagster as dg
 
 from wan_pipeline.assets.keys import key
 from wan_pipeline.errors import InvalidInput, WanPipelineError
-from wan_pipeline.plan import build_plan
-from wan_pipeline.spec import DatasetSpec, load_spec
+from wan_pipeline.planning.plan import build_plan
+from wan_pipeline.planning.spec import DatasetSpec, load_spec
 
 
 def register_partitions(instance: dg.DagsterInstance, spec: DatasetSpec, prompt_ids: list[str]) -> list[str]:

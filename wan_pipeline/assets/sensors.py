@@ -8,8 +8,8 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from wan_pipeline.assets.keys import key
 from wan_pipeline.errors import WanPipelineError
-from wan_pipeline.plan import build_plan
-from wan_pipeline.spec import DatasetSpec, load_spec
+from wan_pipeline.planning.plan import build_plan
+from wan_pipeline.planning.spec import DatasetSpec, load_spec
 
 
 def build_new_prompts_sensor(

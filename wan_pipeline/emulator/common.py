@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from wan_pipeline.sizes import image_size
+from wan_pipeline.providers.sizes import image_size
 
 
 class ConnectionDropped(Exception):

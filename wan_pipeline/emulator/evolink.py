@@ -48,7 +48,7 @@ from wan_pipeline.providers.evolink import (
     T2V,
     VIDEO_EDIT,
 )
-from wan_pipeline.sizes import video_size
+from wan_pipeline.providers.sizes import video_size
 
 PROTOCOL = "evolink"
 VIDEO_MODELS = (T2V, I2V, REFERENCE, VIDEO_EDIT)

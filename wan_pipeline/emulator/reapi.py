@@ -43,8 +43,8 @@ from starlette.routing import Route
 
 from wan_pipeline.emulator.common import ConnectionDropped, media_url
 from wan_pipeline.emulator.state import EmulatorState, EmuTask, body_hash
-from wan_pipeline.http import is_loopback_http
-from wan_pipeline.sizes import image_size, video_size
+from wan_pipeline.execution.wire import is_loopback_http
+from wan_pipeline.providers.sizes import image_size, video_size
 
 PROTOCOL = "reapi"
 IMAGES = "/api/v1/images/generations"

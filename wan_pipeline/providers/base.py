@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from wan_pipeline.errors import ProviderError
-from wan_pipeline.params import NeutralParams
+from wan_pipeline.providers.params import NeutralParams
 
 
 class Mode(StrEnum):

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from wan_pipeline.params import NeutralParams
 from wan_pipeline.providers.base import Issue
+from wan_pipeline.providers.params import NeutralParams
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,6 @@ from dataclasses import replace
 from typing import Any
 
 from wan_pipeline import errors as e
-from wan_pipeline.params import NeutralParams
 from wan_pipeline.providers.base import (
     Estimate,
     GenerationRequest,
@@ -57,7 +56,8 @@ from wan_pipeline.providers.base import (
     json_or_none,
 )
 from wan_pipeline.providers.catalog import CatalogBacked, ModelInfo, find_model, not_one_of
-from wan_pipeline.sizes import IMAGE_GEAR_SIDE, image_size, parse_aspect
+from wan_pipeline.providers.params import NeutralParams
+from wan_pipeline.providers.sizes import IMAGE_GEAR_SIDE, image_size, parse_aspect
 
 IMAGE_ASYNC = "/api/v1/services/aigc/image-generation/generation"
 IMAGE_SYNC = "/api/v1/services/aigc/multimodal-generation/generation"

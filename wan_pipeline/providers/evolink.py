@@ -75,7 +75,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from wan_pipeline import errors as e
-from wan_pipeline.params import NeutralParams
 from wan_pipeline.providers.base import (
     Estimate,
     GenerationRequest,
@@ -90,7 +89,8 @@ from wan_pipeline.providers.base import (
     json_or_none,
 )
 from wan_pipeline.providers.catalog import CatalogBacked, ModelInfo, not_one_of
-from wan_pipeline.sizes import image_size, parse_aspect
+from wan_pipeline.providers.params import NeutralParams
+from wan_pipeline.providers.sizes import image_size, parse_aspect
 
 IMAGES = "/v1/images/generations"
 VIDEOS = "/v1/videos/generations"

@@ -58,7 +58,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from wan_pipeline import errors as e
-from wan_pipeline.params import NeutralParams
 from wan_pipeline.providers.base import (
     Estimate,
     GenerationRequest,
@@ -73,6 +72,7 @@ from wan_pipeline.providers.base import (
     json_or_none,
 )
 from wan_pipeline.providers.catalog import CatalogBacked, ModelInfo, not_one_of, unsupported
+from wan_pipeline.providers.params import NeutralParams
 
 IMAGES = "/api/v1/images/generations"
 VIDEOS = "/api/v1/videos/generations"

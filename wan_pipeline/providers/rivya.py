@@ -25,7 +25,6 @@ from __future__ import annotations
 from typing import Any
 
 from wan_pipeline import errors as e
-from wan_pipeline.params import NeutralParams
 from wan_pipeline.providers.base import (
     Estimate,
     GenerationRequest,
@@ -40,6 +39,7 @@ from wan_pipeline.providers.base import (
     json_or_none,
 )
 from wan_pipeline.providers.catalog import CatalogBacked, not_one_of
+from wan_pipeline.providers.params import NeutralParams
 
 GENERATIONS = "/api/v1/generations"
 FILES = "/api/v1/files"

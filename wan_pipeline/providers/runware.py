@@ -69,7 +69,6 @@ from dataclasses import replace
 from typing import Any
 
 from wan_pipeline import errors as e
-from wan_pipeline.params import NeutralParams
 from wan_pipeline.providers.base import (
     Estimate,
     GenerationRequest,
@@ -84,7 +83,8 @@ from wan_pipeline.providers.base import (
     json_or_none,
 )
 from wan_pipeline.providers.catalog import CatalogBacked, ModelInfo, find_model, not_one_of
-from wan_pipeline.sizes import image_size, parse_aspect
+from wan_pipeline.providers.params import NeutralParams
+from wan_pipeline.providers.sizes import image_size, parse_aspect
 
 API = "/v1"
 IMAGE_MODELS = ("alibaba:wan@2.7-image", "alibaba:wan@2.7-image-pro")

@@ -11,7 +11,7 @@ import os
 import dagster as dg
 from pydantic import Field
 
-from wan_pipeline.engine import EngineSettings
+from wan_pipeline.execution.engine import EngineSettings
 
 
 class ProviderResource(dg.ConfigurableResource):  # type: ignore[type-arg]

@@ -7,8 +7,8 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from wan_pipeline.spec import DatasetSpec
-from wan_pipeline.storage import Storage, open_storage, s3_client
+from wan_pipeline.outputs.storage import Storage, open_storage, s3_client
+from wan_pipeline.planning.spec import DatasetSpec
 
 
 class StorageResource(dg.ConfigurableResource):  # type: ignore[type-arg]

@@ -18,7 +18,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from wan_pipeline.errors import InvalidInput, Problem
-from wan_pipeline.params import BOOL_PARAMS, INT_PARAMS, JSON_PARAMS, PARAM_NAMES, NeutralParams
+from wan_pipeline.providers.params import BOOL_PARAMS, INT_PARAMS, JSON_PARAMS, PARAM_NAMES, NeutralParams
 
 #: prompt ids name Dagster partitions (which refuse control characters and "...") and, slugged, files
 PROMPT_ID_MAX = 128

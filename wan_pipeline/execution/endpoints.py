@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wan_pipeline.errors import ConfigError
+from wan_pipeline.planning.spec import DatasetSpec
 from wan_pipeline.providers.registry import get_provider
-from wan_pipeline.spec import DatasetSpec
 
 #: the token the in-process emulator gets when no key is set (it accepts any non-empty token)
 EMULATOR_TOKEN = "emulator-local-token"

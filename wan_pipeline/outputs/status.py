@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from wan_pipeline.ledger import FAILED, STORED, SUBMITTED, SUBMITTING, SUCCEEDED, Ledger, surely_unbilled
-from wan_pipeline.plan import Plan, PlannedTask
+from wan_pipeline.money.ledger import FAILED, STORED, SUBMITTED, SUBMITTING, SUCCEEDED, Ledger, surely_unbilled
+from wan_pipeline.planning.plan import Plan, PlannedTask
 
 
 @dataclass(frozen=True)

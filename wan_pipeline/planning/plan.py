@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from wan_pipeline.errors import InvalidInput, Problem
-from wan_pipeline.mediatypes import sniff_mime
-from wan_pipeline.params import MAX_SEED, NeutralParams
+from wan_pipeline.planning.spec import DatasetSpec
+from wan_pipeline.planning.table import PromptRow, check_rows
 from wan_pipeline.providers.base import Estimate, GenerationRequest, Mode, Provider, Reference
 from wan_pipeline.providers.catalog import find_model
+from wan_pipeline.providers.mediatypes import sniff_mime
+from wan_pipeline.providers.params import MAX_SEED, NeutralParams
 from wan_pipeline.providers.registry import get_provider
-from wan_pipeline.spec import DatasetSpec
-from wan_pipeline.table import PromptRow, check_rows
 
 
 def derive_seed(master: int, prompt_id: str, variant: int) -> int:

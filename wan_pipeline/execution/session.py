@@ -9,13 +9,13 @@ from typing import Any
 
 import httpx
 
-from wan_pipeline.endpoints import Endpoint, resolve_endpoint, state_dir
-from wan_pipeline.engine import EngineSettings, EventSink, TaskEngine
-from wan_pipeline.http import Wire
-from wan_pipeline.ledger import Ledger
+from wan_pipeline.execution.endpoints import Endpoint, resolve_endpoint, state_dir
+from wan_pipeline.execution.engine import EngineSettings, EventSink, TaskEngine
+from wan_pipeline.execution.wire import Wire
+from wan_pipeline.money.ledger import Ledger
+from wan_pipeline.outputs.storage import Storage, open_storage
+from wan_pipeline.planning.spec import DatasetSpec
 from wan_pipeline.providers.registry import get_provider
-from wan_pipeline.spec import DatasetSpec
-from wan_pipeline.storage import Storage, open_storage
 
 
 def open_ledger(spec: DatasetSpec) -> Ledger:

@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from wan_pipeline.errors import InvalidInput, Problem
-from wan_pipeline.params import NeutralParams
+from wan_pipeline.providers.params import NeutralParams
 
 ProviderName = Literal["rivya", "evolink", "reapi", "runware", "dashscope"]
 NAME_RE = re.compile(r"^[a-z0-9_]+$")

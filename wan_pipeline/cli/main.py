@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from wan_pipeline.errors import ConfigError, InvalidInput, Problem, WanPipelineError
-from wan_pipeline.plan import Plan, build_plan
-from wan_pipeline.spec import DatasetSpec, load_spec
+from wan_pipeline.planning.plan import Plan, build_plan
+from wan_pipeline.planning.spec import DatasetSpec, load_spec
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 DEFAULT_DAGSTER_HOME = Path.home() / ".wan_pipeline" / "dagster_home"
@@ -58,8 +58,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from wan_pipeline.session import open_ledger
-    from wan_pipeline.status import output_states
+    from wan_pipeline.execution.session import open_ledger
+    from wan_pipeline.outputs.status import output_states
 
     spec, plan = _load(args.spec)
     est = plan.estimate()
@@ -119,18 +119,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-    from wan_pipeline.dataset_defs import (
+    from wan_pipeline.assets.dataset import (
         dataset_definitions,
         generate_job_name,
         lineage_job_name,
         prompt_table_job_name,
     )
+    from wan_pipeline.cli.progress import Progress
+    from wan_pipeline.cli.runs import close_orphaned_runs, run_tags
     from wan_pipeline.definitions import resources
-    from wan_pipeline.endpoints import resolve_endpoint
-    from wan_pipeline.progress import Progress
-    from wan_pipeline.runs import close_orphaned_runs, run_tags
-    from wan_pipeline.session import open_ledger
-    from wan_pipeline.status import incomplete_prompts
+    from wan_pipeline.execution.endpoints import resolve_endpoint
+    from wan_pipeline.execution.session import open_ledger
+    from wan_pipeline.outputs.status import incomplete_prompts
 
     spec, plan = _load(args.spec)
     endpoint = resolve_endpoint(spec)  # a missing key is exit 2 before anything else happens
@@ -222,9 +222,9 @@ def _failure_text(result: object) -> str:
 
 
 def _summary(spec: DatasetSpec, plan: Plan, before: set[str], only: list[str] | None, run_failed: bool) -> int:
-    from wan_pipeline.lineage import LINEAGE_PATH
-    from wan_pipeline.session import open_ledger
-    from wan_pipeline.status import counts, output_states, spend_text
+    from wan_pipeline.execution.session import open_ledger
+    from wan_pipeline.outputs.lineage import LINEAGE_PATH
+    from wan_pipeline.outputs.status import counts, output_states, spend_text
 
     with open_ledger(spec) as ledger:
         states = [s for s in output_states(plan, ledger) if not only or s.task.prompt_id in only]
@@ -248,9 +248,9 @@ def _summary(spec: DatasetSpec, plan: Plan, before: set[str], only: list[str] | 
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
-    from wan_pipeline.lineage import write_lineage
-    from wan_pipeline.session import open_ledger
-    from wan_pipeline.storage import open_storage
+    from wan_pipeline.execution.session import open_ledger
+    from wan_pipeline.outputs.lineage import write_lineage
+    from wan_pipeline.outputs.storage import open_storage
 
     spec = load_spec(args.spec)
     with open_ledger(spec) as ledger:

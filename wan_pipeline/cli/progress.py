@@ -6,9 +6,9 @@ import sys
 import threading
 from typing import TextIO
 
-from wan_pipeline.plan import Plan
-from wan_pipeline.session import open_ledger
-from wan_pipeline.status import counts, output_states, spend_text
+from wan_pipeline.execution.session import open_ledger
+from wan_pipeline.outputs.status import counts, output_states, spend_text
+from wan_pipeline.planning.plan import Plan
 
 
 class Progress:

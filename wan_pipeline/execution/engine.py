@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from wan_pipeline import errors as e
-from wan_pipeline.http import CONNECT_ERROR, Wire
-from wan_pipeline.ledger import (
+from wan_pipeline.execution.wire import CONNECT_ERROR, Wire
+from wan_pipeline.money.ledger import (
     FAILED,
     STORED,
     SUBMITTED,
@@ -31,15 +31,15 @@ from wan_pipeline.ledger import (
     held_usd,
     utcnow,
 )
-from wan_pipeline.media import Expectation, MediaInfo, inspect_media
-from wan_pipeline.mediatypes import EXTENSIONS
-from wan_pipeline.plan import PlannedTask, canonical_json
+from wan_pipeline.outputs.media import Expectation, MediaInfo, inspect_media
+from wan_pipeline.outputs.storage import Storage
+from wan_pipeline.planning.plan import PlannedTask, canonical_json
+from wan_pipeline.planning.spec import Budget
+from wan_pipeline.planning.table import safe_name
 from wan_pipeline.providers.base import HttpCall, HttpReply, Provider, Reference, TaskSnapshot, TaskStatus
 from wan_pipeline.providers.catalog import find_model
-from wan_pipeline.sizes import image_size, video_size
-from wan_pipeline.spec import Budget
-from wan_pipeline.storage import Storage
-from wan_pipeline.table import safe_name
+from wan_pipeline.providers.mediatypes import EXTENSIONS
+from wan_pipeline.providers.sizes import image_size, video_size
 
 #: failures that will not change by asking again with the same request
 PERMANENT = (e.ContentRejected.__name__, e.RejectedByProvider.__name__, e.IdempotencyConflict.__name__)

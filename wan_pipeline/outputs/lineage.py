@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wan_pipeline import __version__
-from wan_pipeline.ledger import FAILED, STORED, Attempt, Ledger, StoredOutput, surely_unbilled
-from wan_pipeline.storage import Storage
+from wan_pipeline.money.ledger import FAILED, STORED, Attempt, Ledger, StoredOutput, surely_unbilled
+from wan_pipeline.outputs.storage import Storage
 
 LINEAGE_PATH = "lineage/lineage.parquet"
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from PIL import Image, UnidentifiedImageError
 
 from wan_pipeline.errors import MediaInvalid
-from wan_pipeline.mediatypes import sniff_mime
-from wan_pipeline.sizes import aspect_matches
+from wan_pipeline.providers.mediatypes import sniff_mime
+from wan_pipeline.providers.sizes import aspect_matches
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from wan_pipeline.assets.keys import key, prompt_partitions
 from wan_pipeline.assets.lineage import build_lineage_asset
 from wan_pipeline.assets.prompt_table import build_prompt_table_asset
 from wan_pipeline.assets.sensors import build_new_prompts_sensor
-from wan_pipeline.spec import DatasetSpec, load_spec
+from wan_pipeline.planning.spec import DatasetSpec, load_spec
 
 
 # Job names must differ from every op name: an asset's op is named after its key ("demo__lineage"), and a

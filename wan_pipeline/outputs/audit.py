@@ -8,8 +8,8 @@ from collections import defaultdict
 
 from PIL import Image
 
-from wan_pipeline.ledger import FAILED, STORED, Ledger
-from wan_pipeline.storage import Storage, relpath_of
+from wan_pipeline.money.ledger import FAILED, STORED, Ledger
+from wan_pipeline.outputs.storage import Storage, relpath_of
 
 
 def audit_outputs(ledger: Ledger, dataset: str, storage: Storage) -> tuple[list[str], int]:
