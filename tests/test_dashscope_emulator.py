@@ -833,7 +833,7 @@ async def test_the_storage_host_of_an_upload_policy_never_receives_the_api_key()
         engine = TaskEngine(DASHSCOPE, wire, None, None, None)  # type: ignore[arg-type]
         first = DASHSCOPE.upload("wan2.7-image", ref, b"\x89PNG-data")
         assert first is not None
-        done = await engine._upload(replace(ref, data=b"\x89PNG-data"), first)
+        done = await engine.references.upload(replace(ref, data=b"\x89PNG-data"), first)
     assert done.url == "oss://dashscope-instant/d1/a.png" and done.data is None
     assert [str(r.url) for r in seen] == [
         "https://dashscope-intl.aliyuncs.com/api/v1/uploads?action=getPolicy&model=wan2.7-image",

@@ -632,8 +632,10 @@ async def test_rerun_submits_nothing_and_a_crash_before_the_answer_is_adopted_by
     emu_state, transport = in_process(emulator_config_for(spec), "runware")
     ledger = open_ledger(spec)
     engine = TaskEngine(RUNWARE, None, ledger, open_storage(spec.storage_root), spec.budget, FAST)  # type: ignore[arg-type]
-    call, presubmitted = await engine._build_call(task, 1)
-    ledger.begin_attempt(engine._new_attempt(task, 1, call, presubmitted))
+    call = await engine.submitter._record_new(task, 1)  # recorded with its taskUUID, as before a send
+    recorded = ledger.latest(task.identity)
+    assert recorded is not None
+    presubmitted = recorded.task_id
     ledger.close()
     async with httpx.AsyncClient(transport=transport) as client:
         sent = await Wire(client, IN_PROCESS_BASE, RUNWARE.auth_headers("k")).send(call)

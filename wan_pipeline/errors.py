@@ -123,3 +123,58 @@ class MediaInvalid(ProviderError):
     """A downloaded file does not decode or does not match what was asked (size, MIME, duration)."""
 
     retryable = True
+
+
+#: Every provider error type by its name. The ledger stores a failure's class *name* (text survives a
+#: process and a database); this registry turns it back into the type, and refuses names it does not know.
+ERROR_TYPES: dict[str, type[ProviderError]] = {
+    cls.__name__: cls
+    for cls in (
+        ProviderError,
+        RejectedByProvider,
+        AuthenticationFailed,
+        IdempotencyConflict,
+        InsufficientCredits,
+        RateLimited,
+        Transient,
+        GenerationFailed,
+        ContentRejected,
+        PollDeadline,
+        AmbiguousSubmission,
+        BudgetExceeded,
+        MediaInvalid,
+    )
+}
+
+#: The resume rules of DESIGN §9 by class. Exact types, not subclasses: an AuthenticationFailed is a
+#: RejectedByProvider on the wire, but once the key is fixed the same request may succeed.
+#: Failures that will not change by asking again with the same request.
+PERMANENT: frozenset[type[ProviderError]] = frozenset({ContentRejected, RejectedByProvider, IdempotencyConflict})
+#: Failures after which the provider may hold (and bill) a task we never heard about: the same key must be
+#: reused, and such an attempt without a task id still counts against the budget.
+AMBIGUOUS: frozenset[type[ProviderError]] = frozenset({Transient, RateLimited, AmbiguousSubmission})
+#: Failures that prove the create was not acted on (it was refused before any work).
+DEFINITELY_NOT_SENT: frozenset[type[ProviderError]] = frozenset(
+    {RateLimited, BudgetExceeded, InsufficientCredits, AuthenticationFailed}
+)
+
+
+def error_type(name: str | None) -> type[ProviderError] | None:
+    """The error type a ledger row names (None for no recorded failure)."""
+    if name is None:
+        return None
+    try:
+        return ERROR_TYPES[name]
+    except KeyError:
+        raise ValueError(f"unknown error class {name!r} in the ledger") from None
+
+
+def names(types: frozenset[type[ProviderError]]) -> tuple[str, ...]:
+    """The stored names of a set of types, sorted (for SQL and for stable messages)."""
+    return tuple(sorted(t.__name__ for t in types))
+
+
+def rebuild(name: str | None, code: str | None, message: str | None) -> ProviderError:
+    """A recorded failure as the error it was."""
+    cls = error_type(name) or ProviderError
+    return cls(code=code or "failed", message=message or "")

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from wan_pipeline.errors import AMBIGUOUS, names
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS attempts (
     identity TEXT NOT NULL,
@@ -83,9 +85,9 @@ STORED = "stored"  # every output verified and stored
 FAILED = "failed"
 
 
-#: error classes after which the provider may hold (and bill) a task we never heard about; such a failed
-#: attempt without a task id still counts against the budget (engine.AMBIGUOUS re-sends it with its key)
-AMBIGUOUS_ERRORS = ("Transient", "RateLimited", "AmbiguousSubmission")
+#: names of the error classes after which the provider may hold (and bill) a task we never heard about
+#: (errors.AMBIGUOUS, the one list): such a failed attempt without a task id still counts against the budget
+AMBIGUOUS_ERRORS = names(AMBIGUOUS)
 _SURELY_UNBILLED = (
     "state = 'failed' AND task_id IS NULL AND error_class IS NOT NULL "
     f"AND error_class NOT IN ({', '.join(repr(c) for c in AMBIGUOUS_ERRORS)})"

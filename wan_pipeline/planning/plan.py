@@ -270,7 +270,7 @@ def _references(
             size_bytes=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
         )
-        if not spec.is_s3 and provider.upload(spec.model, ref, b"") is None:
+        if not spec.is_s3 and ref.kind not in provider.upload_kinds:
             # The host has no upload API and fetches references from public HTTPS URLs: only S3 storage
             # can serve a local file (as a presigned URL). Said now, before anything is spent.
             problems.append(

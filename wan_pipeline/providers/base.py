@@ -154,6 +154,8 @@ class Provider(Protocol):
     - `supports_idempotency_key`: whether re-sending a create with the same key is safe. Where it is
       not, an attempt whose create may have reached the host is never re-sent automatically.
     - `accepted` may already be terminal (synchronous hosts).
+    - `upload_kinds`: the reference kinds ("image", "video") the host's own upload API takes, declared as
+      data so planning can refuse a local file up front without building a call.
     - `upload` returns None when the host has no upload API and takes only public HTTPS URLs; the
       engine then presigns the file from S3 storage (or refuses clearly with local storage).
       `uploaded` returns the finished Reference, or the Reference so far plus the next call of a
@@ -166,6 +168,7 @@ class Provider(Protocol):
     base_env: str
     default_base: str
     supports_idempotency_key: bool
+    upload_kinds: frozenset[str]
 
     def models(self) -> tuple[str, ...]: ...
     def check(self, model: str, prompt: str, params: NeutralParams) -> list[Issue]: ...

@@ -101,6 +101,7 @@ class DashScope(CatalogBacked):
     base_env = "DASHSCOPE_BASE_URL"
     default_base = "https://dashscope-intl.aliyuncs.com"
     supports_idempotency_key = False  # sheet "Idempotency": none; each create makes a new task
+    upload_kinds: frozenset[str] = frozenset({"image", "video"})  # its temporary upload (policy, storage POST, oss://)
 
     # -- capabilities -------------------------------------------------------------------------
     def check(self, model: str, prompt: str, params: NeutralParams) -> list[Issue]:

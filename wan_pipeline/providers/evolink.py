@@ -190,6 +190,7 @@ class EvoLink(CatalogBacked):
     base_env = "EVOLINK_BASE_URL"
     default_base = "https://api.evolink.ai"
     supports_idempotency_key = False  # sheet "Idempotency": nothing documented; every POST is a new task
+    upload_kinds: frozenset[str] = frozenset()  # public URLs only: local files travel as presigned S3 URLs
 
     # -- capabilities -------------------------------------------------------------------------
     def mode(self, model: str, params: NeutralParams) -> Mode:

@@ -148,6 +148,7 @@ class ReApi(CatalogBacked):
     base_env = "REAPI_BASE_URL"
     default_base = "https://reapi.ai"
     supports_idempotency_key = False  # sheet "Idempotency": no deduplication; every POST is a new charge
+    upload_kinds: frozenset[str] = frozenset()  # public URLs only: local files travel as presigned S3 URLs
 
     # -- capabilities -------------------------------------------------------------------------
     def unsupported_reason(self, info: ModelInfo, name: str) -> str:

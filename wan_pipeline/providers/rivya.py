@@ -69,6 +69,7 @@ class Rivya(CatalogBacked):
     base_env = "RIVYA_BASE_URL"
     default_base = "https://rivya.ai"
     supports_idempotency_key = True
+    upload_kinds: frozenset[str] = frozenset({"image", "video"})  # its Files API takes images and videos
 
     # -- capabilities -------------------------------------------------------------------------
     def check(self, model: str, prompt: str, params: NeutralParams) -> list[Issue]:

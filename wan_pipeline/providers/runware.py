@@ -189,6 +189,8 @@ class Runware(CatalogBacked):
     base_env = "RUNWARE_BASE_URL"
     default_base = "https://api.runware.ai"
     supports_idempotency_key = True  # the taskUUID: a re-send is refused (conflictTaskUUID), never billed twice
+    # imageUpload takes images; videos travel as presigned S3 URLs (`mediaStorage` is not documented)
+    upload_kinds: frozenset[str] = frozenset({"image"})
 
     # -- capabilities -------------------------------------------------------------------------
     def check(self, model: str, prompt: str, params: NeutralParams) -> list[Issue]:

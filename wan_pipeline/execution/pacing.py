@@ -1,0 +1,38 @@
+"""Pacing of calls to one host: submissions spaced to a rate, a shared pause after a 429, backoff delays."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+
+class RateGate:
+    """Spaces submissions and honours a shared pause after a 429 (Retry-After applies to all calls)."""
+
+    def __init__(self, per_second: float) -> None:
+        self._interval = 1.0 / per_second if per_second > 0 else 0.0
+        self._next_submit = 0.0
+        self._pause_until = 0.0
+        self._lock = asyncio.Lock()
+
+    def pause(self, seconds: float) -> None:
+        self._pause_until = max(self._pause_until, time.monotonic() + seconds)
+
+    async def before_call(self) -> None:
+        delay = self._pause_until - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def before_submit(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            wait = max(self._next_submit - now, self._pause_until - now, 0.0)
+            self._next_submit = max(now, self._next_submit) + self._interval
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
+def backoff_delay(retry: int, base: float, cap: float, rng: random.Random) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base·2^retry)]."""
+    return rng.uniform(0, min(cap, base * (2**retry)))

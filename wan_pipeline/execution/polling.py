@@ -1,0 +1,79 @@
+"""Polling a recorded task to a terminal state, and recording what the host said about it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from wan_pipeline import errors as e
+from wan_pipeline.execution.calls import Caller
+from wan_pipeline.execution.outcome import Halt
+from wan_pipeline.execution.settings import EngineSettings
+from wan_pipeline.money.ledger import SUBMITTED, Attempt, Ledger, utcnow
+from wan_pipeline.money.records import terminal_values
+from wan_pipeline.outputs.expectation import expectation
+from wan_pipeline.planning.plan import PlannedTask
+from wan_pipeline.providers.base import Provider, TaskSnapshot, TaskStatus
+
+
+class Poller:
+    def __init__(
+        self, provider: Provider, ledger: Ledger, calls: Caller, settings: EngineSettings, halt: Halt
+    ) -> None:
+        self.provider = provider
+        self.ledger = ledger
+        self.calls = calls
+        self.settings = settings
+        self.halt = halt
+
+    async def until_terminal(self, task: PlannedTask, attempt: Attempt) -> TaskSnapshot | None:
+        """The task's terminal snapshot (recorded), or None when the poll deadline passes first."""
+        assert attempt.task_id is not None
+        interval = self.settings.poll_initial_s
+        deadline = time.monotonic() + self._deadline_s(task)
+        wait_first = attempt.state == SUBMITTED  # a task found finished or stored earlier is asked at once
+        while True:
+            if wait_first:
+                await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+            wait_first = True
+            snap = await self._poll_once(attempt.task_id)
+            if snap is not None and snap.status != TaskStatus.PENDING:
+                self.record(task, attempt, snap)
+                return snap
+            if time.monotonic() >= deadline:
+                return None
+            interval = min(interval * self.settings.poll_growth, self.settings.poll_max_s)
+
+    async def _poll_once(self, task_id: str) -> TaskSnapshot | None:
+        try:
+            return self.provider.state(await self.calls.send(self.provider.poll(task_id)))
+        except e.ProviderError as err:
+            if err.retryable:
+                return None  # asked again at the next interval
+            # A refused poll (revoked key, 404, ...) says nothing about the paid task itself: it stays recorded
+            # as it was so the next run polls it again instead of buying it a second time.
+            self.halt.trip(err)
+            raise
+
+    def _deadline_s(self, task: PlannedTask) -> float:
+        video = expectation(task).kind == "video"
+        return self.settings.poll_deadline_video_s if video else self.settings.poll_deadline_s
+
+    def record(self, task: PlannedTask, attempt: Attempt, snap: TaskSnapshot) -> None:
+        self.ledger.update(task.identity, attempt.attempt, **terminal_values(task, snap))
+
+    async def adopt(self, task: PlannedTask, attempt: Attempt) -> Attempt | None:
+        """Ask for a task the client named before sending (Runware's taskUUID); None when the host never saw it."""
+        assert attempt.task_id is not None
+        try:
+            snap = self.provider.state(await self.calls.send(self.provider.poll(attempt.task_id)))
+        except e.RejectedByProvider:
+            return None  # the host never saw it: the recorded call is sent
+        self.ledger.update(
+            task.identity, attempt.attempt, state=SUBMITTED, submitted_at=attempt.submitted_at or utcnow()
+        )
+        latest = self.ledger.latest(task.identity)
+        assert latest is not None
+        if snap.status != TaskStatus.PENDING:
+            self.record(task, latest, snap)
+        return self.ledger.latest(task.identity)

@@ -1,0 +1,56 @@
+"""Reference media on their way to the host: its upload API where it has one, else a presigned S3 URL."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from wan_pipeline import errors as e
+from wan_pipeline.execution.calls import Caller
+from wan_pipeline.outputs.layout import reference_relpath
+from wan_pipeline.outputs.storage import Storage
+from wan_pipeline.planning.plan import PlannedTask
+from wan_pipeline.providers.base import HttpCall, Provider, Reference
+
+
+class ReferencePreparer:
+    def __init__(self, provider: Provider, storage: Storage, calls: Caller) -> None:
+        self.provider = provider
+        self.storage = storage
+        self.calls = calls
+
+    async def prepare(self, task: PlannedTask) -> tuple[Reference, ...]:
+        """Every reference of the task with a URL (or upload id) the host can use."""
+        out: list[Reference] = []
+        for ref in task.references:
+            if ref.url is not None or ref.path is None:
+                out.append(ref)
+                continue
+            data = ref.path.read_bytes()
+            if ref.kind in self.provider.upload_kinds:
+                call = self.provider.upload(task.model, ref, data)
+                if call is not None:
+                    out.append(await self.upload(replace(ref, data=data), call))
+                    continue
+            out.append(self._presigned(task, ref, data))
+        return tuple(out)
+
+    def _presigned(self, task: PlannedTask, ref: Reference, data: bytes) -> Reference:
+        presign = getattr(self.storage, "presign", None)
+        if presign is None:
+            raise e.ConfigError(
+                f"{task.provider} takes reference media only as public HTTPS URLs and has no upload API; "
+                f"'{ref.source}' is a local file: set `storage: s3://bucket/prefix` so it can be served from "
+                "a presigned URL, or give an https:// URL in the table"
+            )
+        relpath = reference_relpath(ref.sha256, ref.mime_type)
+        self.storage.put(relpath, data, ref.mime_type or "application/octet-stream")
+        return replace(ref, url=presign(relpath))
+
+    async def upload(self, ref: Reference, call: HttpCall, max_steps: int = 4) -> Reference:
+        """Run an upload, one step or several (each step's answer may name the next call)."""
+        for _ in range(max_steps):
+            result = self.provider.uploaded(ref, await self.calls.send(call))
+            if isinstance(result, Reference):
+                return replace(result, data=None)
+            ref, call = result
+        raise e.Transient(code="upload_failed", message=f"upload of '{ref.source}' did not finish in {max_steps} steps")

@@ -1,0 +1,141 @@
+"""Creating a task for one attempt, exactly once: record first, send, record the task id (DESIGN §9).
+
+Which path a create takes follows from `resume.step_for` (the table there); this module carries it out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+
+from wan_pipeline import errors as e
+from wan_pipeline.execution.calls import Caller
+from wan_pipeline.execution.outcome import EventSink, Halt
+from wan_pipeline.execution.polling import Poller
+from wan_pipeline.execution.references import ReferencePreparer
+from wan_pipeline.execution.resume import Step, record_for, step_for
+from wan_pipeline.execution.settings import EngineSettings
+from wan_pipeline.money.budget import BudgetGate
+from wan_pipeline.money.ledger import SUBMITTED, SUBMITTING, Attempt, Ledger, utcnow
+from wan_pipeline.money.records import failure_values, new_attempt
+from wan_pipeline.planning.plan import PlannedTask
+from wan_pipeline.providers.base import HttpCall, Provider, TaskStatus
+
+
+class Submitter:
+    def __init__(
+        self,
+        provider: Provider,
+        ledger: Ledger,
+        calls: Caller,
+        references: ReferencePreparer,
+        poller: Poller,
+        budget: BudgetGate,
+        settings: EngineSettings,
+        halt: Halt,
+        run_id: str | None,
+        on_event: EventSink,
+    ) -> None:
+        self.provider, self.ledger, self.calls = provider, ledger, calls
+        self.references, self.poller, self.budget = references, poller, budget
+        self.settings, self.halt, self.run_id, self.on_event = settings, halt, run_id, on_event
+        self._admission = asyncio.Lock()
+
+    async def submit(self, task: PlannedTask, attempt_no: int) -> tuple[Attempt, int]:
+        """Create the provider task for this attempt, or adopt the one an earlier run created.
+
+        Returns the attempt's record and how many creates were sent (0 when adopted)."""
+        self.halt.check()
+        same = record_for(self.ledger.latest(task.identity), attempt_no)
+        step = step_for(same)
+        if same is not None and step is Step.REPORT:
+            raise e.rebuild(same.error_class, same.error_code, same.error_message)
+        if same is not None and step is Step.RESEND:
+            call = await self._rearm(task, same)
+        elif same is not None and step is Step.ASK_BY_NAME:
+            adopted = await self.poller.adopt(task, same)
+            if adopted is not None:
+                return adopted, 0
+            call = HttpCall.from_record(same.call_json or "")
+        else:
+            call = await self._record_new(task, attempt_no)
+        return await self._send(task, attempt_no, call)
+
+    async def _record_new(self, task: PlannedTask, attempt_no: int) -> HttpCall:
+        references = await self.references.prepare(task)
+        # The trace id names the output, not the attempt: a retry differs from its failed attempt only by its key.
+        request = replace(
+            task.request(references), client_request_id=f"{task.dataset}/{task.prompt_id}/v{task.variant}"
+        )
+        key = task.idempotency_key(attempt_no)
+        call = self.provider.submit(request, key)
+        attempt = new_attempt(task, attempt_no, call, self.provider.presubmit_task_id(request, key), self.run_id)
+        async with self._admission:
+            # durable before a byte leaves this process; the budget check is atomic with the write
+            self.ledger.begin_attempt(attempt, check=lambda: self.budget.admit(task, attempt_no))
+        return call
+
+    async def _rearm(self, task: PlannedTask, same: Attempt) -> HttpCall:
+        """The create may have reached the host: re-send the recorded bytes, never a rebuilt request."""
+        if not self._may_resend(same):
+            err = e.AmbiguousSubmission(
+                code="ambiguous_submission",
+                message=f"{task.provider} may already hold a task for this output (no idempotency key support); "
+                "check the provider's dashboard, then re-run with --resubmit-ambiguous to submit again",
+            )
+            self.ledger.update(task.identity, same.attempt, **failure_values(err))
+            raise err
+        call = HttpCall.from_record(same.call_json) if same.call_json else self._legacy_call(task, same)
+        async with self._admission:
+            self.budget.admit(task, same.attempt)
+            self.ledger.update(
+                task.identity, same.attempt, state=SUBMITTING, error_code=None, error_class=None,
+                error_message=None, run_id=self.run_id,
+            )  # fmt: skip
+        return call
+
+    def _may_resend(self, same: Attempt) -> bool:
+        if self.provider.supports_idempotency_key or self.settings.resubmit_ambiguous:
+            return True
+        return e.error_type(same.error_class) in e.DEFINITELY_NOT_SENT
+
+    def _legacy_call(self, task: PlannedTask, same: Attempt) -> HttpCall:
+        """A ledger written before whole calls were recorded: its body is still the exact wire payload."""
+        rebuilt = self.provider.submit(task.request(), same.idempotency_key)
+        return replace(rebuilt, json_body=json.loads(same.request_json))
+
+    async def _send(self, task: PlannedTask, attempt_no: int, call: HttpCall) -> tuple[Attempt, int]:
+        try:
+            snap = self.provider.accepted(await self.calls.send(call, submission=(task.identity, attempt_no)))
+        except e.ProviderError as err:
+            self.halt.trip(err)
+            adopted = await self._adopt_after_lost_answer(task, attempt_no, err)
+            if adopted is not None:
+                return adopted, 1
+            self.ledger.update(task.identity, attempt_no, **failure_values(err))
+            raise
+        self.ledger.update(
+            task.identity, attempt_no, state=SUBMITTED, task_id=snap.task_id, submitted_at=utcnow(),
+            credits_reserved=snap.credits_reserved,
+        )  # fmt: skip
+        self.on_event("submitted", task, snap.task_id)
+        latest = self.ledger.latest(task.identity)
+        assert latest is not None
+        if snap.status != TaskStatus.PENDING:  # a synchronous host answered with the result itself
+            self.poller.record(task, latest, snap)
+            latest = self.ledger.latest(task.identity)
+            assert latest is not None
+        return latest, 1
+
+    async def _adopt_after_lost_answer(
+        self, task: PlannedTask, attempt_no: int, err: e.ProviderError
+    ) -> Attempt | None:
+        """A client-named task whose create answer was lost (or whose re-send the host refused as a duplicate):
+        the host may hold it, so ask for it by name before giving up on it."""
+        if not isinstance(err, e.Transient | e.IdempotencyConflict):
+            return None
+        named = record_for(self.ledger.latest(task.identity), attempt_no)
+        if named is None or named.task_id is None:
+            return None
+        return await self.poller.adopt(task, named)
