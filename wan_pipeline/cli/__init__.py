@@ -1,6 +1,8 @@
-"""`wan-pipeline`: the command line, a client of the Dagster layer (DESIGN §7).
+"""`wan-pipeline`: the command line (click + rich), a client of the Dagster layer (DESIGN §7).
 
-May import everything. ``main`` is the console script's entry point.
+May import everything. ``main`` is the console script's entry point. One module per command (validate,
+estimate, generate, lineage, emulator, ui), each defining a ``click.Command`` listed in ``main.COMMANDS``;
+``console`` holds what they share (exit codes, consoles, --json/--verbose, error reports).
 """
 
 from wan_pipeline.cli.main import main
