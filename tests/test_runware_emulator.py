@@ -625,8 +625,9 @@ async def test_rerun_submits_nothing_and_a_crash_before_the_answer_is_adopted_by
     (task,) = build_plan(spec).tasks
     # Another process recorded the attempt (SUBMITTING, with its taskUUID) and sent it, then died.
     from wan_pipeline.emulator.app import in_process
+    from wan_pipeline.execution.endpoints import emulator_config_for
     from wan_pipeline.execution.engine import TaskEngine
-    from wan_pipeline.execution.session import emulator_config_for, open_ledger
+    from wan_pipeline.execution.session import open_ledger
     from wan_pipeline.outputs.storage import open_storage
 
     emu_state, transport = in_process(emulator_config_for(spec), "runware")

@@ -1,14 +1,16 @@
-"""Pieces every emulated protocol shares: auth header, JSON bodies, media URLs, image sizes."""
+"""Pieces every emulated protocol shares: auth header, JSON bodies, media URLs, image sizes, loopback URLs."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
-from wan_pipeline.providers.sizes import image_size
+from wan_pipeline.emulator.limits import image_size
 
 
 class ConnectionDropped(Exception):
@@ -40,3 +42,16 @@ def media_url(base: str, task_id: str, index: int, fmt: str) -> str:
 
 def size_for_image(aspect: str, resolution: str) -> tuple[int, int]:
     return image_size(aspect, resolution.upper())
+
+
+def is_loopback_http(url: str) -> bool:
+    """A plain-http URL on this machine: the only http a host emulated on 127.0.0.1 lets through (DESIGN §6)."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        return False
+    if parts.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return False

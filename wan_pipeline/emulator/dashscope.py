@@ -43,8 +43,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from wan_pipeline.emulator.common import ConnectionDropped, bearer, media_url, read_json
+from wan_pipeline.emulator.limits import IMAGE_GEAR_SIDE, VIDEO_SIZES
+from wan_pipeline.emulator.mediatypes import sniff_mime
 from wan_pipeline.emulator.state import EmulatorState, EmuTask, body_hash
-from wan_pipeline.providers.sizes import IMAGE_GEAR_SIDE, VIDEO_SIZES
 
 PROTOCOL = "dashscope"
 API = "/api/v1"
@@ -707,8 +708,6 @@ async def oss_upload(request: Request) -> Response:
 
 
 def _media_facts(data: bytes) -> dict[str, Any]:
-    from wan_pipeline.providers.mediatypes import sniff_mime
-
     mime = sniff_mime(data[:32]) or "application/octet-stream"
     facts: dict[str, Any] = {"mime_type": mime}
     try:

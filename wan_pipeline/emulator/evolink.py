@@ -4,12 +4,13 @@ Paths (relative to the base URL): POST /v1/images/generations, POST /v1/videos/g
 GET /v1/tasks/{task_id}, GET /v1/credits. Every answer uses EvoLink's envelope
 `{"error": {"code", "message", "type"[, "param"]}}`.
 
-Choices where the sheet is open (kept in step with wan_pipeline/providers/evolink.py):
+Choices where the sheet is open (the same as wan_pipeline/providers/evolink.py; tests/test_emulator_limits.py
+notices when the two drift):
 - image keys `image_urls`, `n`, `size`, `negative_prompt`, `seed`, `enable_safety_checker`,
   `enable_prompt_expansion` (editing mode only), `callback_url`; unknown keys are refused (400 with
   `param`), as are `wan2.7-image[-pro]` spellings: only the seed's hyphenated ids exist here;
 - explicit `{width, height}`: 768x768..2048x2048 pixels, aspect 1:8..8:1; presets render at the sizes
-  `PRESET_SIZES` of the adapter (the 1K gear of their aspect; `square` 768x768); no `size` = square_hd;
+  `PRESET_SIZES` (emulator/limits.py: the 1K gear of their aspect; `square` 768x768); no `size` = square_hd;
 - image creates answer the fields of seed 002's create response (no `usage`, the seed lists none);
   video creates carry `usage` as the sheet's example does; polls never repeat `usage`;
 - no idempotency: every accepted POST is a new task; no Retry-After on 429 (none documented);
@@ -37,20 +38,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from wan_pipeline.emulator.common import ConnectionDropped, bearer, media_url, read_json
+from wan_pipeline.emulator.limits import EVOLINK_MAX_PIXELS, EVOLINK_MIN_PIXELS, evolink_preset_sizes, video_size
 from wan_pipeline.emulator.state import EmulatorState, EmuTask, body_hash
-from wan_pipeline.providers.evolink import (
-    I2V,
-    IMAGE_MODELS,
-    MAX_PIXELS,
-    MIN_PIXELS,
-    PRESET_SIZES,
-    REFERENCE,
-    T2V,
-    VIDEO_EDIT,
-)
-from wan_pipeline.providers.sizes import video_size
 
 PROTOCOL = "evolink"
+#: seed 002, `model`: the hyphenated image ids (the sheet, "Create request > Image", agrees)
+IMAGE_MODELS = ("wan-2.7-image", "wan-2.7-image-pro")
+#: the EvoLink sheet, "Create request > Video": the four video ids (no seed covers EvoLink video)
+T2V = "wan2.7-text-to-video"
+I2V = "wan2.7-image-to-video"
+REFERENCE = "wan2.7-reference-video"
+VIDEO_EDIT = "wan2.7-video-edit"
+#: preset -> rendered pixels (emulator/limits.py says how the emulator reads the seed's preset names)
+PRESET_SIZES = evolink_preset_sizes()
 VIDEO_MODELS = (T2V, I2V, REFERENCE, VIDEO_EDIT)
 MAX_SEED = 2_147_483_647
 MAX_IMAGE_PROMPT = 2000
@@ -175,7 +175,7 @@ def image_size_of(body: dict[str, Any]) -> tuple[int, int]:
     w, h = size["width"], size["height"]
     if any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in (w, h)):
         raise Invalid("size", "size.width and size.height must be positive integers")
-    if not MIN_PIXELS <= w * h <= MAX_PIXELS:
+    if not EVOLINK_MIN_PIXELS <= w * h <= EVOLINK_MAX_PIXELS:
         raise Invalid("size", "size must have between 768*768 and 2048*2048 pixels")
     if max(w / h, h / w) > 8:
         raise Invalid("size", "size aspect ratio must be within 1:8 and 8:1")

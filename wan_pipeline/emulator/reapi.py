@@ -41,10 +41,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from wan_pipeline.emulator.common import ConnectionDropped, media_url
+from wan_pipeline.emulator.common import ConnectionDropped, is_loopback_http, media_url
+from wan_pipeline.emulator.limits import image_size, video_size
 from wan_pipeline.emulator.state import EmulatorState, EmuTask, body_hash
-from wan_pipeline.execution.wire import is_loopback_http
-from wan_pipeline.providers.sizes import image_size, video_size
 
 PROTOCOL = "reapi"
 IMAGES = "/api/v1/images/generations"

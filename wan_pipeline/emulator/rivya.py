@@ -25,8 +25,9 @@ from wan_pipeline.emulator.common import (
     request_id,
     size_for_image,
 )
+from wan_pipeline.emulator.limits import video_size
+from wan_pipeline.emulator.mediatypes import sniff_mime
 from wan_pipeline.emulator.state import EmulatorState, EmuTask, body_hash
-from wan_pipeline.providers.sizes import video_size
 
 PROTOCOL = "rivya"
 IMAGE_PARAMS: dict[str, tuple[str, ...] | None] = {
@@ -285,8 +286,6 @@ async def upload_file(request: Request) -> Response:
     if kind not in ("image", "video", "audio"):
         return error(400, "validation_failed", "kind must be image, video or audio")
     data = await upload.read()
-    from wan_pipeline.providers.mediatypes import sniff_mime
-
     mime = sniff_mime(data[:32])
     allowed = {"image": ("image/jpeg", "image/png", "image/webp"), "video": ("video/mp4", "video/quicktime")}
     limits = {"image": 20 * 1024 * 1024, "video": 95 * 1024 * 1024}

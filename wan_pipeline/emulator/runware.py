@@ -40,8 +40,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from wan_pipeline.emulator.common import ConnectionDropped, bearer, media_url
+from wan_pipeline.emulator.mediatypes import sniff_mime
 from wan_pipeline.emulator.state import EmulatorState, EmuTask, body_hash
-from wan_pipeline.providers.mediatypes import sniff_mime
 
 PROTOCOL = "runware"
 IMAGE_PRICES = {"alibaba:wan@2.7-image": 0.03, "alibaba:wan@2.7-image-pro": 0.075}

@@ -1,15 +1,28 @@
-"""Which base URL and key a spec talks to (DESIGN §6): env var, then the spec's endpoint, then the real host."""
+"""Which base URL and key a spec talks to (DESIGN §6): env var, then the spec's endpoint, then the real host.
+
+This module is also the one seam between production code and the emulator: `endpoint: emulator` is served
+by ``in_process_emulator`` below, and nothing else in the package outside ``cli/`` imports
+``wan_pipeline.emulator`` (tests/test_layers.py holds that). The imports are deferred so a run against a
+real host never loads the emulator (Starlette, the renderers).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
 
 from wan_pipeline.errors import ConfigError
 from wan_pipeline.planning.spec import DatasetSpec
 from wan_pipeline.providers.registry import get_provider
+
+if TYPE_CHECKING:
+    from wan_pipeline.emulator.state import EmulatorConfig
 
 #: the token the in-process emulator gets when no key is set (it accepts any non-empty token)
 EMULATOR_TOKEN = "emulator-local-token"
@@ -59,3 +72,23 @@ def state_dir(spec: DatasetSpec, env: Mapping[str, str] | None = None) -> Path:
     if not spec.is_s3:
         return Path(spec.storage_root) / "_state"
     return Path.home() / ".local" / "state" / "wan_pipeline" / spec.name
+
+
+def emulator_config_for(spec: DatasetSpec, env: Mapping[str, str] | None = None) -> EmulatorConfig:
+    """The in-process emulator keeps its state beside the ledger, so it outlives the process like a real host.
+
+    ``$WAN_PIPELINE_EMULATOR`` (JSON) overrides its settings (queue/process times, faults) for demos and tests.
+    """
+    from wan_pipeline.emulator.state import EmulatorConfig
+
+    env = os.environ if env is None else env
+    overrides = json.loads(env.get("WAN_PIPELINE_EMULATOR", "{}") or "{}")
+    return EmulatorConfig.model_validate({**overrides, "state_path": str(state_dir(spec, env) / "emulator_state.json")})
+
+
+def in_process_emulator(spec: DatasetSpec) -> tuple[str, httpx.AsyncBaseTransport]:
+    """(base URL, transport) of the emulator speaking the spec's provider protocol inside this process."""
+    from wan_pipeline.emulator.app import IN_PROCESS_BASE, in_process
+
+    _, transport = in_process(emulator_config_for(spec), spec.provider)
+    return IN_PROCESS_BASE, transport

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 
-from wan_pipeline.execution.endpoints import Endpoint, resolve_endpoint, state_dir
+from wan_pipeline.execution.endpoints import Endpoint, in_process_emulator, resolve_endpoint, state_dir
 from wan_pipeline.execution.engine import EngineSettings, EventSink, TaskEngine
 from wan_pipeline.execution.wire import Wire
 from wan_pipeline.money.ledger import Ledger
@@ -20,17 +19,6 @@ from wan_pipeline.providers.registry import get_provider
 
 def open_ledger(spec: DatasetSpec) -> Ledger:
     return Ledger(state_dir(spec) / "ledger.sqlite")
-
-
-def emulator_config_for(spec: DatasetSpec) -> Any:
-    """The in-process emulator keeps its state beside the ledger, so it outlives the process like a real host."""
-    import json
-    import os
-
-    from wan_pipeline.emulator.state import EmulatorConfig
-
-    overrides = json.loads(os.environ.get("WAN_PIPELINE_EMULATOR", "{}") or "{}")
-    return EmulatorConfig.model_validate({**overrides, "state_path": str(state_dir(spec) / "emulator_state.json")})
 
 
 @dataclass
@@ -53,9 +41,7 @@ async def open_session(
 ) -> AsyncIterator[Session]:
     endpoint = resolve_endpoint(spec)
     if transport is None and endpoint.in_process:
-        from wan_pipeline.emulator.app import in_process
-
-        _, transport = in_process(emulator_config_for(spec), spec.provider)
+        _, transport = in_process_emulator(spec)  # endpoint.base_url already names it
     provider = get_provider(spec.provider)
     ledger = open_ledger(spec)
     storage = storage or open_storage(spec.storage_root)
