@@ -82,7 +82,7 @@ def build_generation_assets(spec: DatasetSpec, spec_path: Path) -> dg.AssetsDefi
 
         async def run() -> list[Outcome]:
             async with open_session(
-                current, provider.settings(), run_id=context.run_id, on_event=log_event, storage=store
+                current, provider.settings(current.provider), run_id=context.run_id, on_event=log_event, storage=store
             ) as session:
                 context.log.info(f"endpoint: {session.endpoint.describe()}")
                 return await session.engine.run(tasks)

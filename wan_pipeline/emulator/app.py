@@ -67,6 +67,14 @@ def _rendered(key: str, width: int, height: int, fmt: str) -> bytes:
     return render_image(key, width, height, fmt)
 
 
+def _capped(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """The rendered size: as requested, or scaled down (aspect kept, even sides for H.264) to `max_side`."""
+    if max_side is None or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(16, int(width * scale) // 2 * 2), max(16, int(height * scale) // 2 * 2)
+
+
 async def media(request: Request) -> Response:
     state: EmulatorState = request.app.state.emulator
     task = state.tasks.get(request.path_params["task_id"])
@@ -74,12 +82,13 @@ async def media(request: Request) -> Response:
     if task is None or state.settle(task) != "succeeded" or index >= len(task.outputs):
         return JSONResponse({"error": "not found"}, status_code=404)
     out = task.outputs[index]
+    width, height = _capped(out["width"], out["height"], state.config.media_max_side)
     if out["kind"] == "video":
         from wan_pipeline.emulator.videogen import render_video
 
-        data = render_video(out["key"], out["width"], out["height"], out["duration"], out.get("fps", 16))
+        data = render_video(out["key"], width, height, out["duration"], out.get("fps", 16))
     else:
-        data = _rendered(out["key"], out["width"], out["height"], out["format"])
+        data = _rendered(out["key"], width, height, out["format"])
     mime = MIME[out["format"]]
     if state.faults.hit("truncate"):
         return TruncatedResponse(data, mime)
@@ -103,6 +112,8 @@ async def set_config(request: Request) -> Response:
         for key in ("queue_s", "process_s"):
             if key in body:
                 setattr(state.config, key, float(body[key]))
+        if "media_max_side" in body:
+            state.config.media_max_side = None if body["media_max_side"] is None else int(body["media_max_side"])
         if "balance" in body:
             state.balance = float(body["balance"])
         state.save()

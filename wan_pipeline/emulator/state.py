@@ -31,6 +31,9 @@ class EmulatorConfig(BaseModel):
     api_keys: list[str] = Field(default_factory=list)
     faults: FaultConfig = FaultConfig()
     state_path: str | None = None
+    #: render media no larger than this on their longer side (benchmarks: keep the server's CPU out of the
+    #: measurement); None renders the requested size. Clients then see a size mismatch (a lineage warning).
+    media_max_side: int | None = Field(default=None, ge=16)
 
 
 @dataclass

@@ -36,18 +36,24 @@ class Deliverer:
         self.rng = rng
         self.on_event = on_event
 
-    def still_stored(self, task: PlannedTask, outputs: list[StoredOutput]) -> bool:
+    async def still_stored(self, task: PlannedTask, outputs: list[StoredOutput]) -> bool:
         """Every recorded file of a stored attempt is still in storage, at its recorded size."""
-        return bool(outputs) and all(
-            self.storage.size(media_relpath(task, o.output_index, o.mime_type)) == o.bytes for o in outputs
-        )
+
+        def check() -> bool:  # a stat or an S3 HEAD per file: off the loop
+            return bool(outputs) and all(
+                self.storage.size(media_relpath(task, o.output_index, o.mime_type)) == o.bytes for o in outputs
+            )
+
+        return await asyncio.to_thread(check)
 
     async def store(self, task: PlannedTask, attempt: Attempt, snap: TaskSnapshot) -> list[StoredOutput]:
         expect = expectation(task)
         stored: list[StoredOutput] = []
         for index, url in enumerate(snap.output_urls):
             data, info = await self._download_verified(task, url, expect)
-            uri = self.storage.put(media_relpath(task, index, info.mime_type), data, info.mime_type)
+            # fsync'd writes (disk) and boto3 (S3) block: off the loop that polls
+            uri = await asyncio.to_thread(self.storage.put, media_relpath(task, index, info.mime_type), data,
+                                          info.mime_type)  # fmt: skip
             out = _stored_output(task, attempt, index, url, uri, info)
             self.ledger.record_output(out)
             stored.append(out)
@@ -59,7 +65,8 @@ class Deliverer:
         while True:
             try:
                 data = await self.wire.download(url)
-                return data, inspect_media(data, expect)
+                # decoding every frame and hashing is CPU work: a thread, so polls are never late for it
+                return data, await asyncio.to_thread(inspect_media, data, expect)
             except (e.Transient, e.MediaInvalid) as err:
                 if retry >= self.settings.download_retries:
                     raise

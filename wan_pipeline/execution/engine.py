@@ -89,17 +89,18 @@ class TaskEngine:
         last = self.ledger.latest(task.identity)
         if last is not None and last.state == STORED:
             outputs = self.ledger.outputs(task.identity, last.attempt)
-            if self.delivery.still_stored(task, outputs):
+            if await self.delivery.still_stored(task, outputs):
                 return Outcome(task, "stored", last, outputs)
             # a stored file went missing: fetched again from the same task (a stored record is pollable)
         submitted_now, tries = 0, 0
         attempt_no = first_attempt(last)
         while True:
             current = record_for(self.ledger.latest(task.identity), attempt_no)
+            sent = 0
             if current is None or step_for(current) is not Step.POLL:
                 current, sent = await self.submitter.submit(task, attempt_no)
                 submitted_now, tries = submitted_now + sent, tries + 1
-            snap = await self.poller.until_terminal(task, current)
+            snap = await self.poller.until_terminal(task, current, fresh=sent > 0)
             if snap is None:
                 return self._pending(task, current, submitted_now)
             if snap.status == TaskStatus.SUCCEEDED:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 
 from wan_pipeline import errors as e
 from wan_pipeline.execution.calls import Caller
 from wan_pipeline.execution.outcome import Halt
+from wan_pipeline.execution.poll_schedule import PollSchedule
 from wan_pipeline.execution.settings import EngineSettings
 from wan_pipeline.money.ledger import SUBMITTED, Attempt, Ledger, utcnow
 from wan_pipeline.money.records import terminal_values
@@ -25,24 +27,32 @@ class Poller:
         self.calls = calls
         self.settings = settings
         self.halt = halt
+        self.schedule = PollSchedule(settings, provider.min_poll_interval_s)
 
-    async def until_terminal(self, task: PlannedTask, attempt: Attempt) -> TaskSnapshot | None:
-        """The task's terminal snapshot (recorded), or None when the poll deadline passes first."""
+    async def until_terminal(self, task: PlannedTask, attempt: Attempt, fresh: bool = False) -> TaskSnapshot | None:
+        """The task's terminal snapshot (recorded), or None when the poll deadline passes first.
+
+        `fresh`: submitted by this run just now, so its finishing time teaches the schedule."""
         assert attempt.task_id is not None
-        interval = self.settings.poll_initial_s
-        deadline = time.monotonic() + self._deadline_s(task)
-        wait_first = attempt.state == SUBMITTED  # a task found finished or stored earlier is asked at once
+        key = f"{task.model}/{task.mode.value}"
+        started = time.monotonic()
+        deadline = started + self._deadline_s(task)
+        age = _age_s(attempt.submitted_at)
+        # a task found finished (or stored) earlier is asked at once
+        delay = self.schedule.first_delay(key, age) if attempt.state == SUBMITTED else 0.0
+        polls = 0
         while True:
-            if wait_first:
-                await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
-            wait_first = True
+            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             snap = await self._poll_once(attempt.task_id)
+            polls += 1
             if snap is not None and snap.status != TaskStatus.PENDING:
+                if fresh:
+                    self.schedule.observe(key, age + time.monotonic() - started, first_poll_hit=polls == 1)
                 self.record(task, attempt, snap)
                 return snap
             if time.monotonic() >= deadline:
                 return None
-            interval = min(interval * self.settings.poll_growth, self.settings.poll_max_s)
+            delay = self.schedule.next_delay(key, polls - 1)
 
     async def _poll_once(self, task_id: str) -> TaskSnapshot | None:
         try:
@@ -77,3 +87,14 @@ class Poller:
         if snap.status != TaskStatus.PENDING:
             self.record(task, latest, snap)
         return self.ledger.latest(task.identity)
+
+
+def _age_s(submitted_at: str | None) -> float:
+    """Seconds since the recorded submission (0 when unknown): a resumed task is not waited for twice."""
+    if not submitted_at:
+        return 0.0
+    try:
+        then = datetime.fromisoformat(submitted_at)
+    except ValueError:
+        return 0.0
+    return max(0.0, (datetime.now(UTC) - then).total_seconds())

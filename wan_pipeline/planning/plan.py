@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -100,7 +101,15 @@ class Plan:
     tasks: tuple[PlannedTask, ...]
 
     def tasks_for(self, prompt_id: str) -> list[PlannedTask]:
-        return [t for t in self.tasks if t.prompt_id == prompt_id]
+        return list(self._by_prompt.get(prompt_id, ()))
+
+    @cached_property
+    def _by_prompt(self) -> dict[str, list[PlannedTask]]:
+        """Tasks by prompt_id, built once: looking up a partition's tasks must not scan the plan."""
+        index: dict[str, list[PlannedTask]] = {}
+        for t in self.tasks:
+            index.setdefault(t.prompt_id, []).append(t)
+        return index
 
     @property
     def prompt_ids(self) -> list[str]:

@@ -132,6 +132,14 @@ class TaskSnapshot:
 
 
 @dataclass(frozen=True)
+class HostLimits:
+    """How hard to drive a host by default: tasks in flight and creates per second (resource config overrides)."""
+
+    max_concurrency: int
+    submits_per_second: float
+
+
+@dataclass(frozen=True)
 class Issue:
     """A reason a request cannot be sent to this provider/model, tied to a neutral parameter."""
 
@@ -156,6 +164,8 @@ class Provider(Protocol):
     - `accepted` may already be terminal (synchronous hosts).
     - `upload_kinds`: the reference kinds ("image", "video") the host's own upload API takes, declared as
       data so planning can refuse a local file up front without building a call.
+    - `min_poll_interval_s`: the host's documented polling cadence; the engine's learned schedule never
+      polls one task more often than this (capped by the configured `poll_max_s`).
     - `upload` returns None when the host has no upload API and takes only public HTTPS URLs; the
       engine then presigns the file from S3 storage (or refuses clearly with local storage).
       `uploaded` returns the finished Reference, or the Reference so far plus the next call of a
@@ -169,6 +179,8 @@ class Provider(Protocol):
     default_base: str
     supports_idempotency_key: bool
     upload_kinds: frozenset[str]
+    min_poll_interval_s: float
+    default_limits: HostLimits
 
     def models(self) -> tuple[str, ...]: ...
     def check(self, model: str, prompt: str, params: NeutralParams) -> list[Issue]: ...

@@ -45,6 +45,7 @@ from wan_pipeline import errors as e
 from wan_pipeline.providers.base import (
     Estimate,
     GenerationRequest,
+    HostLimits,
     HttpCall,
     HttpReply,
     Issue,
@@ -102,6 +103,11 @@ class DashScope(CatalogBacked):
     default_base = "https://dashscope-intl.aliyuncs.com"
     supports_idempotency_key = False  # sheet "Idempotency": none; each create makes a new task
     upload_kinds: frozenset[str] = frozenset({"image", "video"})  # its temporary upload (policy, storage POST, oss://)
+    #: the closest two polls of one task may be (sheet: the SDK starts at 1 s, doubling every 3 polls up to 5 s)
+    min_poll_interval_s: float = 1.0
+    #: tasks in flight and creates per second when the resource config names none
+    #: (sheet: per-account, per-model quotas; Wan 2.7 figures not published — conservative)
+    default_limits: HostLimits = HostLimits(max_concurrency=4, submits_per_second=2.0)
 
     # -- capabilities -------------------------------------------------------------------------
     def check(self, model: str, prompt: str, params: NeutralParams) -> list[Issue]:

@@ -78,6 +78,7 @@ from wan_pipeline import errors as e
 from wan_pipeline.providers.base import (
     Estimate,
     GenerationRequest,
+    HostLimits,
     HttpCall,
     HttpReply,
     Issue,
@@ -191,6 +192,11 @@ class EvoLink(CatalogBacked):
     default_base = "https://api.evolink.ai"
     supports_idempotency_key = False  # sheet "Idempotency": nothing documented; every POST is a new task
     upload_kinds: frozenset[str] = frozenset()  # public URLs only: local files travel as presigned S3 URLs
+    #: the closest two polls of one task may be (sheet: "images every few seconds, video every 10–15 s")
+    min_poll_interval_s: float = 2.0
+    #: tasks in flight and creates per second when the resource config names none
+    #: (sheet "Rate limits": per model, no published numbers)
+    default_limits: HostLimits = HostLimits(max_concurrency=8, submits_per_second=2.0)
 
     # -- capabilities -------------------------------------------------------------------------
     def mode(self, model: str, params: NeutralParams) -> Mode:

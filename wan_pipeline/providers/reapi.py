@@ -61,6 +61,7 @@ from wan_pipeline import errors as e
 from wan_pipeline.providers.base import (
     Estimate,
     GenerationRequest,
+    HostLimits,
     HttpCall,
     HttpReply,
     Issue,
@@ -149,6 +150,11 @@ class ReApi(CatalogBacked):
     default_base = "https://reapi.ai"
     supports_idempotency_key = False  # sheet "Idempotency": no deduplication; every POST is a new charge
     upload_kinds: frozenset[str] = frozenset()  # public URLs only: local files travel as presigned S3 URLs
+    #: the closest two polls of one task may be (sheet: "one request every 1–2 s"; polling is free)
+    min_poll_interval_s: float = 1.0
+    #: tasks in flight and creates per second when the resource config names none
+    #: (sheet: limits exist (429 + Retry-After), numbers not published)
+    default_limits: HostLimits = HostLimits(max_concurrency=8, submits_per_second=2.0)
 
     # -- capabilities -------------------------------------------------------------------------
     def unsupported_reason(self, info: ModelInfo, name: str) -> str:

@@ -28,6 +28,7 @@ from wan_pipeline import errors as e
 from wan_pipeline.providers.base import (
     Estimate,
     GenerationRequest,
+    HostLimits,
     HttpCall,
     HttpReply,
     Issue,
@@ -70,6 +71,11 @@ class Rivya(CatalogBacked):
     default_base = "https://rivya.ai"
     supports_idempotency_key = True
     upload_kinds: frozenset[str] = frozenset({"image", "video"})  # its Files API takes images and videos
+    #: the closest two polls of one task may be (sheet "Task states": first poll after 2–3 s, then every 5–10 s)
+    min_poll_interval_s: float = 2.0
+    #: tasks in flight and creates per second when the resource config names none
+    #: (no published limits (sheet); a conservative start)
+    default_limits: HostLimits = HostLimits(max_concurrency=8, submits_per_second=2.0)
 
     # -- capabilities -------------------------------------------------------------------------
     def check(self, model: str, prompt: str, params: NeutralParams) -> list[Issue]:

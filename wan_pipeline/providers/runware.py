@@ -72,6 +72,7 @@ from wan_pipeline import errors as e
 from wan_pipeline.providers.base import (
     Estimate,
     GenerationRequest,
+    HostLimits,
     HttpCall,
     HttpReply,
     Issue,
@@ -191,6 +192,11 @@ class Runware(CatalogBacked):
     supports_idempotency_key = True  # the taskUUID: a re-send is refused (conflictTaskUUID), never billed twice
     # imageUpload takes images; videos travel as presigned S3 URLs (`mediaStorage` is not documented)
     upload_kinds: frozenset[str] = frozenset({"image"})
+    #: the closest two polls of one task may be (sheet "Task states": start at 1–2 s, exponential backoff)
+    min_poll_interval_s: float = 1.0
+    #: tasks in flight and creates per second when the resource config names none
+    #: (sheet: no hard per-key limits; shared queues answer load with latency, not refusals)
+    default_limits: HostLimits = HostLimits(max_concurrency=32, submits_per_second=10.0)
 
     # -- capabilities -------------------------------------------------------------------------
     def check(self, model: str, prompt: str, params: NeutralParams) -> list[Issue]:

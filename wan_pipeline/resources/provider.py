@@ -11,14 +11,19 @@ import os
 import dagster as dg
 from pydantic import Field
 
-from wan_pipeline.execution.engine import EngineSettings
+from wan_pipeline.execution.settings import EngineSettings
+from wan_pipeline.providers.registry import get_provider
 
 
 class ProviderResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Talks to the spec's Wan 2.7 host through the task engine (retries, rate limits, ledger, budget)."""
 
-    max_concurrency: int = Field(default=4, description="tasks in flight at once inside one run")
-    submits_per_second: float = Field(default=2.0, description="submission rate cap")
+    max_concurrency: int | None = Field(
+        default=None, description="tasks in flight at once inside one run (default: the host's, from the catalog)"
+    )
+    submits_per_second: float | None = Field(
+        default=None, description="submission rate cap (default: the host's, from the catalog)"
+    )
     poll_initial_s: float = Field(default=2.5, description="first poll delay; grows to poll_max_s")
     poll_max_s: float = Field(default=10.0)
     poll_deadline_s: float = Field(default=900.0, description="image tasks: after this a task is left for the next run")
@@ -31,10 +36,14 @@ class ProviderResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         default=False, description="re-send creates that may have landed on hosts without idempotency keys"
     )
 
-    def settings(self) -> EngineSettings:
+    def settings(self, provider: str | None = None) -> EngineSettings:
+        """Engine settings for `provider`'s host: limits not configured here come from its declared defaults."""
+        limits = get_provider(provider).default_limits if provider else None
+        fallback = EngineSettings()
         return EngineSettings(
-            max_concurrency=self.max_concurrency,
-            submits_per_second=self.submits_per_second,
+            max_concurrency=self.max_concurrency or (limits.max_concurrency if limits else fallback.max_concurrency),
+            submits_per_second=self.submits_per_second
+            or (limits.submits_per_second if limits else fallback.submits_per_second),
             poll_initial_s=self.poll_initial_s,
             poll_max_s=self.poll_max_s,
             poll_deadline_s=self.poll_deadline_s,
@@ -57,5 +66,5 @@ def provider_resource_from_env() -> ProviderResource:
         if field.annotation is bool:
             values[name] = raw.strip().lower() in ("1", "true", "yes", "on")
         else:
-            values[name] = int(raw) if field.annotation is int else float(raw)
+            values[name] = int(raw) if field.annotation in (int, int | None) else float(raw)
     return ProviderResource(**values)  # type: ignore[arg-type]

@@ -1,0 +1,288 @@
+"""Generation at scale (issue 7): efficiency against the provider-bound ideal, and against the official SDK.
+
+The physical limit is the provider: N tasks of latency L at concurrency C need ceil(N/C)·L seconds. The emulator
+runs in its own process on 127.0.0.1 (`wan-pipeline emulator`), so its CPU is not counted against us, and renders
+tiny media (`media_max_side`) so that the server's rendering does not count either.
+
+  (a) engine   plan + TaskEngine.run in this process, no Dagster
+  (b) generate `wan-pipeline generate` end to end (Dagster, ledger, lineage), a fresh process
+  (c) sdk      Alibaba's `dashscope` SDK scripted as its users do (thread pool: ImageGeneration.async_call +
+               wait, download, write, SHA-256) and `generate` at the same concurrency, in one run
+  (d) first    planning, and time from `generate` starting to the first create the host receives, at 100k rows
+  (e) rss      peak RSS of `generate` at N outputs
+
+Run: .venv/bin/python benchmarks/bench_scale.py engine generate sdk first rss  (see --help for sizes)
+Results go to benchmarks/RESULTS.md with the command that made them. Nothing here is asserted in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import hashlib
+import json
+import math
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "sk-bench"
+MODEL = "wan2.7-image"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _http(url: str, body: dict[str, Any] | None = None) -> Any:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
+    with opener.open(req, timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+class Emulator:
+    """`wan-pipeline emulator` in its own process, DashScope at the root, tiny media."""
+
+    def __init__(self, latency_s: float) -> None:
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "wan_pipeline.cli", "emulator", "--port", str(self.port),
+             "--root-provider", "dashscope", "--queue-s", "0", "--process-s", str(latency_s), "--credits", "1e12"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.report()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("emulator did not start") from None
+                time.sleep(0.1)
+        _http(f"{self.base}/_emulator/config", {"media_max_side": 32})
+
+    def report(self) -> dict[str, Any]:
+        return dict(_http(f"{self.base}/_emulator/report"))
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> Emulator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def write_dataset(root: Path, rows: int, name: str = "bench") -> Path:
+    with (root / "prompts.csv").open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["prompt_id", "prompt"])
+        for i in range(rows):
+            w.writerow([f"p{i:06d}", f"A study of light number {i}, film grain"])
+    spec = {
+        "name": name, "prompts": "prompts.csv", "provider": "dashscope", "model": MODEL, "variants": 1,
+        "seed": 1, "params": {"resolution": "1K", "aspect_ratio": "1:1"}, "storage": str(root / "out"),
+    }  # fmt: skip
+    (root / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return root / "spec.yaml"
+
+
+def _env(emu: Emulator, tmp: Path, concurrency: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DASHSCOPE_BASE_URL": emu.base,
+        "DASHSCOPE_API_KEY": KEY,
+        "DAGSTER_HOME": str(tmp / "dagster_home"),
+        "WAN_PIPELINE_STATE_DIR": str(tmp / "state"),
+        "WAN_PIPELINE_MAX_CONCURRENCY": str(concurrency),
+        "WAN_PIPELINE_SUBMITS_PER_SECOND": "1000",  # the SDK script has no rate cap either
+    }
+
+
+def ideal(n: int, c: int, latency: float) -> float:
+    return math.ceil(n / c) * latency
+
+
+def bench_engine(n: int, c: int, latency: float) -> dict[str, Any]:
+    from wan_pipeline.execution.session import open_session
+    from wan_pipeline.execution.settings import EngineSettings
+    from wan_pipeline.planning.plan import build_plan
+    from wan_pipeline.planning.spec import load_spec
+
+    with Emulator(latency) as emu, tempfile.TemporaryDirectory() as tmp_:
+        tmp = Path(tmp_)
+        os.environ.update(_env(emu, tmp, c))
+        start = time.perf_counter()
+        spec = load_spec(write_dataset(tmp, n))
+        plan = build_plan(spec)
+        settings = EngineSettings(max_concurrency=c, submits_per_second=1000)
+
+        async def run() -> int:
+            async with open_session(spec, settings) as s:
+                outs = await s.engine.run(list(plan.tasks))
+            return sum(o.status == "stored" for o in outs)
+
+        stored = asyncio.run(run())
+        wall = time.perf_counter() - start
+        rep = emu.report()
+    return _result("engine", n, c, latency, wall, stored, rep)
+
+
+def _result(what: str, n: int, c: int, latency: float, wall: float, stored: int, rep: dict[str, Any]) -> dict[str, Any]:
+    best = ideal(n, c, latency)
+    return {
+        "what": what, "n": n, "concurrency": c, "latency_s": latency, "wall_s": round(wall, 2),
+        "ideal_s": best, "efficiency": round(best / wall, 3), "stored": stored,
+        "tasks_created": rep.get("tasks_created"), "polls_per_task": _polls_per_task(rep, n),
+    }  # fmt: skip
+
+
+def _polls_per_task(rep: dict[str, Any], n: int) -> float | None:
+    polls = rep.get("polls")
+    return round(polls / n, 2) if isinstance(polls, int | float) and n else None
+
+
+def run_generate(emu: Emulator, tmp: Path, n: int, c: int) -> tuple[float, int, int]:
+    """`wan-pipeline generate` in a fresh process: wall seconds, exit code, peak RSS (KiB) of the children."""
+    spec = write_dataset(tmp, n)
+    cmd = [sys.executable, "-m", "wan_pipeline.cli", "generate", str(spec)]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=ROOT, env=_env(emu, tmp, c), capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        print(done.stdout[-2000:], done.stderr[-4000:], file=sys.stderr)
+    return wall, done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+
+def bench_generate(n: int, c: int, latency: float) -> dict[str, Any]:
+    with Emulator(latency) as emu, tempfile.TemporaryDirectory() as tmp_:
+        wall, code, _ = run_generate(emu, Path(tmp_), n, c)
+        rep = emu.report()
+    out = _result("generate", n, c, latency, wall, rep.get("tasks_created") or 0, rep)
+    out["exit_code"] = code
+    return out
+
+
+def sdk_script(base: str, n: int, workers: int, out_dir: Path) -> float:
+    """The SDK the way its users script it: a thread pool; per image async_call, wait, download, write, hash."""
+    import dashscope
+    from dashscope.aigc.image_generation import ImageGeneration
+
+    dashscope.base_http_api_url = f"{base}/api/v1"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def one(i: int) -> str:
+        messages = [{"role": "user", "content": [{"text": f"A study of light number {i}, film grain"}]}]
+        created = ImageGeneration.async_call(model=MODEL, api_key=KEY, messages=messages, size="1K", n=1, seed=i)
+        done = ImageGeneration.wait(created, api_key=KEY)
+        url = done.output.choices[0].message.content[0]["image"]
+        with opener.open(url, timeout=60) as resp:
+            data = resp.read()
+        (out_dir / f"{i}.png").write_bytes(data)
+        return hashlib.sha256(data).hexdigest()
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(one, range(n)))
+    return time.perf_counter() - start
+
+
+def bench_sdk(n: int, workers: int, latency: float) -> dict[str, Any]:
+    with Emulator(latency) as emu, tempfile.TemporaryDirectory() as tmp_:
+        tmp = Path(tmp_)
+        (tmp / "sdk").mkdir()
+        sdk_wall = sdk_script(emu.base, n, workers, tmp / "sdk")
+    with Emulator(latency) as emu, tempfile.TemporaryDirectory() as tmp_:
+        ours_wall, code, _ = run_generate(emu, Path(tmp_), n, workers)
+    return {
+        "what": "sdk-vs-generate", "n": n, "concurrency": workers, "latency_s": latency,
+        "ideal_s": ideal(n, workers, latency), "sdk_wall_s": round(sdk_wall, 2), "generate_wall_s": round(ours_wall, 2),
+        "sdk_efficiency": round(ideal(n, workers, latency) / sdk_wall, 3),
+        "throughput_ratio": round(sdk_wall / ours_wall, 3), "exit_code": code,
+    }  # fmt: skip
+
+
+def bench_first(rows: int, latency: float) -> dict[str, Any]:
+    from wan_pipeline.planning.plan import build_plan
+    from wan_pipeline.planning.spec import load_spec
+
+    with Emulator(latency) as emu, tempfile.TemporaryDirectory() as tmp_:
+        tmp = Path(tmp_)
+        spec_path = write_dataset(tmp, rows)
+        start = time.perf_counter()
+        build_plan(load_spec(spec_path))
+        plan_s = time.perf_counter() - start
+        cmd = [sys.executable, "-m", "wan_pipeline.cli", "generate", str(spec_path)]
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(emu, tmp, 64), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        first = None
+        while proc.poll() is None and time.perf_counter() - start < 600:
+            if (emu.report().get("tasks_created") or 0) > 0:
+                first = time.perf_counter() - start
+                break
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
+    return {"what": "first-submission", "rows": rows, "plan_s": round(plan_s, 2),
+            "first_submission_s": None if first is None else round(first, 2)}  # fmt: skip
+
+
+def bench_rss(n: int, latency: float) -> dict[str, Any]:
+    with Emulator(latency) as emu, tempfile.TemporaryDirectory() as tmp_:
+        wall, code, rss_kib = run_generate(emu, Path(tmp_), n, 64)
+    return {"what": "peak-rss", "n": n, "wall_s": round(wall, 2), "exit_code": code,
+            "peak_rss_mb": round(rss_kib / 1024, 1)}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("which", nargs="+", choices=["engine", "generate", "sdk", "first", "rss"])
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--latency", type=float, default=2.0)
+    ap.add_argument("--sdk-n", type=int, default=2000)
+    ap.add_argument("--sdk-workers", type=int, default=32)
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--rss-n", type=int, default=10_000)
+    args = ap.parse_args()
+    for which in args.which:
+        if which == "engine":
+            res = bench_engine(args.n, args.concurrency, args.latency)
+        elif which == "generate":
+            res = bench_generate(args.n, args.concurrency, args.latency)
+        elif which == "sdk":
+            res = bench_sdk(args.sdk_n, args.sdk_workers, args.latency)
+        elif which == "first":
+            res = bench_first(args.rows, args.latency)
+        else:
+            res = bench_rss(args.rss_n, args.latency)
+        print(json.dumps(res), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The learned poll schedule: first polls near the expected completion, few polls per task, bounded overshoot."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from wan_pipeline.execution.poll_schedule import PollSchedule
+from wan_pipeline.execution.settings import EngineSettings
+from wan_pipeline.providers.registry import get_provider
+from wan_pipeline.resources.provider import ProviderResource
+
+KEY = "wan2.7-image/text_to_image"
+
+
+def simulate(schedule: PollSchedule, latencies: list[float]) -> tuple[list[int], list[float]]:
+    """Each task polled by the schedule until done; returns polls per task and overshoot per task (seconds)."""
+    polls, overshoot = [], []
+    for latency in latencies:
+        t, n, delay = 0.0, 0, schedule.first_delay(KEY)
+        while True:
+            t += delay
+            n += 1
+            if t >= latency:
+                schedule.observe(KEY, t, first_poll_hit=n == 1)
+                break
+            delay = schedule.next_delay(KEY, n - 1)
+        polls.append(n)
+        overshoot.append(t - latency)
+    return polls, overshoot
+
+
+def test_constant_latency_converges_to_about_one_poll_and_small_overshoot() -> None:
+    schedule = PollSchedule(EngineSettings(poll_initial_s=2.5, poll_max_s=10), host_min_interval_s=1.0)
+    polls, overshoot = simulate(schedule, [2.0] * 2000)
+    steady_polls, steady_over = polls[200:], overshoot[200:]
+    assert sum(steady_polls) / len(steady_polls) <= 1.5
+    assert sum(steady_over) / len(steady_over) <= 0.10 * 2.0
+
+
+def test_jittered_latency_keeps_polls_bounded() -> None:
+    rng = random.Random(7)
+    schedule = PollSchedule(EngineSettings(poll_initial_s=2.5, poll_max_s=10), host_min_interval_s=1.0)
+    polls, _ = simulate(schedule, [rng.uniform(1.8, 2.2) for _ in range(2000)])
+    assert sum(polls[200:]) / len(polls[200:]) <= 2.0
+
+
+def test_cold_start_follows_the_configured_schedule() -> None:
+    settings = EngineSettings(poll_initial_s=0.5, poll_growth=2.0, poll_max_s=3.0)
+    schedule = PollSchedule(settings)
+    assert schedule.first_delay(KEY) == 0.5
+    assert [schedule.next_delay(KEY, i) for i in range(4)] == [1.0, 2.0, 3.0, 3.0]
+
+
+def test_a_resumed_task_is_not_waited_for_twice() -> None:
+    schedule = PollSchedule(EngineSettings())
+    schedule.observe(KEY, 2.0, first_poll_hit=True)
+    assert schedule.first_delay(KEY, age_s=1.5) == pytest.approx(0.5)
+    assert schedule.first_delay(KEY, age_s=60) == 0.0
+
+
+def test_retries_never_poll_closer_than_the_hosts_cadence_nor_wider_than_poll_max() -> None:
+    schedule = PollSchedule(EngineSettings(poll_max_s=10), host_min_interval_s=1.0)
+    schedule.observe(KEY, 2.0, first_poll_hit=True)
+    assert all(1.0 <= schedule.next_delay(KEY, i) <= 10 for i in range(20))
+
+
+@pytest.mark.parametrize("name", ["rivya", "evolink", "reapi", "runware", "dashscope"])
+def test_each_host_has_declared_limits_the_resource_uses_unless_configured(name: str) -> None:
+    limits = get_provider(name).default_limits
+    assert limits.max_concurrency >= 1 and limits.submits_per_second > 0
+    derived = ProviderResource().settings(name)
+    assert (derived.max_concurrency, derived.submits_per_second) == (limits.max_concurrency, limits.submits_per_second)
+    configured = ProviderResource(max_concurrency=64, submits_per_second=9.0).settings(name)
+    assert (configured.max_concurrency, configured.submits_per_second) == (64, 9.0)
