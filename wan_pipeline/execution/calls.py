@@ -6,10 +6,10 @@ import asyncio
 import random
 
 from wan_pipeline import errors as e
+from wan_pipeline.execution.journal import AsyncLedger
 from wan_pipeline.execution.pacing import RateGate, backoff_delay
 from wan_pipeline.execution.settings import EngineSettings
 from wan_pipeline.execution.wire import CONNECT_ERROR, Wire
-from wan_pipeline.money.ledger import Ledger
 from wan_pipeline.providers.base import HttpCall, HttpReply, Provider
 
 
@@ -20,7 +20,7 @@ class Caller:
         self,
         provider: Provider,
         wire: Wire,
-        ledger: Ledger,
+        ledger: AsyncLedger,
         gate: RateGate,
         settings: EngineSettings,
         rng: random.Random,

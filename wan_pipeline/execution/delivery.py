@@ -6,11 +6,12 @@ import asyncio
 import random
 
 from wan_pipeline import errors as e
+from wan_pipeline.execution.journal import AsyncLedger
 from wan_pipeline.execution.outcome import EventSink
 from wan_pipeline.execution.pacing import backoff_delay
 from wan_pipeline.execution.settings import EngineSettings
 from wan_pipeline.execution.wire import Wire
-from wan_pipeline.money.ledger import STORED, Attempt, Ledger, StoredOutput, utcnow
+from wan_pipeline.money.ledger import STORED, Attempt, StoredOutput, utcnow
 from wan_pipeline.outputs.expectation import expectation
 from wan_pipeline.outputs.layout import media_relpath
 from wan_pipeline.outputs.media import Expectation, MediaInfo, inspect_media
@@ -24,7 +25,7 @@ class Deliverer:
         self,
         wire: Wire,
         storage: Storage,
-        ledger: Ledger,
+        ledger: AsyncLedger,
         settings: EngineSettings,
         rng: random.Random,
         on_event: EventSink,
@@ -54,10 +55,9 @@ class Deliverer:
             # fsync'd writes (disk) and boto3 (S3) block: off the loop that polls
             uri = await asyncio.to_thread(self.storage.put, media_relpath(task, index, info.mime_type), data,
                                           info.mime_type)  # fmt: skip
-            out = _stored_output(task, attempt, index, url, uri, info)
-            self.ledger.record_output(out)
-            stored.append(out)
-        self.ledger.update(task.identity, attempt.attempt, state=STORED)
+            stored.append(_stored_output(task, attempt, index, url, uri, info))
+        # the files first, then their records and the attempt's final state, in one transaction
+        await self.ledger.store(stored, task.identity, attempt.attempt, state=STORED)
         return stored
 
     async def _download_verified(self, task: PlannedTask, url: str, expect: Expectation) -> tuple[bytes, MediaInfo]:

@@ -17,6 +17,7 @@ import time
 from wan_pipeline import errors as e
 from wan_pipeline.execution.calls import Caller
 from wan_pipeline.execution.delivery import Deliverer
+from wan_pipeline.execution.journal import AsyncLedger, Journal
 from wan_pipeline.execution.outcome import EventSink, Halt, Outcome
 from wan_pipeline.execution.pacing import RateGate
 from wan_pipeline.execution.polling import Poller
@@ -49,19 +50,21 @@ class TaskEngine:
         rng: random.Random | None = None,
     ) -> None:
         settings = settings or EngineSettings()
-        self.provider, self.ledger, self.settings = provider, ledger, settings
+        self.provider, self.settings = provider, settings
+        self.journal = Journal(ledger)
+        self.ledger = AsyncLedger(ledger, self.journal)
         self.on_event: EventSink = on_event or (lambda kind, task, detail: None)
         rng = rng or random.Random()
         self.gate = RateGate(settings.submits_per_second)
-        self.calls = Caller(provider, wire, ledger, self.gate, settings, rng)
+        self.calls = Caller(provider, wire, self.ledger, self.gate, settings, rng)
         halt = Halt()
-        self.poller = Poller(provider, ledger, self.calls, settings, halt)
+        self.poller = Poller(provider, self.ledger, self.calls, settings, halt)
         self.references = ReferencePreparer(provider, storage, self.calls)
         self.submitter = Submitter(
-            provider, ledger, self.calls, self.references, self.poller, BudgetGate(ledger, budget),
+            provider, self.ledger, self.calls, self.references, self.poller, BudgetGate(ledger, budget),
             settings, halt, run_id, self.on_event,
         )  # fmt: skip
-        self.delivery = Deliverer(wire, storage, ledger, settings, rng, self.on_event)
+        self.delivery = Deliverer(wire, storage, self.ledger, settings, rng, self.on_event)
 
     async def run(self, tasks: list[PlannedTask]) -> list[Outcome]:
         """Every task to a terminal outcome, at most `max_concurrency` at once; one failure never stops the others."""
@@ -72,41 +75,46 @@ class TaskEngine:
                 try:
                     return await self._run_task(task)
                 except e.ProviderError as err:
-                    return self._failed(task, err)
+                    return await self._failed(task, err)
                 except e.ConfigError as err:
                     # e.g. a result URL we refuse to fetch: this output fails, the others go on.
-                    return self._failed(task, e.RejectedByProvider(code="configuration", message=str(err)))
+                    return await self._failed(task, e.RejectedByProvider(code="configuration", message=str(err)))
 
-        return list(await asyncio.gather(*(one(t) for t in tasks)))
+        self.journal.start()
+        try:
+            return list(await asyncio.gather(*(one(t) for t in tasks)))
+        finally:
+            # every queued write (counters included) is committed before the run answers
+            await asyncio.to_thread(self.journal.close)
 
-    def _failed(self, task: PlannedTask, err: e.ProviderError) -> Outcome:
+    async def _failed(self, task: PlannedTask, err: e.ProviderError) -> Outcome:
         self.on_event("failed", task, str(err))
-        return Outcome(task, "failed", self.ledger.latest(task.identity), error=err)
+        return Outcome(task, "failed", await self.ledger.latest(task.identity), error=err)
 
     async def _run_task(self, task: PlannedTask) -> Outcome:
         """One output: resume from its record, submit or poll, retry provider-side failures, deliver."""
         started = time.monotonic()
-        last = self.ledger.latest(task.identity)
+        last = await self.ledger.latest(task.identity)
         if last is not None and last.state == STORED:
-            outputs = self.ledger.outputs(task.identity, last.attempt)
+            outputs = await self.ledger.outputs(task.identity, last.attempt)
             if await self.delivery.still_stored(task, outputs):
                 return Outcome(task, "stored", last, outputs)
             # a stored file went missing: fetched again from the same task (a stored record is pollable)
         submitted_now, tries = 0, 0
         attempt_no = first_attempt(last)
         while True:
-            current = record_for(self.ledger.latest(task.identity), attempt_no)
+            current = record_for(await self.ledger.latest(task.identity), attempt_no)
             sent = 0
             if current is None or step_for(current) is not Step.POLL:
                 current, sent = await self.submitter.submit(task, attempt_no)
                 submitted_now, tries = submitted_now + sent, tries + 1
             snap = await self.poller.until_terminal(task, current, fresh=sent > 0)
             if snap is None:
-                return self._pending(task, current, submitted_now)
+                return await self._pending(task, current, submitted_now)
             if snap.status == TaskStatus.SUCCEEDED:
                 outputs = await self.delivery.store(task, current, snap)
                 self.on_event("stored", task, f"{len(outputs)} file(s)")
-                latest = self.ledger.latest(task.identity)
+                latest = await self.ledger.latest(task.identity)
                 return Outcome(task, "stored", latest, outputs, submitted_now=submitted_now,
                                latency_s=time.monotonic() - started)  # fmt: skip
             err = snap.error or e.GenerationFailed(code="generation_failed", message="task failed")
@@ -114,8 +122,10 @@ class TaskEngine:
             if isinstance(err, e.GenerationFailed) and tries < self.settings.generation_attempts:
                 attempt_no += 1  # same seed, new attempt, new idempotency key; the old one stays in lineage
                 continue
-            return Outcome(task, "failed", self.ledger.latest(task.identity), error=err, submitted_now=submitted_now)
+            latest = await self.ledger.latest(task.identity)
+            return Outcome(task, "failed", latest, error=err, submitted_now=submitted_now)
 
-    def _pending(self, task: PlannedTask, current: Attempt, submitted_now: int) -> Outcome:
+    async def _pending(self, task: PlannedTask, current: Attempt, submitted_now: int) -> Outcome:
         late = e.PollDeadline(code="poll_deadline", message=f"task {current.task_id} still running; resumed next run")
-        return Outcome(task, "pending", self.ledger.latest(task.identity), error=late, submitted_now=submitted_now)
+        latest = await self.ledger.latest(task.identity)
+        return Outcome(task, "pending", latest, error=late, submitted_now=submitted_now)

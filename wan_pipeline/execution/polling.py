@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 
 from wan_pipeline import errors as e
 from wan_pipeline.execution.calls import Caller
+from wan_pipeline.execution.journal import AsyncLedger
 from wan_pipeline.execution.outcome import Halt
 from wan_pipeline.execution.poll_schedule import PollSchedule
 from wan_pipeline.execution.settings import EngineSettings
-from wan_pipeline.money.ledger import SUBMITTED, Attempt, Ledger, utcnow
+from wan_pipeline.money.ledger import SUBMITTED, Attempt, utcnow
 from wan_pipeline.money.records import terminal_values
 from wan_pipeline.outputs.expectation import expectation
 from wan_pipeline.planning.plan import PlannedTask
@@ -20,7 +21,7 @@ from wan_pipeline.providers.base import Provider, TaskSnapshot, TaskStatus
 
 class Poller:
     def __init__(
-        self, provider: Provider, ledger: Ledger, calls: Caller, settings: EngineSettings, halt: Halt
+        self, provider: Provider, ledger: AsyncLedger, calls: Caller, settings: EngineSettings, halt: Halt
     ) -> None:
         self.provider = provider
         self.ledger = ledger
@@ -48,7 +49,7 @@ class Poller:
             if snap is not None and snap.status != TaskStatus.PENDING:
                 if fresh:
                     self.schedule.observe(key, age + time.monotonic() - started, first_poll_hit=polls == 1)
-                self.record(task, attempt, snap)
+                await self.record(task, attempt, snap)
                 return snap
             if time.monotonic() >= deadline:
                 return None
@@ -69,8 +70,8 @@ class Poller:
         video = expectation(task).kind == "video"
         return self.settings.poll_deadline_video_s if video else self.settings.poll_deadline_s
 
-    def record(self, task: PlannedTask, attempt: Attempt, snap: TaskSnapshot) -> None:
-        self.ledger.update(task.identity, attempt.attempt, **terminal_values(task, snap))
+    async def record(self, task: PlannedTask, attempt: Attempt, snap: TaskSnapshot) -> Attempt | None:
+        return await self.ledger.update(task.identity, attempt.attempt, **terminal_values(task, snap))
 
     async def adopt(self, task: PlannedTask, attempt: Attempt) -> Attempt | None:
         """Ask for a task the client named before sending (Runware's taskUUID); None when the host never saw it."""
@@ -79,14 +80,13 @@ class Poller:
             snap = self.provider.state(await self.calls.send(self.provider.poll(attempt.task_id)))
         except e.RejectedByProvider:
             return None  # the host never saw it: the recorded call is sent
-        self.ledger.update(
+        latest = await self.ledger.update(
             task.identity, attempt.attempt, state=SUBMITTED, submitted_at=attempt.submitted_at or utcnow()
         )
-        latest = self.ledger.latest(task.identity)
         assert latest is not None
         if snap.status != TaskStatus.PENDING:
-            self.record(task, latest, snap)
-        return self.ledger.latest(task.identity)
+            latest = await self.record(task, latest, snap)
+        return latest
 
 
 def _age_s(submitted_at: str | None) -> float:

@@ -5,19 +5,19 @@ Which path a create takes follows from `resume.step_for` (the table there); this
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import replace
 
 from wan_pipeline import errors as e
 from wan_pipeline.execution.calls import Caller
+from wan_pipeline.execution.journal import AsyncLedger
 from wan_pipeline.execution.outcome import EventSink, Halt
 from wan_pipeline.execution.polling import Poller
 from wan_pipeline.execution.references import ReferencePreparer
 from wan_pipeline.execution.resume import Step, record_for, step_for
 from wan_pipeline.execution.settings import EngineSettings
 from wan_pipeline.money.budget import BudgetGate
-from wan_pipeline.money.ledger import SUBMITTED, SUBMITTING, Attempt, Ledger, utcnow
+from wan_pipeline.money.ledger import SUBMITTED, SUBMITTING, Attempt, utcnow
 from wan_pipeline.money.records import failure_values, new_attempt
 from wan_pipeline.planning.plan import PlannedTask
 from wan_pipeline.providers.base import HttpCall, Provider, TaskStatus
@@ -27,7 +27,7 @@ class Submitter:
     def __init__(
         self,
         provider: Provider,
-        ledger: Ledger,
+        ledger: AsyncLedger,
         calls: Caller,
         references: ReferencePreparer,
         poller: Poller,
@@ -40,14 +40,13 @@ class Submitter:
         self.provider, self.ledger, self.calls = provider, ledger, calls
         self.references, self.poller, self.budget = references, poller, budget
         self.settings, self.halt, self.run_id, self.on_event = settings, halt, run_id, on_event
-        self._admission = asyncio.Lock()
 
     async def submit(self, task: PlannedTask, attempt_no: int) -> tuple[Attempt, int]:
         """Create the provider task for this attempt, or adopt the one an earlier run created.
 
         Returns the attempt's record and how many creates were sent (0 when adopted)."""
         self.halt.check()
-        same = record_for(self.ledger.latest(task.identity), attempt_no)
+        same = record_for(await self.ledger.latest(task.identity), attempt_no)
         step = step_for(same)
         if same is not None and step is Step.REPORT:
             raise e.rebuild(same.error_class, same.error_code, same.error_message)
@@ -71,9 +70,8 @@ class Submitter:
         key = task.idempotency_key(attempt_no)
         call = self.provider.submit(request, key)
         attempt = new_attempt(task, attempt_no, call, self.provider.presubmit_task_id(request, key), self.run_id)
-        async with self._admission:
-            # durable before a byte leaves this process; the budget check is atomic with the write
-            self.ledger.begin_attempt(attempt, check=lambda: self.budget.admit(task, attempt_no))
+        # durable before a byte leaves this process; the budget check is atomic with the write
+        await self.ledger.begin_attempt(attempt, check=lambda: self.budget.admit(task, attempt_no))
         return call
 
     async def _rearm(self, task: PlannedTask, same: Attempt) -> HttpCall:
@@ -84,15 +82,13 @@ class Submitter:
                 message=f"{task.provider} may already hold a task for this output (no idempotency key support); "
                 "check the provider's dashboard, then re-run with --resubmit-ambiguous to submit again",
             )
-            self.ledger.update(task.identity, same.attempt, **failure_values(err))
+            await self.ledger.update(task.identity, same.attempt, **failure_values(err))
             raise err
         call = HttpCall.from_record(same.call_json) if same.call_json else self._legacy_call(task, same)
-        async with self._admission:
-            self.budget.admit(task, same.attempt)
-            self.ledger.update(
-                task.identity, same.attempt, state=SUBMITTING, error_code=None, error_class=None,
-                error_message=None, run_id=self.run_id,
-            )  # fmt: skip
+        await self.ledger.admit_and_update(
+            lambda: self.budget.admit(task, same.attempt), task.identity, same.attempt,
+            state=SUBMITTING, error_code=None, error_class=None, error_message=None, run_id=self.run_id,
+        )  # fmt: skip
         return call
 
     def _may_resend(self, same: Attempt) -> bool:
@@ -113,18 +109,16 @@ class Submitter:
             adopted = await self._adopt_after_lost_answer(task, attempt_no, err)
             if adopted is not None:
                 return adopted, 1
-            self.ledger.update(task.identity, attempt_no, **failure_values(err))
+            await self.ledger.update(task.identity, attempt_no, **failure_values(err))
             raise
-        self.ledger.update(
+        latest = await self.ledger.update(
             task.identity, attempt_no, state=SUBMITTED, task_id=snap.task_id, submitted_at=utcnow(),
             credits_reserved=snap.credits_reserved,
         )  # fmt: skip
         self.on_event("submitted", task, snap.task_id)
-        latest = self.ledger.latest(task.identity)
         assert latest is not None
         if snap.status != TaskStatus.PENDING:  # a synchronous host answered with the result itself
-            self.poller.record(task, latest, snap)
-            latest = self.ledger.latest(task.identity)
+            latest = await self.poller.record(task, latest, snap)
             assert latest is not None
         return latest, 1
 
@@ -135,7 +129,7 @@ class Submitter:
         the host may hold it, so ask for it by name before giving up on it."""
         if not isinstance(err, e.Transient | e.IdempotencyConflict):
             return None
-        named = record_for(self.ledger.latest(task.identity), attempt_no)
+        named = record_for(await self.ledger.latest(task.identity), attempt_no)
         if named is None or named.task_id is None:
             return None
         return await self.poller.adopt(task, named)

@@ -11,7 +11,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -193,6 +193,7 @@ class Ledger:
         self.path = path
         # Re-entrant: a `check` inside a write transaction reads the ledger on the same connection.
         self._lock = threading.RLock()
+        self._batch_depth = 0
         self._db = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -217,6 +218,9 @@ class Ledger:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self._batch_depth:  # inside a batch: its transaction (and savepoint) already hold the lock
+                yield self._db
+                return
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -224,6 +228,33 @@ class Ledger:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    @contextmanager
+    def batch(self) -> Iterator[Callable[[], AbstractContextManager[None]]]:
+        """One transaction for many operations (group commit): yields a factory of savepoints, one per
+        operation, so an operation that raises is undone alone. Used by the engine's journal."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._batch_depth += 1
+            try:
+                yield self._savepoint
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            finally:
+                self._batch_depth -= 1
+            self._db.execute("COMMIT")
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        self._db.execute("SAVEPOINT op")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK TO SAVEPOINT op")
+            self._db.execute("RELEASE SAVEPOINT op")
+            raise
+        self._db.execute("RELEASE SAVEPOINT op")
 
     # -- attempts ------------------------------------------------------------------------------
     def attempts(self, identity: str) -> list[Attempt]:
