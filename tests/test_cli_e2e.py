@@ -159,8 +159,8 @@ def _break_table(spec: Path) -> Path:
     table = spec.parent / "prompts.csv"
     with table.open(encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    rows[2]["aspect_ratio"] = "7:5"  # data row 3 (panorama)
-    rows[4]["prompt"] = "   "  # data row 5 (portrait)
+    rows[2]["aspect_ratio"] = "7:5"  # data row 3 = line 4 (panorama)
+    rows[4]["prompt"] = "   "  # data row 5 = line 6 (portrait)
     with table.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -175,9 +175,9 @@ def test_invalid_table_is_exit_2_everywhere_and_spends_nothing(demo: Path, env: 
         assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
         problems = [line for line in proc.stderr.splitlines() if line.startswith("  - ")]
         assert len(problems) == 2, (command, proc.stderr)
-        assert any(str(table) in p and "row 3" in p and "column 'aspect_ratio'" in p and "7:5" in p
+        assert any(str(table) in p and "line 4" in p and "column 'aspect_ratio'" in p and "7:5" in p
                    for p in problems), proc.stderr
-        assert any(str(table) in p and "row 5" in p and "column 'prompt'" in p for p in problems), proc.stderr
+        assert any(str(table) in p and "line 6" in p and "column 'prompt'" in p for p in problems), proc.stderr
         assert "nothing was submitted" in proc.stderr
     assert not emulator_state_file(demo).exists()
     assert not storage_root(demo).exists()  # no ledger, no media, no lineage

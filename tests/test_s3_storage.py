@@ -20,17 +20,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import httpx
 import pyarrow.parquet as pq
 import pytest
 import yaml
 from PIL import Image
 
-from wan_pipeline.errors import InvalidInput
+from wan_pipeline.errors import InvalidInput, StorageUnavailable
 from wan_pipeline.execution.engine import EngineSettings
-from wan_pipeline.execution.session import open_session
+from wan_pipeline.execution.session import open_ledger, open_session
 from wan_pipeline.outputs.lineage import LINEAGE_PATH, write_lineage
-from wan_pipeline.outputs.storage import S3Storage, open_storage, s3_client
+from wan_pipeline.outputs.storage import S3Storage, Storage, open_storage, s3_client
 from wan_pipeline.planning.plan import build_plan
 from wan_pipeline.planning.spec import load_spec
 
@@ -187,3 +188,40 @@ def test_local_reference_for_url_only_host_with_local_storage_is_refused_before_
     assert (problem.row, problem.column) == (2, "reference_images")
     assert "set `storage: s3://bucket/prefix`" in problem.reason
     assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_check_is_not_a_missing_file(s3_env: str) -> None:
+    storage = open_storage(f"s3://{BUCKET}/checks")
+    assert isinstance(storage, S3Storage)
+    storage.put("media/a/file.png", png(2), "image/png")
+    assert storage.size("media/a/absent.png") is None  # "not found": a definite answer
+    bad = boto3.client("s3", endpoint_url=s3_env, region_name="us-east-1", aws_access_key_id=ACCESS,
+                       aws_secret_access_key="not-the-secret")
+    with pytest.raises(StorageUnavailable) as info:
+        S3Storage(f"s3://{BUCKET}/checks", bad).size("media/a/file.png")
+    assert "could not check" in info.value.message and "not-the-secret" not in str(info.value)
+
+
+def test_stored_outputs_are_not_fetched_or_bought_again_when_storage_cannot_answer(
+    s3_env: str, tmp_path: Path
+) -> None:
+    spec = load_spec(write_reapi_dataset(tmp_path, f"s3://{BUCKET}/datasets/recheck"))
+    plan = build_plan(spec)
+    settings = EngineSettings(poll_initial_s=0.02, poll_max_s=0.05, backoff_base_s=0.01, backoff_max_s=0.02)
+    bad = boto3.client("s3", endpoint_url=s3_env, region_name="us-east-1", aws_access_key_id=ACCESS,
+                       aws_secret_access_key="not-the-secret")
+
+    async def run(storage: Storage | None) -> list[str]:
+        async with open_session(spec, settings, storage=storage) as session:
+            outcomes = await session.engine.run(list(plan.tasks))
+            return [o.status + ":" + (o.error.code if o.error else "") for o in outcomes]
+
+    assert asyncio.run(run(None)) == ["stored:", "stored:"]
+    with open_ledger(spec) as ledger:
+        before = [(a.identity, a.attempt, a.state, a.submit_calls) for a in ledger.all_attempts(spec.name)]
+    # The storage refuses every check: the outputs are neither downloaded again nor re-bought.
+    assert asyncio.run(run(S3Storage(spec.storage_root, bad))) == ["failed:storage_unavailable"] * 2
+    with open_ledger(spec) as ledger:
+        after = [(a.identity, a.attempt, a.state, a.submit_calls) for a in ledger.all_attempts(spec.name)]
+    assert after == before and all(state == "stored" for _, _, state, _ in after)
+    assert asyncio.run(run(None)) == ["stored:", "stored:"]

@@ -46,7 +46,7 @@ def test_valid_table_plans_every_row_with_spec_defaults_and_row_overrides(write_
     assert plan.tasks[0].params.aspect_ratio == "16:9"  # spec default
     assert plan.tasks[2].params.aspect_ratio == "9:16"  # the row's own value wins
     assert {t.params.resolution for t in plan.tasks} == {"2K"}
-    assert [r.row for r in plan.rows] == [1, 2]
+    assert [r.row for r in plan.rows] == [2, 3]  # lines in the file; the header is line 1
 
 
 def test_resolution_spelling_2k_lowercase_is_normalised(write_spec: SpecWriter) -> None:
@@ -64,15 +64,15 @@ def test_duplicate_prompt_id_names_both_rows(write_spec: SpecWriter, tmp_path: P
         {"prompt_id": "a", "prompt": "three"},
     ])))
     assert problem.file == str(tmp_path / "prompts.csv")
-    assert (problem.row, problem.column) == (3, "prompt_id")
-    assert problem.reason == "duplicate prompt_id 'a' (first in row 1)"
+    assert (problem.row, problem.column) == (4, "prompt_id")
+    assert problem.reason == "duplicate prompt_id 'a' (first on line 2)"
 
 
 @pytest.mark.parametrize("prompt", ["", "   "])
 def test_empty_prompt_is_reported_with_its_row(write_spec: SpecWriter, prompt: str) -> None:
     spec = write_spec([{"prompt_id": "a", "prompt": "fine"}, {"prompt_id": "b", "prompt": prompt}])
     problem = only(problems_of(spec))
-    assert (problem.row, problem.column, problem.reason) == (2, "prompt", "prompt is empty")
+    assert (problem.row, problem.column, problem.reason) == (3, "prompt", "prompt is empty")
 
 
 def test_missing_prompt_column_is_reported(write_spec: SpecWriter) -> None:
@@ -91,13 +91,13 @@ def test_prompt_over_5000_characters_is_refused_for_rivya_image(write_spec: Spec
         {"prompt_id": "max", "prompt": "x" * 5000},
         {"prompt_id": "over", "prompt": "y" * 5001},
     ])))
-    assert (problem.row, problem.column) == (2, "prompt")
+    assert (problem.row, problem.column) == (3, "prompt")
     assert problem.reason == "5001 characters; wan-2-7-image allows at most 5000"
 
 
 def test_aspect_ratio_rivya_does_not_offer_is_refused_with_the_allowed_list(write_spec: SpecWriter) -> None:
     problem = only(problems_of(write_spec([{"prompt_id": "a", "prompt": "x", "aspect_ratio": "5:4"}])))
-    assert (problem.row, problem.column) == (1, "aspect_ratio")
+    assert (problem.row, problem.column) == (2, "aspect_ratio")
     assert problem.reason.startswith(
         "'5:4' is not one of 1:1, 16:9, 4:3, 21:9, 3:4, 9:16, 8:1, 1:8 for rivya/wan-2-7-image; supported by "
     )
@@ -108,13 +108,13 @@ def test_aspect_ratio_rivya_does_not_offer_is_refused_with_the_allowed_list(writ
 
 def test_malformed_aspect_ratio_is_refused(write_spec: SpecWriter) -> None:
     problem = only(problems_of(write_spec([{"prompt_id": "a", "prompt": "x", "aspect_ratio": "wide"}])))
-    assert (problem.row, problem.column) == (1, "aspect_ratio")
+    assert (problem.row, problem.column) == (2, "aspect_ratio")
     assert problem.reason == "'wide' is not an aspect ratio like '16:9'"
 
 
 def test_resolution_4k_is_refused_for_rivya_naming_the_reason(write_spec: SpecWriter) -> None:
     problem = only(problems_of(write_spec([{"prompt_id": "a", "prompt": "x", "resolution": "4K"}])))
-    assert (problem.row, problem.column) == (1, "resolution")
+    assert (problem.row, problem.column) == (2, "resolution")
     assert problem.reason == (
         "'4K' is not one of 1K, 2K for rivya/wan-2-7-image; "
         "supported by reapi/wan2.7-image-pro, dashscope/wan2.7-image-pro"
@@ -123,7 +123,7 @@ def test_resolution_4k_is_refused_for_rivya_naming_the_reason(write_spec: SpecWr
 
 def test_unknown_resolution_value_lists_the_contract_values(write_spec: SpecWriter) -> None:
     problem = only(problems_of(write_spec([{"prompt_id": "a", "prompt": "x", "resolution": "8K"}])))
-    assert (problem.row, problem.column) == (1, "resolution")
+    assert (problem.row, problem.column) == (2, "resolution")
     assert problem.reason.startswith("'8K' is not allowed: ")
     assert "'1K', '2K', '4K', '720p' or '1080p'" in problem.reason
 
@@ -139,7 +139,7 @@ def test_unknown_resolution_value_lists_the_contract_values(write_spec: SpecWrit
 )
 def test_seed_outside_0_to_2147483647_or_not_whole_is_refused(write_spec: SpecWriter, seed: str, reason: str) -> None:
     problem = only(problems_of(write_spec([{"prompt_id": "a", "prompt": "x", "seed": seed}])))
-    assert (problem.row, problem.column, problem.reason) == (1, "seed", reason)
+    assert (problem.row, problem.column, problem.reason) == (2, "seed", reason)
 
 
 def test_seed_at_the_bounds_is_accepted(write_spec: SpecWriter) -> None:
@@ -152,13 +152,13 @@ def test_seed_at_the_bounds_is_accepted(write_spec: SpecWriter) -> None:
 
 def test_bad_json_in_a_json_column_names_the_column_and_position(write_spec: SpecWriter) -> None:
     problem = only(problems_of(write_spec([{"prompt_id": "a", "prompt": "x", "provider_params": '{"a": 1,'}])))
-    assert (problem.row, problem.column) == (1, "provider_params")
+    assert (problem.row, problem.column) == (2, "provider_params")
     assert problem.reason == "not valid JSON (Expecting property name enclosed in double quotes at character 8)"
 
 
 def test_bool_column_with_maybe_is_refused(write_spec: SpecWriter) -> None:
     problem = only(problems_of(write_spec([{"prompt_id": "a", "prompt": "x", "watermark": "maybe"}])))
-    assert (problem.row, problem.column, problem.reason) == (1, "watermark", "'maybe' is not true/false")
+    assert (problem.row, problem.column, problem.reason) == (2, "watermark", "'maybe' is not true/false")
 
 
 @pytest.mark.parametrize(("cell", "value"), [("true", True), ("Yes", True), ("1", True), ("no", False), ("OFF", False)])
@@ -178,7 +178,7 @@ def test_bool_column_accepts_common_spellings(write_spec: SpecWriter, cell: str,
 )
 def test_prompt_id_that_cannot_name_a_partition_is_refused(write_spec: SpecWriter, prompt_id: str, reason: str) -> None:
     problem = only(problems_of(write_spec([{"prompt_id": prompt_id, "prompt": "x"}])))
-    assert (problem.row, problem.column, problem.reason) == (1, "prompt_id", reason)
+    assert (problem.row, problem.column, problem.reason) == (2, "prompt_id", reason)
 
 
 def test_prompt_ids_with_spaces_and_any_script_are_accepted_and_stored_under_safe_names(
@@ -210,7 +210,7 @@ def test_missing_reference_file_is_reported_with_where_it_was_looked_for(
     write_spec: SpecWriter, tmp_path: Path
 ) -> None:
     problem = only(problems_of(write_spec([{"prompt_id": "a", "prompt": "x", "reference_images": "refs/gone.png"}])))
-    assert (problem.row, problem.column) == (1, "reference_images")
+    assert (problem.row, problem.column) == (2, "reference_images")
     assert problem.reason == f"reference file 'refs/gone.png' not found (looked at {tmp_path / 'refs' / 'gone.png'})"
 
 
@@ -227,7 +227,7 @@ def test_unreadable_reference_file_is_reported(
 
     monkeypatch.setattr(pathlib.Path, "open", guarded_open)
     problem = only(problems_of(write_spec([{"prompt_id": "a", "prompt": "x", "reference_images": '["locked.png"]'}])))
-    assert (problem.row, problem.column) == (1, "reference_images")
+    assert (problem.row, problem.column) == (2, "reference_images")
     assert problem.reason.startswith("reference file 'locked.png' is unreadable: ")
     assert "Permission denied" in problem.reason
 
@@ -235,7 +235,7 @@ def test_unreadable_reference_file_is_reported(
 def test_reference_file_that_is_not_an_image_is_refused_by_content(write_spec: SpecWriter, tmp_path: Path) -> None:
     (tmp_path / "fake.png").write_text("not a picture", encoding="utf-8")
     problem = only(problems_of(write_spec([{"prompt_id": "a", "prompt": "x", "reference_images": "fake.png"}])))
-    assert (problem.row, problem.column) == (1, "reference_images")
+    assert (problem.row, problem.column) == (2, "reference_images")
     assert problem.reason == (
         "'fake.png' is an unknown type; rivya/wan-2-7-image takes image/jpeg, image/png, image/webp"
     )
@@ -245,7 +245,7 @@ def test_reference_url_is_refused_for_rivya_which_needs_its_files_api(write_spec
     problem = only(problems_of(write_spec([
         {"prompt_id": "a", "prompt": "x", "reference_images": '["https://example.com/a.png"]'},
     ])))
-    assert (problem.row, problem.column) == (1, "reference_images")
+    assert (problem.row, problem.column) == (2, "reference_images")
     assert "rivya takes reference files only through its Files API" in problem.reason
 
 
@@ -267,21 +267,21 @@ def test_local_reference_image_plans_an_edit_with_its_content_hash(write_spec: S
 
 def test_all_problems_of_a_table_are_reported_together(write_spec: SpecWriter, tmp_path: Path) -> None:
     spec = write_spec([
-        {"prompt_id": "ok", "prompt": "fine"},                                             # row 1
-        {"prompt_id": "ok", "prompt": "dup", "aspect_ratio": "5:4", "watermark": "maybe"},  # row 2
-        {"prompt_id": "c", "prompt": " ", "seed": "-1", "color_palette": "[{oops"},         # row 3
-        {"prompt_id": "d", "prompt": "z" * 5001, "resolution": "4K"},                       # row 4
-        {"prompt_id": "e", "prompt": "x", "seed": "2147483648", "reference_images": "nope.png"},  # row 5
-        {"prompt_id": "f", "prompt": "x", "n": "2"},                                        # row 6
+        {"prompt_id": "ok", "prompt": "fine"},                                             # line 2
+        {"prompt_id": "ok", "prompt": "dup", "aspect_ratio": "5:4", "watermark": "maybe"},  # line 3
+        {"prompt_id": "c", "prompt": " ", "seed": "-1", "color_palette": "[{oops"},         # line 4
+        {"prompt_id": "d", "prompt": "z" * 5001, "resolution": "4K"},                       # line 5
+        {"prompt_id": "e", "prompt": "x", "seed": "2147483648", "reference_images": "nope.png"},  # line 6
+        {"prompt_id": "f", "prompt": "x", "n": "2"},                                        # line 7
     ])
     problems = problems_of(spec)
     assert {p.file for p in problems} == {str(tmp_path / "prompts.csv")}
     assert sorted(where(problems)) == sorted([
-        (2, "prompt_id"), (2, "aspect_ratio"), (2, "watermark"),
-        (3, "prompt"), (3, "seed"), (3, "color_palette"),
-        (4, "prompt"), (4, "resolution"),
-        (5, "seed"), (5, "reference_images"),
-        (6, "n"),
+        (3, "prompt_id"), (3, "aspect_ratio"), (3, "watermark"),
+        (4, "prompt"), (4, "seed"), (4, "color_palette"),
+        (5, "prompt"), (5, "resolution"),
+        (6, "seed"), (6, "reference_images"),
+        (7, "n"),
     ])
     assert [p.row for p in problems] == sorted(p.row or 0 for p in problems)  # listed in table order
 
@@ -292,8 +292,8 @@ def test_invalid_input_message_lists_file_row_column_and_reason(write_spec: Spec
                                           {"prompt_id": "b", "prompt": ""}])))
     text = str(info.value)
     assert text.startswith("2 problem(s) in the input:\n")
-    assert f"  - {tmp_path / 'prompts.csv'}, row 1, column 'watermark': 'maybe' is not true/false" in text
-    assert f"  - {tmp_path / 'prompts.csv'}, row 2, column 'prompt': prompt is empty" in text
+    assert f"  - {tmp_path / 'prompts.csv'}, line 2, column 'watermark': 'maybe' is not true/false" in text
+    assert f"  - {tmp_path / 'prompts.csv'}, line 3, column 'prompt': prompt is empty" in text
 
 
 # -- parameters rivya cannot take -------------------------------------------------------------------
@@ -315,7 +315,7 @@ def test_parameter_rivya_does_not_support_is_refused_with_reason(
 ) -> None:
     spec = write_spec([{"prompt_id": "a", "prompt": "x", **cells}], params={})
     problems = problems_of(spec)
-    assert where(problems) == [(1, name) for name in refused]
+    assert where(problems) == [(2, name) for name in refused]
     for problem, name in zip(problems, refused, strict=True):
         assert_refused_naming_alternatives(problem.reason, name)
 
@@ -343,7 +343,7 @@ def assert_refused_naming_alternatives(reason: str, name: str) -> None:
 def test_unsupported_spec_default_is_reported_for_every_row(write_spec: SpecWriter) -> None:
     problems = problems_of(write_spec([{"prompt_id": "a", "prompt": "x"}, {"prompt_id": "b", "prompt": "y"}],
                                       params={"thinking": True}))
-    assert where(problems) == [(1, "thinking"), (2, "thinking")]
+    assert where(problems) == [(2, "thinking"), (3, "thinking")]
 
 
 # -- spec errors ----------------------------------------------------------------------------------
@@ -358,8 +358,20 @@ def spec_problems(write_spec: SpecWriter, **fields: object) -> list[Problem]:
 
 def test_spec_with_bad_name_is_refused(write_spec: SpecWriter, tmp_path: Path) -> None:
     problem = only(spec_problems(write_spec, name="My Dataset"))
-    assert (problem.file, problem.row, problem.column) == (str(tmp_path / "spec.yaml"), None, "name")
+    lines = (tmp_path / "spec.yaml").read_text(encoding="utf-8").splitlines()
+    line = next(i for i, text in enumerate(lines, start=1) if text.startswith("name:"))
+    assert (problem.file, problem.row, problem.column) == (str(tmp_path / "spec.yaml"), line, "name")
+    assert str(problem).startswith(f"{tmp_path / 'spec.yaml'}, line {line}, column 'name': ")
     assert problem.reason.startswith("must match [a-z0-9_]+")
+
+
+def test_spec_problems_name_the_line_of_nested_fields(tmp_path: Path) -> None:
+    (tmp_path / "spec.yaml").write_text(
+        "name: demo\nprompts: p.csv\nprovider: rivya\nmodel: wan-2-7-image\n"
+        "params:\n  aspect_ratio: '16:9'\n  seed: -4\nbudget:\n  max_usd: 0\n", encoding="utf-8")
+    with pytest.raises(InvalidInput) as info:
+        load_spec(tmp_path / "spec.yaml")
+    assert [(p.row, p.column) for p in info.value.problems] == [(7, "params.seed"), (9, "budget.max_usd")]
 
 
 def test_spec_with_unknown_provider_lists_the_known_ones(write_spec: SpecWriter) -> None:

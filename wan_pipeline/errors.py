@@ -14,14 +14,21 @@ class Problem:
     """One thing wrong with the user's input: where it is and why."""
 
     file: str
-    row: int | None  # 1-based data row number: the first row under the header is row 1
+    #: where in the file: the line (a CSV table or the YAML spec; the header is line 1), or for a Parquet
+    #: table, which has no lines, the 1-based row
+    row: int | None
     column: str | None
     reason: str
+
+    @property
+    def unit(self) -> str:
+        """'line' in a text file, 'row' in a Parquet table."""
+        return "row" if self.file.lower().endswith(".parquet") else "line"
 
     def __str__(self) -> str:
         where = self.file
         if self.row is not None:
-            where += f", row {self.row}"
+            where += f", {self.unit} {self.row}"
         if self.column:
             where += f", column '{self.column}'"
         return f"{where}: {self.reason}"
@@ -117,6 +124,14 @@ class AmbiguousSubmission(ProviderError):
 
 class BudgetExceeded(ProviderError):
     """Submitting would pass the spec's budget; nothing was sent."""
+
+
+class StorageUnavailable(Transient):
+    """The storage could not say whether a file is there (auth, throttling, network): not "missing".
+
+    A failed check must never be read as a missing file, which would re-download (or, once the host has
+    purged the result, re-buy) an output already paid for and stored; the check is simply asked again later.
+    """
 
 
 class MediaInvalid(ProviderError):

@@ -7,6 +7,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
+from wan_pipeline.errors import StorageUnavailable
+
+#: S3 error codes that mean "no such object" (HEAD answers a bare 404; GET names the key)
+S3_NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
+
 
 class Storage(Protocol):
     root: str
@@ -14,7 +19,10 @@ class Storage(Protocol):
     def uri(self, relpath: str) -> str: ...
     def put(self, relpath: str, data: bytes, content_type: str) -> str: ...
     def get(self, relpath: str) -> bytes: ...
-    def size(self, relpath: str) -> int | None: ...
+    def size(self, relpath: str) -> int | None:
+        """The stored file's size; None when it is surely not there. Raises StorageUnavailable when the
+        storage could not answer (a failed check is not a missing file)."""
+        ...
 
 
 class LocalStorage:
@@ -48,7 +56,15 @@ class LocalStorage:
 
     def size(self, relpath: str) -> int | None:
         p = self.path(relpath)
-        return p.stat().st_size if p.is_file() else None
+        try:
+            st = p.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:  # permission denied, I/O error, a stale network mount...
+            raise StorageUnavailable(
+                code="storage_unavailable", message=f"could not check {p}: {exc.strerror or exc}"
+            ) from exc
+        return st.st_size if p.is_file() else None
 
 
 class S3Storage:
@@ -78,8 +94,17 @@ class S3Storage:
     def size(self, relpath: str) -> int | None:
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=self.key(relpath))
-        except Exception:  # botocore ClientError 404 and friends
-            return None
+        except Exception as exc:  # botocore raises ClientError, EndpointConnectionError, NoCredentialsError...
+            response = getattr(exc, "response", None)
+            code = str(((response or {}).get("Error") or {}).get("Code", "")) if isinstance(response, dict) else ""
+            if code in S3_NOT_FOUND:
+                return None
+            # Auth, throttling, network: the object may well be there. Only the class and code are kept, so
+            # no signed URL or key id from the exception text can reach a log.
+            raise StorageUnavailable(
+                code="storage_unavailable",
+                message=f"could not check s3://{self.bucket}/{self.key(relpath)}: {type(exc).__name__} {code}".rstrip(),
+            ) from exc
         return int(head["ContentLength"])
 
     def presign(self, relpath: str, expires_s: int = 24 * 3600) -> str:

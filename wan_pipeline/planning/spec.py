@@ -106,10 +106,33 @@ def load_spec(path: str | Path) -> DatasetSpec:
     try:
         return DatasetSpec.model_validate({**raw, "base_dir": p.resolve().parent, "spec_file": file})
     except ValidationError as exc:
+        root = yaml.compose(p.read_text(encoding="utf-8"))
         raise InvalidInput(
-            [Problem(file, None, _field_path(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
+            [
+                Problem(file, _line_of(root, e["loc"]), _field_path(e["loc"]), e["msg"].removeprefix("Value error, "))
+                for e in exc.errors()
+            ]
         ) from exc
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(x) for x in loc)
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """The line of the YAML node a validation error points at (the deepest one that exists), so an editor
+    finds it; None for an error about the file as a whole."""
+    line = None
+    for key in loc:
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            child = next((v for k, v in node.value if getattr(k, "value", None) == str(key)), None)
+            if child is not None:
+                line = next(k for k, v in node.value if v is child).start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            child = node.value[key]
+            line = child.start_mark.line + 1
+        if child is None:
+            break
+        node = child
+    return line

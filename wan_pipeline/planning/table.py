@@ -1,11 +1,18 @@
 """The prompt table (DESIGN §4, a contract): CSV or Parquet rows → validated prompt rows.
 
-Every problem of the table is collected (file, row, column, reason) before anything is raised, so a
-user fixes the whole table in one pass. Row numbers count data rows from 1, the header not counted.
+Every problem of the table is collected (file, line, column, reason) before anything is raised, so a
+user fixes the whole table in one pass. A CSV row is named by its line in the file (the header is line 1,
+a quoted cell spanning lines counts from the line it starts on), so an editor finds it; a Parquet table
+has no lines and names its rows 1, 2, ... in table order.
+
+CSV is read strictly: every row must have exactly as many cells as the header has names. A ragged row is
+refused, never re-aligned (pandas would read four cells under a two-name header as an index plus the last
+two cells, and spend money on the wrong prompt).
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import math
@@ -30,26 +37,80 @@ FALSE_WORDS = {"false", "0", "no", "n", "off"}
 
 @dataclass(frozen=True)
 class PromptRow:
-    row: int  # 1-based data row
+    row: int  # CSV: the line in the file where the row starts; Parquet: 1-based row
     prompt_id: str
     prompt: str
     params: NeutralParams  # spec defaults merged with this row's own values
     extra: dict[str, Any] = field(default_factory=dict)  # user metadata, never sent to a provider
 
 
-def read_table(path: Path) -> pd.DataFrame:
+@dataclass(frozen=True)
+class RawTable:
+    columns: tuple[str, ...]
+    #: (line in the file, or 1-based row for Parquet; the row's cells by column name)
+    records: tuple[tuple[int, dict[str, Any]], ...]
+
+
+def read_table(path: Path) -> RawTable:
     """Read the raw table; CSV cells stay strings so nothing is guessed (e.g. '007' stays '007')."""
     file = str(path)
     if not path.is_file():
         raise InvalidInput([Problem(file, None, None, "prompt table not found")])
+    if path.suffix.lower() == ".parquet":
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises many types for a malformed file
+            raise InvalidInput([Problem(file, None, None, f"cannot be read as a table: {exc}")]) from exc
+        records = frame.to_dict(orient="records")
+        return RawTable(tuple(str(c) for c in frame.columns), tuple((i + 1, r) for i, r in enumerate(records)))
     try:
-        if path.suffix.lower() == ".parquet":
-            return pd.read_parquet(path)
-        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InvalidInput([Problem(file, None, None, f"not UTF-8 text: {exc}")]) from exc
-    except Exception as exc:  # pandas/pyarrow raise many types for a malformed file
-        raise InvalidInput([Problem(file, None, None, f"cannot be read as a table: {exc}")]) from exc
+    return _read_csv(file, text)
+
+
+def _read_csv(file: str, text: str) -> RawTable:
+    """Strict CSV: a header of distinct names, then rows of exactly that many cells (blank lines skipped)."""
+    reader = csv.reader(text.splitlines(keepends=True), strict=True)
+    problems: list[Problem] = []
+    header: list[str] | None = None
+    records: list[tuple[int, dict[str, Any]]] = []
+    line = 1
+    try:
+        for cells in reader:
+            start, line = line, reader.line_num + 1
+            if not cells:
+                continue  # a blank line
+            if header is None:
+                header = [c.strip() for c in cells]
+                problems.extend(_header_problems(file, start, header))
+                continue
+            if len(cells) != len(header):
+                problems.append(Problem(file, start, None, f"{len(cells)} cells, but the header (line 1) names "
+                                                           f"{len(header)} columns ({', '.join(header)}); "
+                                                           "quote cells that contain commas"))
+                continue
+            records.append((start, dict(zip(header, cells, strict=True))))
+    except csv.Error as exc:
+        problems.append(Problem(file, line, None, f"not valid CSV: {exc}"))
+    if header is None:
+        raise InvalidInput([Problem(file, None, None, "the table is empty (no header line)")])
+    if problems:
+        raise InvalidInput(problems)
+    return RawTable(tuple(header), tuple(records))
+
+
+def _header_problems(file: str, line: int, header: list[str]) -> list[Problem]:
+    problems = []
+    seen: set[str] = set()
+    for index, name in enumerate(header, start=1):
+        if not name:
+            problems.append(Problem(file, line, None, f"header cell {index} has no column name"))
+        elif name in seen:
+            problems.append(Problem(file, line, name, f"column '{name}' appears twice in the header"))
+        seen.add(name)
+    return problems
 
 
 def load_rows(path: Path, defaults: NeutralParams, base_dir: Path) -> list[PromptRow]:
@@ -66,18 +127,18 @@ def check_rows(path: Path, defaults: NeutralParams, base_dir: Path) -> tuple[lis
     Rows with problems are returned too, so later checks (the provider's limits) can still report what
     else is wrong with them in the same pass; a row is valid when no problem names its row number.
     """
-    frame = read_table(path)
+    table = read_table(path)
     file = str(path)
     problems: list[Problem] = []
-    if "prompt" not in frame.columns:
+    if "prompt" not in table.columns:
         raise InvalidInput([Problem(file, None, "prompt", "required column is missing")])
-    if frame.empty:
+    if not table.records:
         raise InvalidInput([Problem(file, None, None, "the table has no rows")])
 
     rows: list[PromptRow] = []
     seen: dict[str, int] = {}
-    for i, record in enumerate(frame.to_dict(orient="records")):
-        rownum = i + 1
+    where = "row" if path.suffix.lower() == ".parquet" else "line"
+    for rownum, record in table.records:
         row_problems: list[Problem] = []
         cells = {str(k): _clean(v) for k, v in record.items()}
 
@@ -119,7 +180,7 @@ def check_rows(path: Path, defaults: NeutralParams, base_dir: Path) -> tuple[lis
         if prompt_id in seen:
             row_problems.append(
                 Problem(
-                    file, rownum, "prompt_id", f"duplicate prompt_id '{prompt_id}' (first in row {seen[prompt_id]})"
+                    file, rownum, "prompt_id", f"duplicate prompt_id '{prompt_id}' (first on {where} {seen[prompt_id]})"
                 )
             )
         else:

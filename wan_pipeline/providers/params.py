@@ -132,14 +132,31 @@ class NeutralParams(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
     def merged(self, override: NeutralParams) -> NeutralParams:
-        """Spec defaults overridden by a row's own values."""
+        """Spec defaults overridden by a row's own values.
+
+        A default never conflicts with a row's explicit choice: where the row sets one side of a mutually
+        exclusive group (an explicit width/height versus an aspect_ratio × resolution gear), the spec's
+        defaults for the other side are dropped for that row.
+        """
         data = self.model_dump(exclude_none=True)
-        data.update(override.model_dump(exclude_none=True))
+        mine = override.model_dump(exclude_none=True)
+        for group in EXCLUSIVE_GROUPS:
+            if group & mine.keys():
+                for other in EXCLUSIVE_GROUPS:
+                    if other is not group:
+                        for name in other - mine.keys():
+                            data.pop(name, None)
+        data.update(mine)
         return NeutralParams.model_validate(data)
 
 
 #: column names that are parameters (everything else in a table row is user metadata)
 PARAM_NAMES: frozenset[str] = frozenset(NeutralParams.model_fields)
+#: sides of a choice a row makes as a whole: setting one side drops the spec's defaults for the others
+EXCLUSIVE_GROUPS: tuple[frozenset[str], ...] = (
+    frozenset({"width", "height"}),
+    frozenset({"aspect_ratio", "resolution"}),
+)
 #: parameters whose CSV cells hold JSON
 JSON_PARAMS: frozenset[str] = frozenset({"color_palette", "regions", "reference_images", "provider_params"})
 BOOL_PARAMS: frozenset[str] = frozenset({"watermark", "thinking", "sequential", "prompt_extend"})
