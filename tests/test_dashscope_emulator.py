@@ -9,6 +9,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from wan_pipeline.execution.wire import Wire
 from wan_pipeline.outputs.lineage import lineage_table
 from wan_pipeline.planning.plan import build_plan
 from wan_pipeline.planning.spec import load_spec
-from wan_pipeline.providers.base import GenerationRequest, HttpCall, HttpReply, Reference, TaskStatus
+from wan_pipeline.providers.base import GenerationRequest, HttpCall, HttpReply, Reference, TaskStatus, Usage
 from wan_pipeline.providers.dashscope import PROVIDER as DASHSCOPE
 from wan_pipeline.providers.params import NeutralParams
 from wan_pipeline.providers.sizes import image_size, video_size
@@ -453,6 +454,32 @@ async def test_task_list_filters_by_model_and_status(client: httpx.AsyncClient) 
     assert_error(await client.get(TASKS, params={"page_size": 0}), 400, "InvalidParameter")
 
 
+async def test_task_list_by_time_pages_oldest_first_and_reads_back_through_the_adapter(
+    client: httpx.AsyncClient, state: EmulatorState
+) -> None:
+    ids = [(await create(client, image_body(seed=i))).json()["output"]["task_id"] for i in range(5)]
+    for i, task_id in enumerate(ids):  # an hour apart, oldest first
+        state.tasks[task_id].created_at = 1_790_000_000 + 3600 * i
+    entry = (await client.get(TASKS)).json()["data"][0]
+    assert set(entry) == {"task_id", "model_name", "status", "gmt_create"}  # no prompt, no parameters
+    start, end = datetime.fromtimestamp(1_790_003_600, UTC), datetime.fromtimestamp(1_790_010_800, UTC)
+    page = DASHSCOPE.listed(await send(client, DASHSCOPE.list_tasks("wan2.7-image", start, end)))
+    assert [t.task_id for t in page.tasks] == ids[1:4]  # both ends inclusive, to the second
+    assert (page.page_no, page.total_pages) == (1, 1)
+    assert {t.model for t in page.tasks} == {"wan2.7-image"} and page.tasks[0].created.startswith("2026-")
+    other = DASHSCOPE.listed(await send(client, DASHSCOPE.list_tasks("wan2.7-image-pro", start, end)))
+    assert other.tasks == ()
+    paged = (await client.get(TASKS, params={"page_size": 2, "page_no": 3})).json()
+    assert ([r["task_id"] for r in paged["data"]], paged["total_page"], paged["total"]) == ([ids[4]], 3, 5)
+    assert_error(await client.get(TASKS, params={"status": "DONE"}), 400, "InvalidParameter")
+
+
+def test_adapter_refuses_a_task_list_of_any_other_shape() -> None:
+    for body in ({"data": None}, {"data": [{"task_id": 1}]}, [], {"output": {}}):
+        with pytest.raises(e.Transient, match="cannot_reconcile"):
+            DASHSCOPE.listed(HttpReply(200, {}, json.dumps(body).encode()))
+
+
 async def test_sync_image_endpoint_answers_with_the_result(client: httpx.AsyncClient) -> None:
     response = await client.post(IMAGE_SYNC, json=image_body())
     assert response.status_code == 200
@@ -610,8 +637,8 @@ async def test_adapter_requests_are_accepted_and_round_trip(client: httpx.AsyncC
     assert (snap.status, snap.task_id) == (TaskStatus.SUCCEEDED, accepted.task_id)
     assert len(snap.output_urls) == (params.n or 1)
     if model.startswith("wan2.7-image"):
-        assert snap.cost_usd is None  # the poll answer does not name the model
-        assert snap.raw["usage"]["image_count"] == len(snap.output_urls)
+        assert snap.cost_usd is None  # the poll answer does not name the model: its usage is priced later
+        assert snap.usage == Usage(images=len(snap.output_urls))
     else:
         assert snap.cost_usd == pytest.approx(0.1 * snap.raw["usage"]["duration"])
 

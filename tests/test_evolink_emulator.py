@@ -25,7 +25,15 @@ from wan_pipeline.execution.session import open_session
 from wan_pipeline.outputs.lineage import lineage_table
 from wan_pipeline.planning.plan import build_plan
 from wan_pipeline.planning.spec import load_spec
-from wan_pipeline.providers.base import GenerationRequest, HttpCall, HttpReply, Reference, TaskSnapshot, TaskStatus
+from wan_pipeline.providers.base import (
+    GenerationRequest,
+    HttpCall,
+    HttpReply,
+    Reference,
+    TaskSnapshot,
+    TaskStatus,
+    Usage,
+)
 from wan_pipeline.providers.evolink import PRESET_SIZES
 from wan_pipeline.providers.evolink import PROVIDER as EVOLINK
 from wan_pipeline.providers.params import NeutralParams
@@ -269,8 +277,10 @@ async def test_image_task_goes_pending_processing_completed_with_the_seed_fields
     state = EmulatorState(EmulatorConfig(queue_s=60, process_s=60))
     async with make_client(state) as client:
         created = (await create(client)).json()
-        # Seed 002's create response: exactly these fields, no `usage`.
-        assert set(created) == {"created", "id", "model", "object", "progress", "status", "task_info", "type"}
+        # Seed 002's create response plus the sheet's `usage`: images are pre-charged on n.
+        assert set(created) == {"created", "id", "model", "object", "progress", "status", "task_info", "type",
+                                "usage"}
+        assert created["usage"] == {"billing_rule": "per_image", "credits_reserved": 6, "user_group": "default"}
         assert (created["model"], created["object"], created["type"], created["status"], created["progress"]) == (
             "wan-2.7-image", "image.generation.task", "image", "pending", 0)
         assert created["task_info"]["can_cancel"] is True
@@ -507,7 +517,7 @@ async def test_adapter_round_trips_images_at_the_mapped_size(
 ) -> None:
     request = GenerationRequest("wan-2.7-image-pro", "A lighthouse at dusk", params)
     accepted, done = await round_trip(client, request)
-    assert accepted.credits_reserved is None  # images: no usage (seed 002)
+    assert accepted.credits_reserved == 15  # pre-charged on n (this emulated account's tariff)
     assert done.status is TaskStatus.SUCCEEDED
     assert len(done.output_urls) == 1
     assert decode_image((await fetch(client, done.output_urls[0])).content).size == expected
@@ -517,9 +527,10 @@ async def test_adapter_round_trips_an_edit_with_n_outputs(client: httpx.AsyncCli
     url = "https://example.com/photo.jpg"
     params = NeutralParams(seed=5, n=2, prompt_extend=True, reference_images=[url])
     request = GenerationRequest("wan-2.7-image", "Make it night", params, (Reference("image", url, url=url),))
-    _, done = await round_trip(client, request)
+    accepted, done = await round_trip(client, request)
     assert done.status is TaskStatus.SUCCEEDED
     assert len(done.output_urls) == 2
+    assert (accepted.credits_reserved, done.usage) == (12, Usage(images=2))  # final: per image produced
 
 
 async def test_adapter_round_trips_a_video_with_its_reserved_credits(client: httpx.AsyncClient) -> None:
@@ -610,8 +621,9 @@ async def test_engine_generates_an_image_dataset_end_to_end(e2e_env: Path) -> No
     assert json.loads(by_id["edit"]["extra_json"]) == {"note": "kept as metadata"}
     for row in lineage:
         assert row["task_id"].startswith("task-unified-")
-        # Wan 2.7 image on EvoLink: no documented price, no usage on the task: nothing is invented.
-        assert (row["credits_reserved"], row["credits_final"], row["cost_usd"]) == (None, None, None)
+        # Wan 2.7 image on EvoLink: no documented price; the create answer's reservation is recorded, shared
+        # by the task's outputs (this emulated account pre-charges 15 credits per requested pro image).
+        assert (row["credits_reserved"], row["cost_usd"]) == (15.0, None)
 
 
 async def test_engine_generates_a_video_dataset_with_its_cost(e2e_env: Path) -> None:

@@ -216,8 +216,8 @@ def test_idempotency_key_changes_with_the_dataset_name(write_spec: SpecWriter) -
 def test_estimate_is_5_credits_per_task_and_no_usd(write_spec: SpecWriter) -> None:
     plan = plan_of(write_spec([{"prompt_id": p, "prompt": p} for p in ("a", "b", "c")], variants=2))
     assert len(plan.tasks) == 6
-    assert plan.estimate() == Estimate(credits=30.0, usd=None)
-    assert {t.estimate for t in plan.tasks} == {Estimate(credits=5, usd=None)}
+    assert plan.estimate() == Estimate(credits=30.0, usd=None, source="documented")
+    assert {t.estimate for t in plan.tasks} == {Estimate(credits=5, usd=None, source="documented")}
 
 
 def test_plan_groups_tasks_by_prompt(write_spec: SpecWriter) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from conftest import SpecWriter
+
 from wan_pipeline.planning.plan import build_plan
 from wan_pipeline.planning.spec import load_spec
 from wan_pipeline.providers.catalog import CATALOG

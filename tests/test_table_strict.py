@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import SpecWriter
+
 from wan_pipeline.errors import InvalidInput, Problem
 from wan_pipeline.planning.plan import build_plan
 from wan_pipeline.planning.spec import load_spec

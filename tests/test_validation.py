@@ -420,14 +420,15 @@ def test_spec_budget_in_usd_is_refused_for_credit_only_rivya(write_spec: SpecWri
     problem = only(spec_problems(write_spec, budget={"max_usd": 5}))
     assert problem.column == "budget.max_usd"
     assert problem.reason == (
-        "rivya/wan-2-7-image has no documented USD price for 1 prompt(s) (e.g. a), so this budget cannot be "
-        "enforced; use budget.max_credits if that price is known, or no budget"
+        "rivya/wan-2-7-image has no documented or declared USD price for 1 prompt(s) (e.g. a) and the host reports "
+        "no USD charge when a task is created, so this budget cannot bind; declare what this account pays under "
+        "`pricing.usd_per_image:` (or `pricing.usd_per_credit:`), or remove budget.max_usd"
     )
 
 
 def test_spec_budget_below_one_task_is_refused(write_spec: SpecWriter) -> None:
     problem = only(spec_problems(write_spec, budget={"max_credits": 4}))
-    assert (problem.column, problem.reason) == ("budget.max_credits", "4.0 credits cannot pay for one task (5)")
+    assert (problem.column, problem.reason) == ("budget.max_credits", "4 credits cannot pay for one task (5 credits)")
 
 
 def test_spec_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:

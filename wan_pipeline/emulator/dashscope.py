@@ -54,6 +54,16 @@ IMAGE_SYNC = f"{API}/services/aigc/multimodal-generation/generation"
 VIDEO_SYNTHESIS = f"{API}/services/aigc/video-generation/video-synthesis"
 OSS_HOST = "/_dashscope_oss"  # the emulated temporary-storage host the upload policy points at
 
+# The emulator keeps its own copy of the host's facts (sheet "Create request"), never the client's constants:
+# a mapping mistake in the client must not be mirrored by the host it is tested against.
+IMAGE_GEAR_SIDE = {"1K": 1024, "2K": 2048, "4K": 4096}
+VIDEO_SIZES: dict[str, dict[str, tuple[int, int]]] = {
+    "720p": {"16:9": (1280, 720), "9:16": (720, 1280), "1:1": (960, 960), "4:3": (1104, 832), "3:4": (832, 1104)},
+    "1080p": {"16:9": (1920, 1080), "9:16": (1080, 1920), "1:1": (1440, 1440), "4:3": (1648, 1248),
+              "3:4": (1248, 1648)},
+}
+LIST_STATUSES = ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED")
+
 IMAGE_USD = {"wan2.7-image": 0.030, "wan2.7-image-pro": 0.075}
 VIDEO_USD_PER_SECOND = {"720P": 0.10, "1080P": 0.15}
 VIDEO_MODELS = ("wan2.7-t2v", "wan2.7-i2v", "wan2.7-r2v", "wan2.7-videoedit")
@@ -632,10 +642,14 @@ async def cancel_task(request: Request) -> Response:
 
 
 async def list_tasks(request: Request) -> Response:
-    """GET /api/v1/tasks — the SDK's list: how a client finds tasks whose create answer it lost."""
+    """GET /api/v1/tasks — the SDK's list (sheet "Task list"): an account's tasks, oldest first, filtered by
+    creation time (UTC, whole seconds, both ends inclusive), model and status; how a client finds tasks
+    whose create answer it lost. Entries carry no prompt or parameters, as the sheet says."""
     state: EmulatorState = request.app.state.emulator
     if not state.key_ok(bearer(request)):
         return auth_error(request)
+    if state.faults.hit("rate_limit"):
+        return error(429, "Throttling.RateQuota", "Requests rate limit exceeded, please try again later.")
     q = request.query_params
     try:
         page_no, page_size = int(q.get("page_no", "1")), int(q.get("page_size", "10"))
@@ -645,21 +659,25 @@ async def list_tasks(request: Request) -> Response:
         return error(400, "InvalidParameter", "page_no/page_size must be integers, times YYYYMMDDhhmmss")
     if page_no < 1 or not 1 <= page_size <= 100:
         return error(400, "InvalidParameter", "page_no must be >= 1 and page_size in [1, 100]")
+    if q.get("status") and q["status"] not in LIST_STATUSES:
+        return error(400, "InvalidParameter", f"status must be one of {', '.join(LIST_STATUSES)}")
     rows = []
-    for task in sorted((t for t in state.tasks.values() if t.protocol == PROTOCOL), key=lambda t: t.created_at):
-        status = status_of(state, task)
-        if q.get("model_name") and task.model != q["model_name"]:
-            continue
-        if q.get("status") and status != q["status"]:
-            continue
-        if (start is not None and task.created_at < start) or (end is not None and task.created_at > end):
-            continue
-        rows.append({"task_id": task.id, "task_status": status, "model_name": task.model,
-                     "gmt_create": _fmt(task.created_at)})
+    with state.lock:
+        mine = sorted((t for t in state.tasks.values() if t.protocol == PROTOCOL), key=lambda t: t.created_at)
+        for task in mine:
+            status = status_of(state, task)
+            if q.get("model_name") and task.model != q["model_name"]:
+                continue
+            if q.get("status") and status != q["status"]:
+                continue
+            if (start is not None and task.created_at < start) or (end is not None and task.created_at >= end + 1):
+                continue
+            rows.append({"task_id": task.id, "model_name": task.model, "status": status,
+                         "gmt_create": _fmt(task.created_at)})
     page = rows[(page_no - 1) * page_size: page_no * page_size]
-    return JSONResponse({"request_id": request_id(), "data": page, "total": len(rows),
-                         "total_page": max(1, math.ceil(len(rows) / page_size)), "page_no": page_no,
-                         "page_size": page_size})
+    return JSONResponse({"request_id": request_id(), "total": len(rows), "page_no": page_no,
+                         "page_size": page_size, "total_page": max(1, math.ceil(len(rows) / page_size)),
+                         "data": page})
 
 
 def _parse_compact(value: str | None) -> float | None:

@@ -11,8 +11,9 @@ notices when the two drift):
   `param`), as are `wan2.7-image[-pro]` spellings: only the seed's hyphenated ids exist here;
 - explicit `{width, height}`: 768x768..2048x2048 pixels, aspect 1:8..8:1; presets render at the sizes
   `PRESET_SIZES` (emulator/limits.py: the 1K gear of their aspect; `square` 768x768); no `size` = square_hd;
-- image creates answer the fields of seed 002's create response (no `usage`, the seed lists none);
-  video creates carry `usage` as the sheet's example does; polls never repeat `usage`;
+- creates answer the fields of seed 002's create response plus `usage` (the sheet's field notes: images are
+  "pre-charged on `n`, final on images actually produced"; seed 002's image example lists no `usage`, but
+  real image creates carry it); polls never repeat `usage`;
 - no idempotency: every accepted POST is a new task; no Retry-After on 429 (none documented);
 - failed tasks are free (refunded when they settle); `fail_task` ends with `generation_failed_no_content`
   (a "retry later" code), `reject_content` with `content_policy_violation`;
@@ -23,7 +24,8 @@ Emulator-only bookkeeping (EvoLink documents no credit↔USD rate and no Wan 2.7
 - a video reserves its documented USD price as credits ($0.086/s at 720p, $0.144/s at 1080p), on the
   output seconds for text/image-to-video and input + output seconds for reference-video and video-edit,
   every input clip taken as EMULATED_INPUT_CLIP_S long (the emulator does not fetch input URLs);
-- an image task reserves nothing (price undocumented), but like any task needs a positive balance.
+- an image task reserves `IMAGE_CREDITS` per requested image (EvoLink documents no Wan 2.7 image price: this
+  emulated account's own tariff, which a client can only learn from `usage.credits_reserved`).
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ MAX_VIDEO_PROMPT = 5000
 MAX_NEGATIVE = 500
 ASPECTS = ("16:9", "9:16", "1:1", "4:3", "3:4")
 QUALITIES = ("720p", "1080p")
+#: this emulated account's credits per image (undocumented by EvoLink; a client learns it from `usage`)
+IMAGE_CREDITS = {"wan-2.7-image": 6.0, "wan-2.7-image-pro": 15.0}
 USD_PER_SECOND = {"720p": 0.086, "1080p": 0.144}
 EMULATED_INPUT_CLIP_S = 5
 VIDEO_FPS = 16
@@ -319,15 +323,15 @@ def serialize(state: EmulatorState, task: EmuTask, base: str) -> dict[str, Any]:
 
 
 def created_answer(task: EmuTask) -> dict[str, Any]:
-    """The create answer: always `pending` at 0 %, with the estimate; `usage` on video only (seed 002)."""
+    """The create answer: always `pending` at 0 %, with the estimate and the reserved credits."""
     kind = task.extra["type"]
     out: dict[str, Any] = {
         "created": int(task.created_at), "id": task.id, "model": task.model, "object": f"{kind}.generation.task",
         "progress": 0, "status": "pending",
         "task_info": {"can_cancel": True, "estimated_time": 10 if kind == "image" else 120}, "type": kind,
     }
-    if kind == "video":
-        out["usage"] = {"billing_rule": "per_second", "credits_reserved": _plain(task.credits), "user_group": "default"}
+    rule = "per_image" if kind == "image" else "per_second"
+    out["usage"] = {"billing_rule": rule, "credits_reserved": _plain(task.credits), "user_group": "default"}
     return out
 
 
@@ -350,7 +354,7 @@ async def _create(request: Request, kind: str) -> Response:
     try:
         if kind == "image":
             n, width, height = validate_image(body)
-            credits = 0.0
+            credits = IMAGE_CREDITS[body["model"]] * n
             seconds = 0.0
         else:
             billed, width, height, seconds = validate_video(body)

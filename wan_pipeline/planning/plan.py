@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from wan_pipeline.errors import InvalidInput, Problem
+from wan_pipeline.planning.pricing import estimate_task, pricing_key
 from wan_pipeline.planning.spec import DatasetSpec
 from wan_pipeline.planning.table import PromptRow, check_rows
 from wan_pipeline.providers.base import Estimate, GenerationRequest, Mode, Provider, Reference
@@ -118,9 +119,11 @@ class Plan:
     def estimate(self) -> Estimate:
         credits = [t.estimate.credits for t in self.tasks]
         usd = [t.estimate.usd for t in self.tasks]
+        sources = {t.estimate.source for t in self.tasks}
         return Estimate(
             credits=None if any(c is None for c in credits) else float(sum(c for c in credits if c is not None)),
             usd=None if any(u is None for u in usd) else float(sum(u for u in usd if u is not None)),
+            source=sources.pop() if len(sources) == 1 else None,
         )
 
 
@@ -167,7 +170,7 @@ def build_plan(spec: DatasetSpec) -> Plan:
                     fingerprint=fingerprint(spec.provider, spec.model, row.prompt, params, refs),
                     references=refs,
                     extra=row.extra,
-                    estimate=provider.estimate(spec.model, params),
+                    estimate=estimate_task(spec.pricing, provider, spec.model, params),
                 )
             )
     if problems:
@@ -195,44 +198,53 @@ def _spec_problems(spec: DatasetSpec, provider: Provider) -> list[Problem]:
 
 
 def _check_budget_covers_nothing_impossible(plan: Plan) -> None:
-    """The budget is enforced per submission later; here refuse a budget that could never be enforced
-    (no USD price for some output) or that no task could ever fit."""
-    budget = plan.spec.budget
-    spec_file = plan.spec.spec_file
-    # An unknown price would count as zero and the cap would never bind: refuse rather than pretend.
-    for name, limit, unit, other in (
-        ("max_usd", budget.max_usd, "USD", "max_credits"),
-        ("max_credits", budget.max_credits, "credit", "max_usd"),
+    """The budget is enforced per submission later; here refuse a budget that nothing could bind (no price
+    documented, declared or reported on create for some output) or that no task could ever fit."""
+    spec = plan.spec
+    provider = get_provider(spec.provider)
+    info = find_model(spec.provider, spec.model)
+    assert info is not None
+    problems: list[Problem] = []
+    caps: tuple[tuple[str, float | None, Literal["usd", "credits"]], ...] = (
+        ("max_usd", spec.budget.max_usd, "usd"),
+        ("max_credits", spec.budget.max_credits, "credits"),
+    )
+    for name, limit, unit in caps:
+        unpriced = sorted({t.prompt_id for t in plan.tasks
+                           if (t.estimate.usd if unit == "usd" else t.estimate.credits) is None})
+        if limit is None or not unpriced or _learnable(spec, provider.charge_on_create, info.usd_per_credit, unit):
+            continue
+        # An unknown price would count as zero and the cap would never bind: refuse rather than pretend.
+        key = pricing_key(info, unit)
+        other = "pricing.usd_per_credit" if provider.charge_on_create == "credits" else None
+        fix = f"declare what this account pays under `{key}:`" + (f" (or `{other}:`)" if other else "")
+        problems.append(Problem(
+            spec.spec_file, None, f"budget.{name}",
+            f"{spec.provider}/{spec.model} has no documented or declared {'USD' if unit == 'usd' else 'credit'} "
+            f"price for {len(unpriced)} prompt(s) (e.g. {', '.join(unpriced[:3])}) and the host reports no "
+            f"{'USD' if unit == 'usd' else 'credit'} charge when a task is created, so this budget cannot bind; {fix}, or remove budget.{name}",
+        ))
+    if problems:
+        raise InvalidInput(problems)
+    for name, limit, figures in (
+        ("max_credits", spec.budget.max_credits, [t.estimate.credits for t in plan.tasks]),
+        ("max_usd", spec.budget.max_usd, [t.estimate.usd for t in plan.tasks]),
     ):
-        unpriced = sorted(
-            {t.prompt_id for t in plan.tasks if (t.estimate.usd if unit == "USD" else t.estimate.credits) is None}
-        )
-        if limit is not None and unpriced:
-            raise InvalidInput(
-                [
-                    Problem(
-                        spec_file,
-                        None,
-                        f"budget.{name}",
-                        f"{plan.spec.provider}/{plan.spec.model} has no documented {unit} price for "
-                        f"{len(unpriced)} prompt(s) (e.g. {', '.join(unpriced[:3])}), "
-                        "so this budget cannot be enforced; "
-                        f"use budget.{other} if that price is known, or no budget",
-                    )
-                ]
-            )
-    cheapest = min((t.estimate.credits for t in plan.tasks if t.estimate.credits is not None), default=None)
-    if budget.max_credits is not None and cheapest is not None and cheapest > budget.max_credits:
-        raise InvalidInput(
-            [
-                Problem(
-                    plan.spec.spec_file,
-                    None,
-                    "budget.max_credits",
-                    f"{budget.max_credits} credits cannot pay for one task ({cheapest})",
-                )
-            ]
-        )
+        cheapest = min((f for f in figures if f is not None), default=None)
+        if limit is not None and cheapest is not None and cheapest > limit:
+            word = "credits" if name == "max_credits" else "USD"
+            raise InvalidInput([Problem(spec.spec_file, None, f"budget.{name}",
+                                        f"{limit:g} {word} cannot pay for one task ({cheapest:g} {word})")])
+
+
+def _learnable(spec: DatasetSpec, reported_unit: str | None, documented_rate: float | None, unit: str) -> bool:
+    """Can a cap in `unit` bind by learning the price from the charges the host reports on create?"""
+    if reported_unit is None:
+        return False
+    if reported_unit == unit:
+        return True
+    # Credits reported, a USD cap: learnable only with a rate to convert them.
+    return unit == "usd" and (spec.pricing.usd_per_credit or documented_rate) is not None
 
 
 def _references(

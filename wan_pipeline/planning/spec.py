@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -14,6 +14,7 @@ from wan_pipeline.providers.params import NeutralParams
 
 ProviderName = Literal["rivya", "evolink", "reapi", "runware", "dashscope"]
 NAME_RE = re.compile(r"^[a-z0-9_]+$")
+VIDEO_GEARS = ("720p", "1080p")
 
 
 class Budget(BaseModel):
@@ -21,6 +22,50 @@ class Budget(BaseModel):
 
     max_credits: float | None = Field(default=None, gt=0)
     max_usd: float | None = Field(default=None, gt=0)
+
+
+PerSecond = float | dict[str, float]
+
+
+class Pricing(BaseModel):
+    """What this account pays (DESIGN §3): declared prices win over the catalog's documented ones.
+
+    Per output image and per output second of video (a number, or a map by resolution gear), in USD or
+    credits; `usd_per_credit` converts where a host bills in credits.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    usd_per_image: float | None = Field(default=None, gt=0)
+    credits_per_image: float | None = Field(default=None, gt=0)
+    usd_per_second: PerSecond | None = None
+    credits_per_second: PerSecond | None = None
+    usd_per_credit: float | None = Field(default=None, gt=0)
+
+    @field_validator("usd_per_second", "credits_per_second", mode="before")
+    @classmethod
+    def _per_second(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            out: dict[str, Any] = {}
+            for key, price in v.items():
+                gear = str(key).strip().lower()
+                if gear not in VIDEO_GEARS:
+                    raise ValueError(f"'{key}' is not a video resolution ({', '.join(VIDEO_GEARS)})")
+                out[gear] = price
+            return out
+        return v
+
+    @field_validator("usd_per_second", "credits_per_second")
+    @classmethod
+    def _positive(cls, v: PerSecond | None) -> PerSecond | None:
+        prices = v.values() if isinstance(v, dict) else [] if v is None else [v]
+        if any(p <= 0 for p in prices):
+            raise ValueError("prices must be greater than 0")
+        return v
+
+    @property
+    def declared(self) -> bool:
+        return any(getattr(self, name) is not None for name in type(self).model_fields)
 
 
 class DatasetSpec(BaseModel):
@@ -35,6 +80,7 @@ class DatasetSpec(BaseModel):
     seed: int = Field(default=0, ge=0, le=2_147_483_647)
     params: NeutralParams = NeutralParams()
     budget: Budget = Budget()
+    pricing: Pricing = Pricing()
     storage: str = "./wan_output"
 
     #: where the spec file lives; relative paths in it resolve against this directory

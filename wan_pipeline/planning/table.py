@@ -62,7 +62,8 @@ def read_table(path: Path) -> RawTable:
         except Exception as exc:  # pyarrow raises many types for a malformed file
             raise InvalidInput([Problem(file, None, None, f"cannot be read as a table: {exc}")]) from exc
         records = frame.to_dict(orient="records")
-        return RawTable(tuple(str(c) for c in frame.columns), tuple((i + 1, r) for i, r in enumerate(records)))
+        rows = tuple((i + 1, {str(k): v for k, v in r.items()}) for i, r in enumerate(records))
+        return RawTable(tuple(str(c) for c in frame.columns), rows)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:

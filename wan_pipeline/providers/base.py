@@ -116,8 +116,23 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """What a host says a finished task is billed on, in neutral units; priced with the submitted model's
+    price (declared or documented) by `planning.pricing`, since the host's answer may not name the model."""
+
+    images: float | None = None  # output images produced (and billed)
+    seconds: float | None = None  # output seconds of video billed
+    resolution: str | None = None  # the video gear those seconds are billed at ("720p", "1080p")
+
+
+@dataclass(frozen=True)
 class TaskSnapshot:
-    """What a provider said about a task at one moment, in neutral terms."""
+    """What a provider said about a task at one moment, in neutral terms.
+
+    Charges, where the host reports them: `credits_reserved` (a pre-charge, e.g. on create),
+    `credits_final` / `cost_usd` (the settled amount; 0 for a failed task the host refunds), and `usage`
+    (billed units the host reports without a price).
+    """
 
     task_id: str
     status: TaskStatus
@@ -128,6 +143,7 @@ class TaskSnapshot:
     cost_usd: float | None = None
     provider_seed: int | None = None
     progress: float | None = None
+    usage: Usage | None = None
     raw: Any = None
 
 
@@ -137,6 +153,25 @@ class HostLimits:
 
     max_concurrency: int
     submits_per_second: float
+
+
+@dataclass(frozen=True)
+class ListedTask:
+    """One entry of a host's task list (DashScope): no prompt, no parameters, just what and when."""
+
+    task_id: str
+    model: str
+    status: str
+    created: str  # the host's own timestamp text, as listed
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    """One page of a host's task list, in the host's own order (oldest first)."""
+
+    tasks: tuple[ListedTask, ...]
+    page_no: int
+    total_pages: int
 
 
 @dataclass(frozen=True)
@@ -151,6 +186,8 @@ class Issue:
 class Estimate:
     credits: float | None
     usd: float | None
+    #: where the figures come from: "declared" (the spec's pricing), "documented" (the catalog), ...
+    source: str | None = None
 
 
 class Provider(Protocol):
@@ -159,6 +196,7 @@ class Provider(Protocol):
     - `submit` must be deterministic: the same request and key give the same bytes.
     - `presubmit_task_id`: hosts where the client names the task (Runware's taskUUID) return that id,
       so the engine records it *before* sending and can poll it after a crash instead of resending.
+    - `charge_on_create`: see the attribute; a budget in that unit binds even where no price is known.
     - `supports_idempotency_key`: whether re-sending a create with the same key is safe. Where it is
       not, an attempt whose create may have reached the host is never re-sent automatically.
     - `accepted` may already be terminal (synchronous hosts).
@@ -181,6 +219,9 @@ class Provider(Protocol):
     upload_kinds: frozenset[str]
     min_poll_interval_s: float
     default_limits: HostLimits
+    #: the unit of the charge the host reports in its create answer ("credits": Rivya's and EvoLink's
+    #: reservations), from which an undocumented price can be learned; None = not reported on create
+    charge_on_create: str | None
 
     def models(self) -> tuple[str, ...]: ...
     def check(self, model: str, prompt: str, params: NeutralParams) -> list[Issue]: ...

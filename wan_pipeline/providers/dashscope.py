@@ -12,9 +12,11 @@ Wan 2.7 image semantics through resellers):
 - Errors: `{"request_id", "code", "message"}`; dotted codes refine a family (`Throttling.RateQuota`).
 - No idempotency key and no client task id: a create that may have landed is never re-sent blindly.
 - No credits: DashScope bills money per generated image (`usage.image_count`) or per output second
-  (`usage.duration`, by `usage.SR`). Credits stay None; USD comes from the catalog's prices: a finished video's
-  cost is its usage × the per-second price; a FAILED or CANCELED task costs 0 ("failures cost nothing"); an
-  image's actual cost needs the model, which the poll answer does not name, so the estimate stands.
+  (`usage.duration`, by `usage.SR`). A snapshot reports those units as `Usage`; the price is applied by
+  `planning.pricing` with the *submitted* model's price (declared in the spec or documented), since the poll
+  answer does not name the model. A FAILED or CANCELED task costs 0 ("failures cost nothing").
+- The task list (`GET /api/v1/tasks`, sheet "Task list") finds tasks whose create answer was lost: `list_tasks`
+  builds the call, `listed` reads a page; any other shape is "cannot reconcile", never "no task exists".
 
 Choices where the sheet is open (wan_pipeline/emulator/dashscope.py makes the same ones):
 - `negative_prompt` / `prompt_extend` on wan2.7-image*: ACCEPTED, in `parameters`. Seeds 002 (EvoLink) and 003
@@ -39,7 +41,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from wan_pipeline import errors as e
 from wan_pipeline.providers.base import (
@@ -49,10 +53,13 @@ from wan_pipeline.providers.base import (
     HttpCall,
     HttpReply,
     Issue,
+    ListedTask,
     Mode,
     Reference,
+    TaskPage,
     TaskSnapshot,
     TaskStatus,
+    Usage,
     error_by_status,
     json_or_none,
 )
@@ -79,6 +86,8 @@ MAX_ASPECT = 8.0
 MAX_N, MAX_N_GROUP = 4, 12
 
 #: task_status values (sheet "Task states"; SDK dashscope/common/constants.py TaskStatus)
+#: the list's largest page (sheet: page_size 1-100)
+LIST_PAGE_SIZE = 100
 PENDING_STATES = ("PENDING", "RUNNING", "SUSPENDED")
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN")
 
@@ -108,6 +117,7 @@ class DashScope(CatalogBacked):
     #: tasks in flight and creates per second when the resource config names none
     #: (sheet: per-account, per-model quotas; Wan 2.7 figures not published — conservative)
     default_limits: HostLimits = HostLimits(max_concurrency=4, submits_per_second=2.0)
+    charge_on_create: str | None = None  # usage arrives with the result
 
     # -- capabilities -------------------------------------------------------------------------
     def check(self, model: str, prompt: str, params: NeutralParams) -> list[Issue]:
@@ -342,7 +352,30 @@ class DashScope(CatalogBacked):
                                                                    "expired after 24 h)")
         else:
             raise e.Transient(code="unknown_status", message=f"unknown task_status '{status}'")
-        return TaskSnapshot(task_id=task_id, status=task_status, output_urls=urls, error=error, cost_usd=cost, raw=data)
+        usage = billed_usage(data.get("usage")) if task_status == TaskStatus.SUCCEEDED else None
+        return TaskSnapshot(task_id=task_id, status=task_status, output_urls=urls, error=error, cost_usd=cost,
+                            usage=usage, raw=data)
+
+    # -- the task list (sheet "Task list") -----------------------------------------------------------
+    def list_tasks(self, model: str, start: datetime, end: datetime, page_no: int = 1) -> HttpCall:
+        """One page of the account's tasks of `model` created in [start, end] (UTC, whole seconds)."""
+        query = {"page_no": page_no, "page_size": LIST_PAGE_SIZE, "start_time": _compact(start),
+                 "end_time": _compact(end), "model_name": model}
+        return HttpCall("GET", f"{TASKS}?{urlencode(query)}")
+
+    def listed(self, reply: HttpReply) -> TaskPage:
+        """A page of the list; any shape but the documented one cannot prove anything and is refused."""
+        data = json_or_none(reply)
+        entries = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(entries, list) or not all(_listed_ok(x) for x in entries):
+            raise e.Transient(code="cannot_reconcile", message="the task list answer has an unknown shape")
+        assert isinstance(data, dict)
+        page_no, total = data.get("page_no", 1), data.get("total_page", 1)
+        if not isinstance(page_no, int) or not isinstance(total, int):
+            raise e.Transient(code="cannot_reconcile", message="the task list answer has no page numbers")
+        tasks = tuple(ListedTask(x["task_id"], x["model_name"], x.get("status") or x.get("task_status") or "",
+                                 x["gmt_create"]) for x in entries)
+        return TaskPage(tasks, page_no, total)
 
     def error(self, reply: HttpReply) -> e.ProviderError:
         data = json_or_none(reply)
@@ -490,6 +523,25 @@ def _output_urls(output: dict[str, Any]) -> tuple[str, ...]:
     if isinstance(output.get("video_url"), str) and output["video_url"]:
         urls.append(output["video_url"])
     return tuple(urls)
+
+
+def billed_usage(usage: Any) -> Usage | None:
+    """A finished task's `usage` in neutral units: images produced, or output seconds at a gear."""
+    units = billed_units(usage)
+    if units is None:
+        return None
+    if units[0] == "image":
+        return Usage(images=units[1])
+    return Usage(seconds=units[1], resolution=units[0])
+
+
+def _compact(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y%m%d%H%M%S")
+
+
+def _listed_ok(entry: Any) -> bool:
+    return isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("task_id", "model_name",
+                                                                                     "gmt_create"))
 
 
 def billed_units(usage: Any) -> tuple[str, float] | None:

@@ -20,8 +20,10 @@ Wire facts (seed 002 and the EvoLink sheet):
   duration for text/image-to-video and on input + output duration for reference-video and video-edit,
   whose input length we cannot know before submitting (so their USD estimate is unknown when a video
   input is involved). Wan 2.7 image prices and the credit-to-USD rate are undocumented: None, never
-  guessed. The task object reports `usage.credits_reserved` (a pre-charge); nothing reports a final
-  amount except that failed tasks are free, so a failed snapshot has credits_final 0. No seed is echoed.
+  guessed. The create answer reports `usage.credits_reserved` (a pre-charge; for images on `n`, final on
+  the images actually produced): a completed image snapshot reports `Usage(images=len(results))`, from
+  which the final charge is the reservation per requested image × images produced. Failed tasks are free,
+  so a failed snapshot has credits_final 0. No seed is echoed.
 
 Image keys. Seed 002's rendered page lost its JSON key names; we use the sheet's readings, which follow
 EvoLink's sibling image models: `image_urls`, `n`, `size`, `negative_prompt`, `seed`, and pass everything
@@ -86,6 +88,7 @@ from wan_pipeline.providers.base import (
     Reference,
     TaskSnapshot,
     TaskStatus,
+    Usage,
     error_by_status,
     json_or_none,
 )
@@ -197,6 +200,7 @@ class EvoLink(CatalogBacked):
     #: tasks in flight and creates per second when the resource config names none
     #: (sheet "Rate limits": per model, no published numbers)
     default_limits: HostLimits = HostLimits(max_concurrency=8, submits_per_second=2.0)
+    charge_on_create: str | None = "credits"  # usage.credits_reserved (sheet "Pricing")
 
     # -- capabilities -------------------------------------------------------------------------
     def mode(self, model: str, params: NeutralParams) -> Mode:
@@ -414,6 +418,8 @@ class EvoLink(CatalogBacked):
         else:
             raise e.Transient(code="unknown_status", message=f"unknown task status '{status}'")
         usage = _obj(data.get("usage"))
+        produced = Usage(images=float(len(urls))) if task_status == TaskStatus.SUCCEEDED and data.get(
+            "type") == "image" else None
         return TaskSnapshot(
             task_id=str(data["id"]),
             status=task_status,
@@ -423,6 +429,7 @@ class EvoLink(CatalogBacked):
             # Sheet "Pricing": failed tasks are free; a completed task's final charge is never reported.
             credits_final=0.0 if status == "failed" else None,
             progress=_num(data.get("progress")),
+            usage=produced,
             raw=data,
         )
 

@@ -155,6 +155,7 @@ class ReApi(CatalogBacked):
     #: tasks in flight and creates per second when the resource config names none
     #: (sheet: limits exist (429 + Retry-After), numbers not published)
     default_limits: HostLimits = HostLimits(max_concurrency=8, submits_per_second=2.0)
+    charge_on_create: str | None = None  # no usage or cost anywhere (sheet "Results")
 
     # -- capabilities -------------------------------------------------------------------------
     def unsupported_reason(self, info: ModelInfo, name: str) -> str:

@@ -76,6 +76,7 @@ class Rivya(CatalogBacked):
     #: tasks in flight and creates per second when the resource config names none
     #: (no published limits (sheet); a conservative start)
     default_limits: HostLimits = HostLimits(max_concurrency=8, submits_per_second=2.0)
+    charge_on_create: str | None = "credits"  # reserved_credits
 
     # -- capabilities -------------------------------------------------------------------------
     def check(self, model: str, prompt: str, params: NeutralParams) -> list[Issue]:

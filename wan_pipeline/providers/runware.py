@@ -197,6 +197,7 @@ class Runware(CatalogBacked):
     #: tasks in flight and creates per second when the resource config names none
     #: (sheet: no hard per-key limits; shared queues answer load with latency, not refusals)
     default_limits: HostLimits = HostLimits(max_concurrency=32, submits_per_second=10.0)
+    charge_on_create: str | None = None  # `cost` comes with each result
 
     # -- capabilities -------------------------------------------------------------------------
     def check(self, model: str, prompt: str, params: NeutralParams) -> list[Issue]:
