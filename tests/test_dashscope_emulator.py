@@ -640,7 +640,7 @@ async def test_adapter_requests_are_accepted_and_round_trip(client: httpx.AsyncC
         assert snap.cost_usd is None  # the poll answer does not name the model: its usage is priced later
         assert snap.usage == Usage(images=len(snap.output_urls))
     else:
-        assert snap.cost_usd == pytest.approx(0.1 * snap.raw["usage"]["duration"])
+        assert snap.usage == Usage(seconds=snap.raw["usage"]["duration"], resolution="720p")
 
 
 async def test_adapter_classifies_the_emulator_errors(client: httpx.AsyncClient) -> None:
@@ -745,9 +745,10 @@ async def test_engine_generates_images_and_video_end_to_end_with_lineage(e2e_env
             assert (row["width"], row["height"]) == expected_sizes[pid]
             assert re.fullmatch(r"[0-9a-f-]{36}", row["task_id"])
             assert (row["credits_reserved"], row["credits_final"]) == (None, None)  # DashScope has no credits
-            # Per output row: the task's USD split over its files. Videos: from usage (provider); images: catalog.
+            # Per output row: the task's USD split over its files, from the host's usage (images produced,
+            # seconds billed) × the submitted model's documented price.
             assert row["cost_usd"] == pytest.approx(expected_usd[pid] / expected_outputs[pid])
-            assert row["cost_source"] == ("provider" if pid == "boat" else "catalog")
+            assert row["cost_source"] == "reported"
             request = json.loads(row["request_json"])
             assert request["model"] == spec.model and "Authorization" not in row["request_json"]
             assert request["parameters"]["seed"] == row["seed"]
@@ -770,8 +771,9 @@ async def run_dataset(path: Path) -> tuple[list[Any], list[dict[str, Any]]]:
 
 async def test_engine_never_resends_a_create_whose_answer_was_lost(e2e_env: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    # DashScope has no idempotency key: a create whose answer was lost may have bought a task, so neither this
-    # run nor the next sends it again (GET /api/v1/tasks lists it; the user decides with --resubmit-ambiguous).
+    # DashScope has no idempotency key: a create whose answer was lost may have bought a task, so it is never
+    # sent again blindly. The next run finds it in GET /api/v1/tasks (its window between its neighbours) and
+    # adopts it: one task bought, one request sent, the output stored.
     monkeypatch.setenv("WAN_PIPELINE_EMULATOR", json.dumps({"queue_s": 0, "process_s": 0.05,
                                                             "faults": {"drop": {"next": 1}}}))
     path = write_dataset(e2e_env, "ds_drop", "wan2.7-image", [{"prompt_id": "a", "prompt": "A lighthouse"}])
@@ -780,11 +782,11 @@ async def test_engine_never_resends_a_create_whose_answer_was_lost(e2e_env: Path
     assert [o.status for o in first] == ["failed"]
     assert isinstance(first[0].error, e.Transient)
     again, lineage = await run_dataset(path)
-    assert [o.status for o in again] == ["failed"]
-    assert type(again[0].error) is e.AmbiguousSubmission
+    assert [o.status for o in again] == ["stored"]
     emulated = json.loads(state_file.read_text(encoding="utf-8"))
     assert (len(emulated["tasks"]), emulated["submit_requests"]) == (1, 1)
-    assert [(r["status"], r["task_id"]) for r in lineage] == [("failed", None)]
+    (task_id,) = emulated["tasks"]
+    assert [(r["status"], r["task_id"]) for r in lineage] == [("succeeded", task_id)]
 
 
 async def test_engine_retries_throttling_and_buys_each_output_once(e2e_env: Path,
@@ -810,7 +812,7 @@ async def test_engine_records_a_moderation_failure_as_permanent(e2e_env: Path, m
     assert [o.status for o in outcomes] == ["failed"]
     assert type(outcomes[0].error) is e.ContentRejected
     assert [(r["status"], r["error_code"], r["error_class"], r["cost_usd"], r["cost_source"]) for r in lineage] == [
-        ("failed", "DataInspectionFailed", "ContentRejected", 0.0, "provider")]  # failures are not billed
+        ("failed", "DataInspectionFailed", "ContentRejected", 0.0, "reported")]  # failures are not billed
 
 
 # -- local reference files through the temporary upload ------------------------------------------------

@@ -11,8 +11,10 @@ from conftest import load_fixture
 from pydantic import ValidationError
 
 from wan_pipeline import errors as e
+from wan_pipeline.planning.pricing import usage_cost
+from wan_pipeline.planning.spec import Pricing
 from wan_pipeline.providers import dashscope as ds
-from wan_pipeline.providers.base import GenerationRequest, HttpReply, Mode, Reference, TaskStatus
+from wan_pipeline.providers.base import Estimate, GenerationRequest, HttpReply, Mode, Reference, TaskStatus, Usage
 from wan_pipeline.providers.dashscope import PROVIDER as DASHSCOPE
 from wan_pipeline.providers.params import NeutralParams
 from wan_pipeline.providers.registry import get_provider
@@ -259,8 +261,10 @@ def test_sheet_image_success_gives_its_url() -> None:
     assert snap.output_urls == ("https://dashscope-result-bj.oss-cn-beijing.aliyuncs.com/xxx.png?Expires=1774600000"
                                 "&Signature=…",)
     assert (snap.credits_final, snap.cost_usd) == (None, None)  # the poll answer does not name the model
-    assert ds.billed_units(data["usage"]) == ("image", 1.0)
-    assert ds.image_cost_usd("wan2.7-image-pro", data["usage"]) == 0.075
+    assert snap.usage == Usage(images=1.0)
+    # usage × the submitted model's price: documented, or what the spec declares the account pays
+    assert usage_cost(Pricing(), "dashscope", "wan2.7-image-pro", snap.usage).usd == 0.075
+    assert usage_cost(Pricing(usd_per_image=0.05), "dashscope", "wan2.7-image-pro", snap.usage).usd == 0.05
     assert snap.raw == data
 
 
@@ -268,7 +272,10 @@ def test_sheet_video_success_gives_its_url_and_cost_from_usage() -> None:
     snap = DASHSCOPE.state(reply(200, load_fixture("dashscope/sheet_video_succeeded.json")))
     assert snap.status is TaskStatus.SUCCEEDED
     assert snap.output_urls == ("https://dashscope-result-sh.oss-accelerate.aliyuncs.com/xxx.mp4?Expires=…",)
-    assert snap.cost_usd == pytest.approx(1.0)  # 10 s at 720P × $0.10
+    assert snap.usage == Usage(seconds=10, resolution="720p")
+    assert usage_cost(Pricing(), "dashscope", "wan2.7-t2v", snap.usage).usd == pytest.approx(1.0)  # 10 s × $0.10
+    declared = Pricing(usd_per_second={"720p": 0.12, "1080p": 0.2})
+    assert usage_cost(declared, "dashscope", "wan2.7-t2v", snap.usage) == Estimate(None, 1.2, "reported")
 
 
 def test_sheet_failed_task_is_content_rejected() -> None:
@@ -497,7 +504,8 @@ def test_estimate_is_usd_per_image_or_per_second_without_credits(model: str, par
     assert est.usd == pytest.approx(usd)
 
 
-def test_video_cost_from_usage_uses_the_output_seconds_and_tier() -> None:
-    assert ds.video_cost_usd({"duration": 4, "output_video_duration": 4, "SR": 1080}) == pytest.approx(0.6)
-    assert ds.video_cost_usd({"image_count": 1}) is None
-    assert ds.video_cost_usd(None) is None
+def test_video_usage_is_the_output_seconds_and_tier() -> None:
+    assert ds.billed_usage({"duration": 4, "output_video_duration": 4, "SR": 1080}) == Usage(seconds=4,
+                                                                                            resolution="1080p")
+    assert ds.billed_usage({"image_count": 3}) == Usage(images=3)
+    assert ds.billed_usage(None) is None

@@ -646,7 +646,7 @@ async def test_engine_generates_a_video_dataset_with_its_cost(e2e_env: Path) -> 
         assert row["mode"] == "text_to_video"
         assert row["credits_reserved"] == pytest.approx(0.172)  # usage.credits_reserved of the create answer
         assert row["cost_usd"] == pytest.approx(0.172)  # 2 s x $0.086, from the catalog
-        assert row["cost_source"] == "catalog"
+        assert row["cost_source"] == "documented"
         assert json.loads(row["request_json"])["quality"] == "720p"
 
 

@@ -583,7 +583,7 @@ async def test_engine_end_to_end_image_model_stores_decodable_files_and_lineage(
         "fox": "text_to_image", "wide": "text_to_image", "edit": "image_edit", "kites": "region_edit"}
     for r in lineage:
         assert (r["status"], r["provider"], r["model"], r["cost_usd"], r["cost_source"]) == (
-            "succeeded", "runware", IMAGE, 0.03, "provider")
+            "succeeded", "runware", IMAGE, 0.03, "reported")
         assert r["provider_seed"] == r["seed"]
         assert r["task_id"] == json.loads(r["request_json"])[0]["taskUUID"]
         assert r["credits_final"] is None

@@ -29,11 +29,14 @@ from PIL import Image
 
 from wan_pipeline.errors import InvalidInput, StorageUnavailable
 from wan_pipeline.execution.engine import EngineSettings
+from wan_pipeline.execution.references import ReferencePreparer
 from wan_pipeline.execution.session import open_ledger, open_session
 from wan_pipeline.outputs.lineage import LINEAGE_PATH, write_lineage
 from wan_pipeline.outputs.storage import S3Storage, Storage, open_storage, s3_client
 from wan_pipeline.planning.plan import build_plan
 from wan_pipeline.planning.spec import load_spec
+from wan_pipeline.providers.base import HttpCall
+from wan_pipeline.providers.registry import get_provider
 
 ACCESS, SECRET = "wanpipelinetest", "wanpipelinetestsecret"
 BUCKET = "wan-test"
@@ -174,10 +177,23 @@ def test_url_only_host_gets_local_reference_as_presigned_s3_url_and_outputs_land
             img.load()
             assert (img.width, img.height) == (row["width"], row["height"])
 
+    # Lineage and the ledger record the s3:// URI the presigned URL signs, never the signature itself.
     edit = next(r for r in table if r["prompt_id"] == "edit")
-    (url,) = json.loads(edit["request_json"])["image_urls"]
+    (uri,) = json.loads(edit["request_json"])["image_urls"]
+    assert uri.startswith(f"s3://{BUCKET}/datasets/s3_reapi/references/")
+    with open_ledger(spec) as ledger:
+        recorded = " ".join(f"{a.request_json} {a.call_json}" for a in ledger.all_attempts(spec.name))
+    for secret in ("Signature", "X-Amz", "AWSAccessKeyId", ACCESS):
+        assert secret not in recorded and secret not in edit["request_json"]
+    # What went on the wire is signed afresh from that URI, and serves the file.
+    storage = open_storage(spec.storage_root)
+    preparer = ReferencePreparer(get_provider("reapi"), storage, None)  # type: ignore[arg-type]
+    call = HttpCall("POST", "/x", json_body={"image_urls": [uri], "n": 1})
+    wire = preparer.signed(call)
+    (url,) = wire.json_body["image_urls"]
     assert url.startswith(f"{s3_env}/{BUCKET}/datasets/s3_reapi/references/") and "Signature" in url
     assert httpx.get(url).content == (tmp_path / "refs" / "room.png").read_bytes()
+    assert call.json_body == {"image_urls": [uri], "n": 1}  # the recorded call is unchanged
 
 
 def test_local_reference_for_url_only_host_with_local_storage_is_refused_before_spending(tmp_path: Path) -> None:
@@ -185,7 +201,7 @@ def test_local_reference_for_url_only_host_with_local_storage_is_refused_before_
     with pytest.raises(InvalidInput) as info:
         build_plan(spec)
     (problem,) = info.value.problems
-    assert (problem.row, problem.column) == (2, "reference_images")
+    assert (problem.row, problem.column) == (3, "reference_images")  # line 3 of prompts.csv
     assert "set `storage: s3://bucket/prefix`" in problem.reason
     assert not (tmp_path / "out").exists()
 

@@ -71,7 +71,8 @@ class Poller:
         return self.settings.poll_deadline_video_s if video else self.settings.poll_deadline_s
 
     async def record(self, task: PlannedTask, attempt: Attempt, snap: TaskSnapshot) -> Attempt | None:
-        return await self.ledger.update(task.identity, attempt.attempt, **terminal_values(task, snap))
+        values = terminal_values(task, snap, attempt.credits_reserved)
+        return await self.ledger.update(task.identity, attempt.attempt, **values)
 
     async def adopt(self, task: PlannedTask, attempt: Attempt) -> Attempt | None:
         """Ask for a task the client named before sending (Runware's taskUUID); None when the host never saw it."""

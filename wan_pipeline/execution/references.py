@@ -1,8 +1,14 @@
-"""Reference media on their way to the host: its upload API where it has one, else a presigned S3 URL."""
+"""Reference media on their way to the host: its upload API where it has one, else a presigned S3 URL.
+
+A presigned URL is a credential (signature, access-key id, a session token, 24 h of read access): the request
+is built and recorded (ledger, lineage `request_json`) with the `s3://` URI the URL signs, and `signed` swaps
+in a fresh signature just before each send, so a resend after a day still works and no secret is stored.
+"""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from wan_pipeline import errors as e
 from wan_pipeline.execution.calls import Caller
@@ -44,7 +50,25 @@ class ReferencePreparer:
             )
         relpath = reference_relpath(ref.sha256, ref.mime_type)
         self.storage.put(relpath, data, ref.mime_type or "application/octet-stream")
-        return replace(ref, url=presign(relpath))
+        return replace(ref, url=self.storage.uri(relpath))  # signed at send time (`signed`)
+
+    def signed(self, call: HttpCall) -> HttpCall:
+        """The call as it goes on the wire: every `s3://` URI of this storage replaced by a fresh presigned URL."""
+        presign = getattr(self.storage, "presign", None)
+        if presign is None or call.json_body is None:
+            return call
+        prefix = self.storage.root.rstrip("/") + "/"
+
+        def sign(value: Any) -> Any:
+            if isinstance(value, str) and value.startswith(prefix):
+                return presign(value[len(prefix):])
+            if isinstance(value, list):
+                return [sign(v) for v in value]
+            if isinstance(value, dict):
+                return {k: sign(v) for k, v in value.items()}
+            return value
+
+        return replace(call, json_body=sign(call.json_body))
 
     async def upload(self, ref: Reference, call: HttpCall, max_steps: int = 4) -> Reference:
         """Run an upload, one step or several (each step's answer may name the next call)."""

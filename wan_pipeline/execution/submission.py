@@ -5,6 +5,7 @@ Which path a create takes follows from `resume.step_for` (the table there); this
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
 
@@ -13,14 +14,15 @@ from wan_pipeline.execution.calls import Caller
 from wan_pipeline.execution.journal import AsyncLedger
 from wan_pipeline.execution.outcome import EventSink, Halt
 from wan_pipeline.execution.polling import Poller
+from wan_pipeline.execution.reconcile import TaskFinder, Verdict
 from wan_pipeline.execution.references import ReferencePreparer
 from wan_pipeline.execution.resume import Step, record_for, step_for
 from wan_pipeline.execution.settings import EngineSettings
-from wan_pipeline.money.budget import BudgetGate
+from wan_pipeline.money.budget import AwaitingFirstCharge, BudgetGate
 from wan_pipeline.money.ledger import SUBMITTED, SUBMITTING, Attempt, utcnow
 from wan_pipeline.money.records import failure_values, new_attempt
 from wan_pipeline.planning.plan import PlannedTask
-from wan_pipeline.providers.base import HttpCall, Provider, TaskStatus
+from wan_pipeline.providers.base import HttpCall, ListsTasks, Provider, TaskStatus
 
 
 class Submitter:
@@ -40,6 +42,8 @@ class Submitter:
         self.provider, self.ledger, self.calls = provider, ledger, calls
         self.references, self.poller, self.budget = references, poller, budget
         self.settings, self.halt, self.run_id, self.on_event = settings, halt, run_id, on_event
+        self._one_create = asyncio.Lock()
+        self.finder = TaskFinder(provider, ledger, calls) if isinstance(provider, ListsTasks) else None
 
     async def submit(self, task: PlannedTask, attempt_no: int) -> tuple[Attempt, int]:
         """Create the provider task for this attempt, or adopt the one an earlier run created.
@@ -51,7 +55,10 @@ class Submitter:
         if same is not None and step is Step.REPORT:
             raise e.rebuild(same.error_class, same.error_code, same.error_message)
         if same is not None and step is Step.RESEND:
-            call = await self._rearm(task, same)
+            rearmed = await self._rearm(task, same)
+            if isinstance(rearmed, Attempt):
+                return rearmed, 0
+            call = rearmed
         elif same is not None and step is Step.ASK_BY_NAME:
             adopted = await self.poller.adopt(task, same)
             if adopted is not None:
@@ -70,30 +77,62 @@ class Submitter:
         key = task.idempotency_key(attempt_no)
         call = self.provider.submit(request, key)
         attempt = new_attempt(task, attempt_no, call, self.provider.presubmit_task_id(request, key), self.run_id)
-        # durable before a byte leaves this process; the budget check is atomic with the write
-        await self.ledger.begin_attempt(attempt, check=lambda: self.budget.admit(task, attempt_no))
-        return call
+        while True:
+            try:
+                # durable before a byte leaves this process; the budget check is atomic with the write
+                await self.ledger.begin_attempt(attempt, check=lambda: self.budget.admit(task, attempt_no, attempt))
+                return call
+            except AwaitingFirstCharge:
+                await asyncio.sleep(self.settings.poll_initial_s / 4)  # the price is learned from another create
 
-    async def _rearm(self, task: PlannedTask, same: Attempt) -> HttpCall:
-        """The create may have reached the host: re-send the recorded bytes, never a rebuilt request."""
+    async def _rearm(self, task: PlannedTask, same: Attempt) -> HttpCall | Attempt:
+        """The create may have reached the host: find the task it made (hosts that list their tasks), or
+        re-send the recorded bytes, never a rebuilt request; returns the adopted attempt or the call."""
         if not self._may_resend(same):
-            err = e.AmbiguousSubmission(
-                code="ambiguous_submission",
-                message=f"{task.provider} may already hold a task for this output (no idempotency key support); "
-                "check the provider's dashboard, then re-run with --resubmit-ambiguous to submit again",
-            )
-            await self.ledger.update(task.identity, same.attempt, **failure_values(err))
-            raise err
+            verdict = await self._find(same)
+            if verdict.kind == "adopt":
+                return await self._adopt(task, same, verdict.task_id or "")
+            if verdict.kind != "absent":
+                err = e.AmbiguousSubmission(
+                    code="ambiguous_submission",
+                    message=f"{task.provider} may already hold a task for this output (no idempotency key "
+                    f"support){'; ' + verdict.reason if verdict.reason else ''}: check the provider's dashboard "
+                    f"for a {task.model} task created around {same.sent_at or same.updated_at}, then re-run "
+                    "with --resubmit-ambiguous to submit again",
+                )
+                await self.ledger.update(task.identity, same.attempt, **failure_values(err))
+                raise err
         call = HttpCall.from_record(same.call_json) if same.call_json else self._legacy_call(task, same)
-        await self.ledger.admit_and_update(
-            lambda: self.budget.admit(task, same.attempt), task.identity, same.attempt,
-            state=SUBMITTING, error_code=None, error_class=None, error_message=None, run_id=self.run_id,
+        while True:
+            try:
+                await self.ledger.admit_and_update(
+                    lambda: self.budget.admit(task, same.attempt), task.identity, same.attempt,
+                    state=SUBMITTING, error_code=None, error_class=None, error_message=None, run_id=self.run_id,
+                )  # fmt: skip
+                return call
+            except AwaitingFirstCharge:
+                await asyncio.sleep(self.settings.poll_initial_s / 4)
+
+    async def _find(self, same: Attempt) -> Verdict:
+        if self.finder is None:
+            return Verdict("unknown", reason="the host offers no task list to look it up")
+        return await self.finder.resolve(same)
+
+    async def _adopt(self, task: PlannedTask, same: Attempt, task_id: str) -> Attempt:
+        """The host's list shows the task this create made: poll it instead of buying it again."""
+        adopted = await self.ledger.update(
+            task.identity, same.attempt, state=SUBMITTED, task_id=task_id, submitted_at=utcnow(), error_code=None,
+            error_class=None, error_message=None, run_id=self.run_id,
         )  # fmt: skip
-        return call
+        self.on_event("adopted", task, task_id)
+        assert adopted is not None
+        return adopted
 
     def _may_resend(self, same: Attempt) -> bool:
         if self.provider.supports_idempotency_key or self.settings.resubmit_ambiguous:
             return True
+        if same.submit_calls == 0:
+            return True  # recorded, but never handed to the wire: nothing can have reached the host
         return e.error_type(same.error_class) in e.DEFINITELY_NOT_SENT
 
     def _legacy_call(self, task: PlannedTask, same: Attempt) -> HttpCall:
@@ -102,8 +141,16 @@ class Submitter:
         return replace(rebuilt, json_body=json.loads(same.request_json))
 
     async def _send(self, task: PlannedTask, attempt_no: int, call: HttpCall) -> tuple[Attempt, int]:
+        # Hosts without idempotency keys: one create in flight at a time, so a lost answer has its own window.
+        if self.provider.supports_idempotency_key:
+            return await self._send_now(task, attempt_no, call)
+        async with self._one_create:
+            return await self._send_now(task, attempt_no, call)
+
+    async def _send_now(self, task: PlannedTask, attempt_no: int, call: HttpCall) -> tuple[Attempt, int]:
         try:
-            snap = self.provider.accepted(await self.calls.send(call, submission=(task.identity, attempt_no)))
+            wire_call = self.references.signed(call)  # recorded with s3:// URIs, sent freshly signed
+            snap = self.provider.accepted(await self.calls.send(wire_call, submission=(task.identity, attempt_no)))
         except e.ProviderError as err:
             self.halt.trip(err)
             adopted = await self._adopt_after_lost_answer(task, attempt_no, err)

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +55,21 @@ CREATE TABLE IF NOT EXISTS attempts (
     completed_at TEXT,
     run_id TEXT,
     updated_at TEXT NOT NULL,
+    sent_at TEXT,
     PRIMARY KEY (identity, attempt)
 );
 CREATE INDEX IF NOT EXISTS attempts_prompt ON attempts (dataset, prompt_id);
+CREATE TABLE IF NOT EXISTS orphans (
+    task_id TEXT PRIMARY KEY,
+    dataset TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    status TEXT,
+    created TEXT,
+    cost_usd REAL,
+    cost_source TEXT,
+    found_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS outputs (
     identity TEXT NOT NULL,
     attempt INTEGER NOT NULL,
@@ -92,6 +104,10 @@ _SURELY_UNBILLED = (
     "state = 'failed' AND task_id IS NULL AND error_class IS NOT NULL "
     f"AND error_class NOT IN ({', '.join(repr(c) for c in AMBIGUOUS_ERRORS)})"
 )
+
+
+#: a `submitting` record older than this was left by a process that died mid-create (requests time out sooner)
+IN_FLIGHT_STALE_S = 900.0
 
 
 def utcnow() -> str:
@@ -134,10 +150,27 @@ class Attempt:
     completed_at: str | None = None
     run_id: str | None = None
     updated_at: str = ""
+    #: when the create was last handed to the wire: orders an output's create among its neighbours
+    sent_at: str | None = None
 
     @property
     def urls(self) -> list[str]:
         return list(json.loads(self.output_urls)) if self.output_urls else []
+
+
+@dataclass
+class Orphan:
+    """A task the host holds (and may bill) that no output of the dataset claims."""
+
+    task_id: str
+    dataset: str
+    provider: str
+    model: str
+    status: str | None
+    created: str | None
+    cost_usd: float | None
+    cost_source: str | None
+    found_at: str
 
 
 @dataclass
@@ -183,6 +216,7 @@ def held_usd(a: Attempt) -> float:
 
 _ATTEMPT_COLS = [f.name for f in fields(Attempt)]
 _OUTPUT_COLS = [f.name for f in fields(StoredOutput)]
+_ORPHAN_COLS = [f.name for f in fields(Orphan)]
 
 
 class Ledger:
@@ -203,8 +237,9 @@ class Ledger:
     def _migrate(self) -> None:
         """Columns added after a ledger was first written (ledgers outlive code versions)."""
         have = {row[1] for row in self._db.execute("PRAGMA table_info(attempts)")}
-        if "call_json" not in have:
-            self._db.execute("ALTER TABLE attempts ADD COLUMN call_json TEXT")
+        for column in ("call_json", "sent_at"):
+            if column not in have:
+                self._db.execute(f"ALTER TABLE attempts ADD COLUMN {column} TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -309,8 +344,8 @@ class Ledger:
     def count_submit_call(self, identity: str, attempt: int) -> None:
         with self._tx() as db:
             db.execute(
-                "UPDATE attempts SET submit_calls = submit_calls + 1 WHERE identity=? AND attempt=?",
-                (identity, attempt),
+                "UPDATE attempts SET submit_calls = submit_calls + 1, sent_at = ? WHERE identity=? AND attempt=?",
+                (utcnow(), identity, attempt),
             )
 
     # -- outputs -------------------------------------------------------------------------------
@@ -335,6 +370,27 @@ class Ledger:
             cur = self._db.execute(f"SELECT {', '.join(_OUTPUT_COLS)} FROM outputs")
             return [StoredOutput(*row) for row in cur.fetchall()]
 
+    # -- orphans -------------------------------------------------------------------------------
+    def record_orphan(self, o: Orphan) -> None:
+        with self._tx() as db:
+            db.execute(
+                f"INSERT OR REPLACE INTO orphans ({', '.join(_ORPHAN_COLS)}) "
+                f"VALUES ({', '.join('?' * len(_ORPHAN_COLS))})",
+                [getattr(o, c) for c in _ORPHAN_COLS],
+            )
+
+    def claim_orphan(self, task_id: str) -> None:
+        """An output adopted this task: it is no longer an orphan."""
+        with self._tx() as db:
+            db.execute("DELETE FROM orphans WHERE task_id=?", (task_id,))
+
+    def orphans(self, dataset: str) -> list[Orphan]:
+        with self._lock:
+            cur = self._db.execute(
+                f"SELECT {', '.join(_ORPHAN_COLS)} FROM orphans WHERE dataset=? ORDER BY created, task_id", (dataset,)
+            )
+            return [Orphan(*row) for row in cur.fetchall()]
+
     # -- money ---------------------------------------------------------------------------------
     def committed_credits(self, dataset: str) -> float:
         """Credits spent or held: settled amounts where known, else reserved, else our estimate."""
@@ -357,3 +413,26 @@ class Ledger:
                 (dataset,),
             ).fetchone()
             return float(row[0])
+
+    def highest_charge(self, dataset: str) -> float | None:
+        """The highest per-task charge the host has reported for this dataset (reserved or final), if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MAX(MAX(COALESCE(credits_reserved, 0), COALESCE(credits_final, 0))) FROM attempts "
+                "WHERE dataset=? AND (credits_reserved > 0 OR credits_final > 0)",
+                (dataset,),
+            ).fetchone()
+            return None if row[0] is None else float(row[0])
+
+    def charges_unknown_in_flight(self, dataset: str, exclude: tuple[str, int]) -> int:
+        """Creates in flight (or answered) whose charge is neither reported nor estimated yet. A `submitting`
+        record untouched for IN_FLIGHT_STALE_S was left by a process that died: not in flight any more."""
+        cutoff = (datetime.now(UTC) - timedelta(seconds=IN_FLIGHT_STALE_S)).isoformat(timespec="milliseconds")
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM attempts WHERE dataset=? AND state IN (?, ?) AND credits_reserved IS NULL "
+                "AND credits_final IS NULL AND credits_estimate IS NULL AND NOT (identity=? AND attempt=?) "
+                "AND NOT (state=? AND updated_at < ?)",
+                (dataset, SUBMITTING, SUBMITTED, *exclude, SUBMITTING, cutoff.replace("+00:00", "Z")),
+            ).fetchone()
+            return int(row[0])

@@ -1,4 +1,5 @@
-"""The Parquet lineage record (DESIGN §8, a contract): one row per output file or failed attempt.
+"""The Parquet lineage record (DESIGN §8, a contract): one row per output file or failed attempt, and one
+per task the host holds that no output claims (`status` "orphaned", with its task id and cost).
 
 Built from the ledger alone, so it also covers outputs of rows since edited or removed. Credits and
 USD of a task with several outputs are split evenly across its rows, so column sums equal what the
@@ -16,10 +17,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wan_pipeline import __version__
-from wan_pipeline.money.ledger import FAILED, STORED, Attempt, Ledger, StoredOutput, surely_unbilled
+from wan_pipeline.money.ledger import FAILED, STORED, Attempt, Ledger, Orphan, StoredOutput, surely_unbilled
 from wan_pipeline.outputs.storage import Storage
 
 LINEAGE_PATH = "lineage/lineage.parquet"
+#: `status` of a task the host holds that no output claims (found through the host's task list)
+ORPHANED = "orphaned"
 
 TS = pa.timestamp("ms", tz="UTC")
 SCHEMA = pa.schema(
@@ -150,7 +153,21 @@ def lineage_rows(ledger: Ledger, dataset: str) -> list[dict[str, Any]]:
                 )
         else:
             rows.append({**base, "status": "failed" if a.state == FAILED else "pending", "output_index": None})
+    claimed = {a.task_id for a in ledger.all_attempts(dataset) if a.task_id}
+    rows.extend(_orphan_row(o) for o in ledger.orphans(dataset) if o.task_id not in claimed)
     return rows
+
+
+def _orphan_row(o: Orphan) -> dict[str, Any]:
+    """A task the host holds (and may bill) that no output claims: its id and cost, for the user to decide."""
+    row: dict[str, Any] = dict.fromkeys(SCHEMA.names)
+    row.update(
+        dataset=o.dataset, provider=o.provider, model=o.model, task_id=o.task_id, status=ORPHANED,
+        cost_usd=o.cost_usd, cost_source=o.cost_source, submitted_at=_ts(o.created.replace(" ", "T") + "Z")
+        if o.created else None, error_message=f"the host holds this {o.status or ''} task; no output claims it",
+        code_version=__version__,
+    )  # fmt: skip
+    return row
 
 
 def _attempt_row(a: Attempt) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from wan_pipeline.errors import InvalidInput, Problem
 from wan_pipeline.planning.pricing import estimate_task, pricing_key
-from wan_pipeline.planning.spec import DatasetSpec
+from wan_pipeline.planning.spec import DatasetSpec, Pricing
 from wan_pipeline.planning.table import PromptRow, check_rows
 from wan_pipeline.providers.base import Estimate, GenerationRequest, Mode, Provider, Reference
 from wan_pipeline.providers.catalog import find_model
@@ -57,6 +57,8 @@ class PlannedTask:
     references: tuple[Reference, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
     estimate: Estimate = field(default_factory=lambda: Estimate(None, None))
+    #: what the account pays as the spec declares it (prices reported usage after the task ran)
+    pricing: Pricing = field(default_factory=Pricing)
 
     @property
     def identity(self) -> str:
@@ -171,6 +173,7 @@ def build_plan(spec: DatasetSpec) -> Plan:
                     references=refs,
                     extra=row.extra,
                     estimate=estimate_task(spec.pricing, provider, spec.model, params),
+                    pricing=spec.pricing,
                 )
             )
     if problems:
@@ -222,7 +225,8 @@ def _check_budget_covers_nothing_impossible(plan: Plan) -> None:
             spec.spec_file, None, f"budget.{name}",
             f"{spec.provider}/{spec.model} has no documented or declared {'USD' if unit == 'usd' else 'credit'} "
             f"price for {len(unpriced)} prompt(s) (e.g. {', '.join(unpriced[:3])}) and the host reports no "
-            f"{'USD' if unit == 'usd' else 'credit'} charge when a task is created, so this budget cannot bind; {fix}, or remove budget.{name}",
+            f"{'USD' if unit == 'usd' else 'credit'} charge when a task is created, so this budget cannot bind; "
+            f"{fix}, or remove budget.{name}",
         ))
     if problems:
         raise InvalidInput(problems)

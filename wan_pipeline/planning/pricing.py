@@ -118,3 +118,9 @@ def pricing_key(info: ModelInfo, unit: Literal["usd", "credits"]) -> str:
     """The `pricing:` key that would let a budget in `unit` bind for this model."""
     per = "image" if info.kind == "image" else "second"
     return f"pricing.{unit}_per_{per}"
+
+
+def usd_per_credit(provider: str, model: str) -> float | None:
+    """The documented USD value of one credit on this host, if any."""
+    info = find_model(provider, model)
+    return None if info is None else info.usd_per_credit

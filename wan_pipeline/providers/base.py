@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from wan_pipeline.errors import ProviderError
 from wan_pipeline.providers.params import NeutralParams
@@ -236,6 +237,15 @@ class Provider(Protocol):
     def error(self, reply: HttpReply) -> ProviderError: ...
     def upload(self, model: str, ref: Reference, data: bytes) -> HttpCall | None: ...
     def uploaded(self, ref: Reference, reply: HttpReply) -> Reference | tuple[Reference, HttpCall]: ...
+
+
+@runtime_checkable
+class ListsTasks(Protocol):
+    """A host that lists an account's tasks by time and model (DashScope): how a create whose answer was
+    lost is found again on a host without idempotency keys."""
+
+    def list_tasks(self, model: str, start: datetime, end: datetime, page_no: int = 1) -> HttpCall: ...
+    def listed(self, reply: HttpReply) -> TaskPage: ...
 
 
 def retry_after_seconds(reply: HttpReply) -> float | None:

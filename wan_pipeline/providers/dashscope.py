@@ -63,7 +63,7 @@ from wan_pipeline.providers.base import (
     error_by_status,
     json_or_none,
 )
-from wan_pipeline.providers.catalog import CatalogBacked, ModelInfo, find_model, not_one_of
+from wan_pipeline.providers.catalog import CatalogBacked, ModelInfo, not_one_of
 from wan_pipeline.providers.params import NeutralParams
 from wan_pipeline.providers.sizes import IMAGE_GEAR_SIDE, image_size, parse_aspect
 
@@ -332,7 +332,6 @@ class DashScope(CatalogBacked):
             task_status = TaskStatus.PENDING
         elif status == "SUCCEEDED":
             task_status = TaskStatus.SUCCEEDED
-            cost = video_cost_usd(data.get("usage"))
             if not urls:
                 task_status = TaskStatus.FAILED
                 error = e.GenerationFailed(code="no_output", message="task succeeded without result URLs")
@@ -555,25 +554,6 @@ def billed_units(usage: Any) -> tuple[str, float] | None:
     if isinstance(seconds, int | float) and sr in (720, 1080, "720", "1080"):
         return f"{int(sr)}p", float(seconds)
     return None
-
-
-def video_cost_usd(usage: Any) -> float | None:
-    """Actual USD of a video task from its usage (same per-second price for every Wan 2.7 video model)."""
-    units = billed_units(usage)
-    if units is None or units[0] == "image":
-        return None
-    rate = {"720p": 0.10, "1080p": 0.15}.get(units[0])  # catalog usd_per_second of the dashscope video models
-    return None if rate is None else round(rate * units[1], 6)
-
-
-def image_cost_usd(model: str, usage: Any) -> float | None:
-    """Actual USD of an image task: usage.image_count × the model's price (the poll answer does not name the
-    model, so `state` cannot call this; see the module docstring)."""
-    units = billed_units(usage)
-    info = find_model("dashscope", model)
-    if units is None or units[0] != "image" or info is None or info.usd_per_output is None:
-        return None
-    return round(info.usd_per_output * units[1], 6)
 
 
 def _family(code: str) -> str:

@@ -1,0 +1,141 @@
+"""Creates whose answer was lost on a host without idempotency keys (DESIGN §9): one in flight at a time, and
+the next run resolves each one's window through DashScope's task list — adopt, resubmit, or stay ambiguous."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from conftest import write_csv
+
+from wan_pipeline import errors as e
+from wan_pipeline.emulator.app import in_process
+from wan_pipeline.emulator.faults import FaultConfig
+from wan_pipeline.emulator.state import EmulatorConfig
+from wan_pipeline.execution.engine import EngineSettings, Outcome
+from wan_pipeline.execution.session import open_ledger, open_session
+from wan_pipeline.outputs.lineage import lineage_table
+from wan_pipeline.planning.plan import Plan, build_plan
+from wan_pipeline.planning.spec import load_spec
+
+FAST = EngineSettings(max_concurrency=4, submits_per_second=1000.0, poll_initial_s=0.01, poll_max_s=0.05,
+                      backoff_base_s=0.01, backoff_max_s=0.05, request_timeout_s=10.0)
+
+
+@pytest.fixture
+def plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Plan:
+    monkeypatch.setenv("WAN_PIPELINE_STATE_DIR", str(tmp_path / "state"))
+    for var in ("DASHSCOPE_API_KEY", "DASHSCOPE_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    write_csv(tmp_path / "prompts.csv", [{"prompt_id": p, "prompt": f"A {p} at dusk"}
+                                         for p in ("lighthouse", "harbour", "ferry", "pier")])
+    spec = {"name": "lost", "prompts": "prompts.csv", "provider": "dashscope", "model": "wan2.7-image",
+            "endpoint": "emulator", "seed": 7, "params": {"resolution": "1K"}, "storage": "./out"}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return build_plan(load_spec(tmp_path / "spec.yaml"))
+
+
+class Host:
+    """One emulated DashScope account that outlives engine runs."""
+
+    def __init__(self) -> None:
+        self.state, self.transport = in_process(EmulatorConfig(queue_s=0, process_s=0.02), "dashscope")
+
+    def faults(self, **next_counts: int) -> None:
+        self.state.faults.configure(FaultConfig.model_validate({k: {"next": n} for k, n in next_counts.items()}))
+
+    async def run(self, plan: Plan) -> list[Outcome]:
+        async with open_session(plan.spec, FAST, transport=self.transport) as session:
+            return await session.engine.run(list(plan.tasks))
+
+    def foreign_task(self, like_model: str, at: float) -> str:
+        """A task someone else on the same account created (the list shows it; no ledger claims it)."""
+        template = next(iter(self.state.tasks.values()))
+        other = replace(template, id=f"foreign-{at}", created_at=at)
+        self.state.create_task(other)
+        return other.id
+
+
+def statuses(outcomes: list[Outcome]) -> list[str]:
+    return [o.status for o in outcomes]
+
+
+def test_a_lost_answer_is_found_in_the_task_list_and_adopted(plan: Plan) -> None:
+    host = Host()
+    host.faults(drop=1)  # the first create lands on the host, its answer is lost
+    first = asyncio.run(host.run(plan))
+    assert statuses(first).count("failed") == 1 and statuses(first).count("stored") == 3
+    again = asyncio.run(host.run(plan))
+    assert statuses(again) == ["stored"] * 4
+    report = host.state.report()
+    assert (report["tasks_created"], report["submit_requests"]) == (4, 4)  # nothing bought twice
+    with open_ledger(plan.spec) as ledger:
+        claimed = {a.task_id for a in ledger.all_attempts(plan.spec.name)}
+        assert claimed == {t["id"] for t in report["tasks"]} and ledger.orphans(plan.spec.name) == []
+
+
+def test_a_create_the_list_proves_absent_is_sent_again(plan: Plan) -> None:
+    host = Host()
+    host.faults(server_error=1)  # refused before any task was made, but a 500 proves nothing by itself
+    first = asyncio.run(host.run(plan))
+    assert statuses(first).count("failed") == 1
+    again = asyncio.run(host.run(plan))
+    assert statuses(again) == ["stored"] * 4
+    report = host.state.report()
+    assert (report["tasks_created"], report["submit_requests"]) == (4, 5)  # one re-send, still one task each
+
+
+def test_two_unclaimed_tasks_in_the_window_stay_ambiguous_and_are_recorded_as_orphans(plan: Plan) -> None:
+    host = Host()
+    host.faults(drop=1)
+    first = asyncio.run(host.run(plan))
+    lost = next(o for o in first if o.status == "failed")
+    held = {t["id"] for t in host.state.report()["tasks"]}
+    with open_ledger(plan.spec) as ledger:
+        claimed = {a.task_id for a in ledger.all_attempts(plan.spec.name) if a.task_id}
+    (ours,) = held - claimed
+    foreign = host.foreign_task("wan2.7-image", host.state.tasks[ours].created_at + 0.0005)
+    again = asyncio.run(host.run(plan))
+    outcome = next(o for o in again if o.task.identity == lost.task.identity)
+    assert outcome.status == "failed" and isinstance(outcome.error, e.AmbiguousSubmission)
+    assert "2 unclaimed tasks in its window" in outcome.error.message and foreign in outcome.error.message
+    assert host.state.report()["submit_requests"] == 4  # nothing re-sent
+    with open_ledger(plan.spec) as ledger:
+        assert {o.task_id for o in ledger.orphans(plan.spec.name)} == {ours, foreign}
+        table = lineage_table(ledger, plan.spec.name).to_pylist()
+    orphaned = [r for r in table if r["status"] == "orphaned"]
+    assert {r["task_id"] for r in orphaned} == {ours, foreign}
+    assert all(r["prompt_id"] is None and r["model"] == "wan2.7-image" for r in orphaned)
+
+
+class CreateCounter(httpx.AsyncBaseTransport):
+    """Wraps the emulator's transport and records how many creates were in flight at once."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.in_flight = 0
+        self.peaks: list[int] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        is_create = request.method == "POST" and "generation" in request.url.path
+        if not is_create:
+            return await self.inner.handle_async_request(request)
+        self.in_flight += 1
+        self.peaks.append(self.in_flight)
+        try:
+            await asyncio.sleep(0.01)  # long enough for concurrent tasks to pile up if they could
+            return await self.inner.handle_async_request(request)
+        finally:
+            self.in_flight -= 1
+
+
+def test_creates_on_a_host_without_idempotency_keys_are_one_at_a_time(plan: Plan) -> None:
+    host = Host()
+    counter = CreateCounter(host.transport)
+    host.transport = counter  # type: ignore[assignment]
+    assert statuses(asyncio.run(host.run(plan))) == ["stored"] * 4
+    assert counter.peaks == [1, 1, 1, 1]
