@@ -54,14 +54,6 @@ IMAGE_SYNC = f"{API}/services/aigc/multimodal-generation/generation"
 VIDEO_SYNTHESIS = f"{API}/services/aigc/video-generation/video-synthesis"
 OSS_HOST = "/_dashscope_oss"  # the emulated temporary-storage host the upload policy points at
 
-# The emulator keeps its own copy of the host's facts (sheet "Create request"), never the client's constants:
-# a mapping mistake in the client must not be mirrored by the host it is tested against.
-IMAGE_GEAR_SIDE = {"1K": 1024, "2K": 2048, "4K": 4096}
-VIDEO_SIZES: dict[str, dict[str, tuple[int, int]]] = {
-    "720p": {"16:9": (1280, 720), "9:16": (720, 1280), "1:1": (960, 960), "4:3": (1104, 832), "3:4": (832, 1104)},
-    "1080p": {"16:9": (1920, 1080), "9:16": (1080, 1920), "1:1": (1440, 1440), "4:3": (1648, 1248),
-              "3:4": (1248, 1648)},
-}
 LIST_STATUSES = ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED")
 
 IMAGE_USD = {"wan2.7-image": 0.030, "wan2.7-image-pro": 0.075}
