@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
 from e2e_helpers import (
@@ -25,6 +26,7 @@ from e2e_helpers import (
 )
 from PIL import Image
 
+from wan_pipeline.assets.dagster_compat import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 from wan_pipeline.outputs.lineage import CONTRACT_COLUMNS
 
 
@@ -47,12 +49,24 @@ def _ok(proc: object) -> None:
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"  # type: ignore[attr-defined]
 
 
+def _generate_runs(dagster_home: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """(first, last) partition of every generate run in the instance, oldest first; each must have succeeded."""
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    with dg.DagsterInstance.get() as instance:
+        records = instance.get_run_records(dg.RunsFilter(job_name="demo_generate_job"), ascending=True)
+        assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records)
+        return [(r.dagster_run.tags[PARTITION_RANGE_START_TAG], r.dagster_run.tags[PARTITION_RANGE_END_TAG])
+                for r in records]
+
+
 def _emulator_net(spec: Path) -> float:
     state = read_emulator_state(emulator_state_file(spec))
     return float(state["charged"] - state["refunded"])
 
 
-def test_demo_generate_is_complete_verified_and_idempotent(demo: Path, env: dict[str, str], tmp_path: Path) -> None:
+def test_demo_generate_is_complete_verified_and_idempotent(
+    demo: Path, env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cwd = tmp_path
 
     proc = run_cli("validate", str(demo), env=env, cwd=cwd)
@@ -91,6 +105,9 @@ def test_demo_generate_is_complete_verified_and_idempotent(demo: Path, env: dict
     assert re.search(r"outputs stored:\s+24/24", proc.stdout)
     assert re.search(r"new submissions:\s+22\n", proc.stdout)
     assert re.search(r"spend \(final or held, whole dataset\): 120 credits\n", proc.stdout)
+    # The runs are a backfill's: the missing partitions as contiguous ranges under the backfill policy,
+    # each materializing every partition of its range.
+    assert _generate_runs(tmp_path / "dagster_home", monkeypatch) == [("fox_dawn", "fox_dawn"), ("tea_house", "bakery")]
 
     frame = read_lineage(demo)
     files = media_files(demo)

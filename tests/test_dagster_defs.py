@@ -340,9 +340,8 @@ def test_sensor_adds_only_new_rows(fast_env: pytest.MonkeyPatch, spec_path: Path
         fh.write('new_row,"A lone kite over a green hill",,,,,landscape\n')
     result = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor))
     assert isinstance(result, dg.SensorResult)
-    [request] = result.run_requests
-    assert request.partition_key == "new_row"
-    assert set(request.asset_selection or []) == {dg.AssetKey(["demo", "generations"]), dg.AssetKey(["demo", "media"])}
+    [request] = result.run_requests  # a run over the new partitions, chunked as a backfill would
+    assert request.partition_key_range == dg.PartitionKeyRange("new_row", "new_row")
     [add] = result.dynamic_partitions_requests
     assert (add.partitions_def_name, list(add.partition_keys)) == ("demo_prompts", ["new_row"])
     assert result.cursor != first.cursor

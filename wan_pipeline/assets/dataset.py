@@ -32,6 +32,7 @@ def dataset_definitions(spec_path: str | Path) -> dg.Definitions:
     path = Path(spec_path).resolve()
     spec = load_spec(path)
     lineage_asset, *checks = build_lineage_asset(spec, path)
+    generation_assets = build_generation_assets(spec, path)
     generate_job = dg.define_asset_job(
         generate_job_name(spec),
         selection=dg.AssetSelection.assets(key(spec, "generations"), key(spec, "media")),
@@ -39,7 +40,7 @@ def dataset_definitions(spec_path: str | Path) -> dg.Definitions:
         description="Submit, poll, download and store the selected prompt partitions.",
     )
     return dg.Definitions(
-        assets=[build_prompt_table_asset(spec, path), build_generation_assets(spec, path), lineage_asset],
+        assets=[build_prompt_table_asset(spec, path), generation_assets, lineage_asset],
         asset_checks=checks,
         jobs=[
             dg.define_asset_job(
@@ -49,5 +50,5 @@ def dataset_definitions(spec_path: str | Path) -> dg.Definitions:
             # Selecting the asset includes its checks, which run right after it.
             dg.define_asset_job(lineage_job_name(spec), selection=dg.AssetSelection.assets(key(spec, "lineage"))),
         ],
-        sensors=[build_new_prompts_sensor(spec, path, generate_job)],
+        sensors=[build_new_prompts_sensor(spec, path, generate_job.name, generation_assets.backfill_policy)],
     )

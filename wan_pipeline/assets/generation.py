@@ -1,27 +1,34 @@
 """generations + media: one op per run submits, polls, downloads and stores every output of the run's
 partitions, concurrently, through the provider resource.
 
-They are two assets produced by one op so each result is downloaded as soon as it is ready (result
-URLs expire) and so each partition's outcome is recorded on its own: a partition is materialized
-(with its metadata) as soon as all its outputs are stored; failed partitions fail the step at the
-end with the reason for each, leaving the successful ones materialized.
+They are two assets produced by one op so each result is downloaded as soon as it is ready (result URLs
+expire) and so each partition's outcome is recorded on its own, live: a partition is materialized (with its
+metadata) within moments of its last output being stored, while the run goes on — a killed run keeps the
+record of every partition it stored. A partition that failed is observed as failed, with its reason, as soon
+as its last output is final; the step then fails at the end listing the failed partitions as structured
+metadata (`FAILED_PARTITIONS`), leaving the good ones materialized.
+
+Events per partition are what the UI needs: Dagster's two "planned" events (written when the run starts;
+they are what marks a partition failed when the run fails), then two materializations, or two observations
+when it failed. Per-task log lines are not written (the ledger and lineage hold every task); only retries
+and provider-side failures are logged.
 """
 
-import asyncio
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from wan_pipeline.assets.keys import key, prompt_partitions
+from wan_pipeline.assets.live import Note, OutcomeStream
 from wan_pipeline.errors import WanPipelineError
-from wan_pipeline.execution.engine import Outcome
+from wan_pipeline.execution.engine import Outcome, OutcomeSink
 from wan_pipeline.execution.session import open_session
 from wan_pipeline.outputs.media import thumbnail_data_uri
 from wan_pipeline.outputs.storage import Storage, relpath_of
-from wan_pipeline.planning.plan import build_plan
+from wan_pipeline.planning.plan import Plan, PlannedTask, build_plan
 from wan_pipeline.planning.spec import DatasetSpec, load_spec
 from wan_pipeline.resources.provider import ProviderResource
 from wan_pipeline.resources.storage import StorageResource
@@ -29,95 +36,154 @@ from wan_pipeline.resources.storage import StorageResource
 MAX_PARTITIONS_PER_RUN = 50
 #: in the step failure of a run where some partitions failed and the others were materialized
 PARTIAL_FAILURE = "partition(s) failed; the others are materialized"
+#: step-failure metadata key: JSON {partition key: reason} of every partition that did not complete
+FAILED_PARTITIONS = "failed_partitions"
+#: engine events worth a line in the run's log (the others are in the ledger, lineage and materializations)
+_LOGGED_EVENTS = {"task_failed": "provider-side failure", "download_retry": "download retried"}
+
+Event = dg.AssetMaterialization | dg.AssetObservation
+
+
+def _asset_specs(spec: DatasetSpec) -> list[dg.AssetSpec]:
+    partitions = prompt_partitions(spec)
+    gen_key = key(spec, "generations")
+    return [
+        dg.AssetSpec(
+            gen_key,
+            deps=[key(spec, "prompt_table")],
+            partitions_def=partitions,
+            group_name=spec.name,
+            skippable=True,
+            kinds={spec.provider},
+            description="Provider tasks: submitted once, polled to a terminal state (ledger-backed).",
+        ),
+        dg.AssetSpec(
+            key(spec, "media"),
+            deps=[gen_key],
+            partitions_def=partitions,
+            group_name=spec.name,
+            skippable=True,
+            kinds={"s3" if spec.is_s3 else "file", "image"},
+            description="Downloaded, verified and stored media files with SHA-256.",
+        ),
+    ]
 
 
 def build_generation_assets(spec: DatasetSpec, spec_path: Path) -> dg.AssetsDefinition:
-    partitions = prompt_partitions(spec)
     gen_key, media_key = key(spec, "generations"), key(spec, "media")
 
     @dg.multi_asset(
         name=f"{spec.name}_generate",
-        specs=[
-            dg.AssetSpec(
-                gen_key,
-                deps=[key(spec, "prompt_table")],
-                partitions_def=partitions,
-                group_name=spec.name,
-                skippable=True,
-                kinds={spec.provider},
-                description="Provider tasks: submitted once, polled to a terminal state (ledger-backed).",
-            ),
-            dg.AssetSpec(
-                media_key,
-                deps=[gen_key],
-                partitions_def=partitions,
-                group_name=spec.name,
-                skippable=True,
-                kinds={"s3" if spec.is_s3 else "file", "image"},
-                description="Downloaded, verified and stored media files with SHA-256.",
-            ),
-        ],
+        specs=_asset_specs(spec),
         backfill_policy=dg.BackfillPolicy.multi_run(MAX_PARTITIONS_PER_RUN),
         can_subset=False,
     )
     def generate(
         context: dg.AssetExecutionContext, provider: ProviderResource, storage: StorageResource
-    ) -> Iterator[dg.AssetMaterialization]:
-        # A generator yielding per-partition materializations and no outputs (the specs are skippable):
-        # a partition is materialized only when every output of it is stored.
+    ) -> Iterator[Event]:
+        # A generator yielding per-partition events and no outputs (the specs are skippable): a partition
+        # is materialized only when every output of it is stored.
         try:
             current = load_spec(spec_path)
             plan = build_plan(current)
         except WanPipelineError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         keys = list(context.partition_keys)
-        tasks = [t for k in keys for t in plan.tasks_for(k)]
-        unknown = [k for k in keys if not plan.tasks_for(k)]
+        by_partition = _tasks_by_partition(plan, keys)
+        tasks = [t for k in keys for t in by_partition[k]]
         context.log.info(f"{len(keys)} partition(s), {len(tasks)} output(s) via {current.provider}/{current.model}")
-
-        def log_event(kind: str, task: object, detail: str) -> None:
-            context.log.debug(f"{kind} {getattr(task, 'prompt_id', '?')}/v{getattr(task, 'variant', '?')}: {detail}")
-
         store = storage.for_spec(current)
+        failures: dict[str, str] = {}
+        for pid in (k for k in keys if not by_partition[k]):
+            failures[pid] = "prompt_id is no longer in the prompt table"
+            yield from _failed_events((gen_key, media_key), pid, failures[pid], [])
 
-        async def run() -> list[Outcome]:
+        async def work(on_outcome: OutcomeSink, note: Callable[[str], None]) -> None:
+            def on_event(kind: str, task: PlannedTask, detail: str) -> None:
+                if kind in _LOGGED_EVENTS:
+                    note(f"{_LOGGED_EVENTS[kind]}: {task.prompt_id}/v{task.variant}: {detail}")
+
             async with open_session(
-                current, provider.settings(current.provider), run_id=context.run_id, on_event=log_event, storage=store
+                current, provider.settings(current.provider), run_id=context.run_id, on_event=on_event, storage=store
             ) as session:
-                context.log.info(f"endpoint: {session.endpoint.describe()}")
-                return await session.engine.run(tasks)
+                note(f"endpoint: {session.endpoint.describe()}")
+                await session.engine.run(tasks, on_outcome)
 
-        try:
-            outcomes = asyncio.run(run())
-        except WanPipelineError as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
-
-        by_prompt: dict[str, list[Outcome]] = defaultdict(list)
-        for o in outcomes:
-            by_prompt[o.task.prompt_id].append(o)
-        failures: dict[str, str] = {k: "prompt_id is no longer in the prompt table" for k in unknown}
-        for pid in keys:
-            group = by_prompt.get(pid, [])
-            if not group:
-                continue
-            bad = [o for o in group if o.status != "stored"]
-            if bad:
-                failures[pid] = "; ".join(f"v{o.task.variant}: {o.error}" for o in bad)
-                continue
-            gen_meta, media_meta = _partition_metadata(group, store)
-            yield dg.AssetMaterialization(asset_key=gen_key, partition=pid, metadata=gen_meta)
-            yield dg.AssetMaterialization(asset_key=media_key, partition=pid, metadata=media_meta)
-        if failures:
-            listing = "\n".join(f"- {pid}: {why}" for pid, why in failures.items())
-            raise dg.Failure(
-                description=(
-                    f"{len(failures)} of {len(keys)} {PARTIAL_FAILURE}:\n{listing}"
-                ),
-                metadata={"failed_partitions": dg.MetadataValue.md(listing), "failed_count": len(failures)},
-                allow_retries=False,
-            )
+        tracker = _PartitionTracker(by_partition)
+        with OutcomeStream(work) as stream:
+            for item in stream:
+                if isinstance(item, Note):
+                    context.log.info(item.text)
+                    continue
+                group = tracker.add(item)
+                if group is None:
+                    continue
+                pid, bad = item.task.prompt_id, [o for o in group if o.status != "stored"]
+                if bad:
+                    failures[pid] = "; ".join(f"v{o.task.variant}: {o.error}" for o in bad)
+                    yield from _failed_events((gen_key, media_key), pid, failures[pid], group)
+                else:
+                    gen_meta, media_meta = _partition_metadata(group, store)
+                    yield dg.AssetMaterialization(asset_key=gen_key, partition=pid, metadata=gen_meta)
+                    yield dg.AssetMaterialization(asset_key=media_key, partition=pid, metadata=media_meta)
+        _raise_for(stream.error, failures, len(keys))
 
     return generate
+
+
+def _tasks_by_partition(plan: Plan, keys: list[str]) -> dict[str, list[PlannedTask]]:
+    """The run's tasks grouped by partition in one pass over the plan."""
+    wanted: dict[str, list[PlannedTask]] = {k: [] for k in keys}
+    for task in plan.tasks:
+        if task.prompt_id in wanted:
+            wanted[task.prompt_id].append(task)
+    return wanted
+
+
+class _PartitionTracker:
+    """Collects outcomes per partition; says when a partition's last output is final."""
+
+    def __init__(self, by_partition: dict[str, list[PlannedTask]]) -> None:
+        self._expected = {k: len(v) for k, v in by_partition.items()}
+        self._seen: dict[str, list[Outcome]] = defaultdict(list)
+
+    def add(self, outcome: Outcome) -> list[Outcome] | None:
+        group = self._seen[outcome.task.prompt_id]
+        group.append(outcome)
+        if len(group) < self._expected.get(outcome.task.prompt_id, 0):
+            return None
+        group.sort(key=lambda o: o.task.variant)
+        return self._seen.pop(outcome.task.prompt_id)
+
+
+def _failed_events(
+    asset_keys: tuple[dg.AssetKey, ...], pid: str, reason: str, group: list[Outcome]
+) -> Iterator[dg.AssetObservation]:
+    status = "pending" if group and all(o.status in ("pending", "stored") for o in group) else "failed"
+    attempts = [o.attempt for o in group if o.attempt is not None]
+    metadata: dict[str, Any] = {
+        "status": status,
+        "reason": dg.MetadataValue.text(reason),
+        "task_ids": ", ".join(a.task_id or "-" for a in attempts),
+        "outputs_not_stored": sum(o.status != "stored" for o in group),
+    }
+    for asset_key in asset_keys:
+        yield dg.AssetObservation(asset_key=asset_key, partition=pid, metadata=metadata)
+
+
+def _raise_for(error: BaseException | None, failures: dict[str, str], partitions: int) -> None:
+    """End the step: an engine error first (what was stored is already materialized), then failed partitions."""
+    if isinstance(error, WanPipelineError):
+        raise dg.Failure(description=str(error), allow_retries=False) from None
+    if error is not None:
+        raise error
+    if failures:
+        listing = "\n".join(f"- {pid}: {why}" for pid, why in failures.items())
+        raise dg.Failure(
+            description=f"{len(failures)} of {partitions} {PARTIAL_FAILURE}:\n{listing}",
+            metadata={FAILED_PARTITIONS: dg.MetadataValue.json(failures), "failed_count": len(failures)},
+            allow_retries=False,
+        )
 
 
 def _partition_metadata(group: list[Outcome], store: Storage) -> tuple[dict[str, Any], dict[str, Any]]:

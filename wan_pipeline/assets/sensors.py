@@ -1,23 +1,26 @@
-"""A sensor that notices new rows in the prompt table, adds their partitions and requests their runs."""
+"""A sensor that notices new rows in the prompt table, adds their partitions and requests their runs.
+
+The runs are the ones a backfill of the new partitions makes under the assets' backfill policy (ranges of at
+most 50 partitions), not one run per row.
+"""
 
 import hashlib
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from wan_pipeline.assets.keys import key
+from wan_pipeline.assets.backfill import backfill_chunks, range_tags
 from wan_pipeline.errors import WanPipelineError
 from wan_pipeline.planning.plan import build_plan
 from wan_pipeline.planning.spec import DatasetSpec, load_spec
 
 
 def build_new_prompts_sensor(
-    spec: DatasetSpec, spec_path: Path, job: UnresolvedAssetJobDefinition
+    spec: DatasetSpec, spec_path: Path, job_name: str, policy: dg.BackfillPolicy | None
 ) -> dg.SensorDefinition:
     @dg.sensor(
         name=f"{spec.name}_new_prompts",
-        job=job,
+        job_name=job_name,
         minimum_interval_seconds=60,
         # Off by default: turning it on is a decision to spend money on every new row.
         default_status=dg.DefaultSensorStatus.STOPPED,
@@ -35,12 +38,14 @@ def build_new_prompts_sensor(
             plan = build_plan(current)
         except WanPipelineError as exc:
             return dg.SkipReason(f"table does not validate; nothing added: {exc}")
-        existing = set(context.instance.get_dynamic_partitions(current.partitions_name))
+        known = list(context.instance.get_dynamic_partitions(current.partitions_name))
+        existing = set(known)
         new = [p for p in plan.prompt_ids if p not in existing]
+        # New partitions are appended after the known ones, in table order: chunk them as a backfill would.
         return dg.SensorResult(
             run_requests=[
-                dg.RunRequest(partition_key=p, asset_selection=[key(current, "generations"), key(current, "media")])
-                for p in new
+                dg.RunRequest(run_key=f"{fingerprint}:{chunk[0]}", tags=range_tags(chunk[0], chunk[-1]))
+                for chunk in backfill_chunks([*known, *new], new, policy)
             ],
             dynamic_partitions_requests=[dg.AddDynamicPartitionsRequest(current.partitions_name, new)] if new else [],
             cursor=fingerprint,

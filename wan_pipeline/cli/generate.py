@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,10 +21,12 @@ from wan_pipeline.cli.console import (
     settings,
     verbose_option,
 )
-from wan_pipeline.cli.launch import RunOutcome, launch_generation
 from wan_pipeline.errors import InvalidInput, Problem
 from wan_pipeline.planning.plan import Plan, build_plan
 from wan_pipeline.planning.spec import DatasetSpec, load_spec
+
+if TYPE_CHECKING:
+    from wan_pipeline.cli.launch import RunOutcome
 
 
 @click.command("generate", context_settings={"allow_extra_args": True})
@@ -46,6 +48,7 @@ from wan_pipeline.planning.spec import DatasetSpec, load_spec
 @click.pass_context
 def generate(ctx: click.Context, spec_path: str, only: tuple[str, ...], resubmit_ambiguous: bool, as_json: bool) -> int:
     """Generate what is missing, through Dagster."""
+    from wan_pipeline.cli.launch import launch_generation
     from wan_pipeline.execution.endpoints import resolve_endpoint
 
     selected = _selected(ctx, only)
@@ -103,6 +106,8 @@ def _summary(spec: DatasetSpec, plan: Plan, outcome: RunOutcome, selected: list[
         "outputs": len(states),
         "stored": c.get("stored", 0),
         "new_submissions": len(after - outcome.before),
+        "runs": outcome.runs,
+        "failed_partitions": outcome.failed_partitions,
         "spend": {"credits": credits, "usd": usd, "text": spend_text(credits, usd)},
         "media": str(Path(spec.storage_root) / "media") if not spec.is_s3 else spec.storage_root + "/media",
         "lineage": f"{spec.storage_root}/{LINEAGE_PATH}",

@@ -1,146 +1,164 @@
-"""Launch the dataset's Dagster jobs for `generate`: prompt table, generation chunks, lineage."""
+"""What `generate` launches in Dagster: the prompt table, the backfill's runs, then lineage.
+
+The generation runs are the ones a UI backfill makes — the partitions still missing, cut into runs by the
+generate assets' own backfill policy (`assets.backfill`) and tagged with their range — executed one after the
+other in this process on the persistent instance, so they work with the default SQLite instance and no daemon.
+Results are read back as data: each run's step failure carries the failed partitions as metadata.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wan_pipeline.cli.console import EXIT_INVALID, say
+import dagster as dg
+
+from wan_pipeline.assets.backfill import backfill_chunks, range_tags
+from wan_pipeline.assets.dataset import dataset_definitions, generate_job_name, lineage_job_name, prompt_table_job_name
+from wan_pipeline.assets.generation import FAILED_PARTITIONS
+from wan_pipeline.assets.keys import key
+from wan_pipeline.cli.console import EXIT_INVALID, StepFailed, say
 from wan_pipeline.cli.home import ensure_dagster_home
-from wan_pipeline.errors import WanPipelineError
+from wan_pipeline.cli.progress import LiveProgress, Snapshot
+from wan_pipeline.cli.runs import close_orphaned_runs, run_tags
+from wan_pipeline.execution.session import open_ledger
+from wan_pipeline.money.ledger import FAILED, STORED, SUBMITTED, SUBMITTING, SUCCEEDED, Attempt
 from wan_pipeline.planning.plan import Plan
 from wan_pipeline.planning.spec import DatasetSpec
-
-
-class StepFailed(WanPipelineError):
-    """A Dagster step the command depends on failed; carries the exit code to end with."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 @dataclass
 class RunOutcome:
     """What the Dagster runs left behind, as data."""
 
-    before: set[str] = field(default_factory=set)
+    before: set[str] = field(default_factory=set)  # attempts with a task id before the runs ("identity#n")
+    runs: int = 0
+    failed_partitions: dict[str, str] = field(default_factory=dict)
     run_failed: bool = False
-
-
-def _contiguous_blocks(ordered: list[str], wanted: set[str]) -> list[list[str]]:
-    blocks: list[list[str]] = []
-    current: list[str] = []
-    for key in ordered:
-        if key in wanted:
-            current.append(key)
-        elif current:
-            blocks.append(current)
-            current = []
-    if current:
-        blocks.append(current)
-    return blocks
 
 
 def launch_generation(
     spec_path: Path, spec: DatasetSpec, plan: Plan, selected: list[str] | None, verbose: bool
 ) -> RunOutcome:
-    import dagster as dg
-    from dagster import DagsterInstance
-    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-
-    from wan_pipeline.assets.dataset import (
-        dataset_definitions,
-        generate_job_name,
-        lineage_job_name,
-        prompt_table_job_name,
-    )
-    from wan_pipeline.cli.progress import LiveProgress
-    from wan_pipeline.cli.runs import close_orphaned_runs, run_tags
-    from wan_pipeline.definitions import resources
-    from wan_pipeline.execution.session import open_ledger
-    from wan_pipeline.outputs.status import incomplete_prompts
-
     home = ensure_dagster_home()
-    defs = dg.Definitions.merge(dataset_definitions(spec_path), dg.Definitions(resources=resources()))
-    instance = DagsterInstance.get()
-    quiet = {"loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}}}}
+    defs = _definitions(spec_path)
+    instance = dg.DagsterInstance.get()
+    run_config = {"loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}}}}
     say(f"  dagster instance: {home}", to_err=True)
     closed = close_orphaned_runs(instance, spec.name)
     if closed:
         say(f"  closed {len(closed)} run(s) left open by a killed process", to_err=True)
     tags = run_tags(spec.name)
-    result = defs.resolve_job_def(prompt_table_job_name(spec)).execute_in_process(
-        instance=instance, raise_on_error=False, run_config=quiet, tags=tags
-    )
-    if not result.success:
-        raise StepFailed("prompt_table failed:\n" + _failure_text(result), EXIT_INVALID)
 
-    outcome = RunOutcome()
-    with open_ledger(spec) as ledger:
-        todo = set(incomplete_prompts(plan, ledger))
-        outcome.before = {f"{a.identity}#{a.attempt}" for a in ledger.all_attempts(spec.name) if a.task_id}
-    if selected:
-        todo &= set(selected)
-    blocks = _contiguous_blocks(list(instance.get_dynamic_partitions(spec.partitions_name)), todo)
-    total_outputs = sum(len(plan.tasks_for(p)) for p in (selected or plan.prompt_ids))
-    if not blocks:
+    def execute(job_name: str, extra: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+        return defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance, tags={**tags, **(extra or {})}, run_config=run_config, raise_on_error=False
+        )
+
+    table = execute(prompt_table_job_name(spec))
+    if not table.success:
+        raise StepFailed("prompt_table failed:\n" + _failure_text(table), EXIT_INVALID)
+    outcome, todo = _todo(spec, plan, selected)
+    policy = defs.resolve_assets_def(key(spec, "media")).backfill_policy
+    chunks = backfill_chunks(instance.get_dynamic_partitions(spec.partitions_name), todo, policy)
+    if not chunks:
         say("  nothing to generate: every selected output is already stored", to_err=True)
     else:
-        with LiveProgress(_ledger_snapshot(plan), total_outputs):
-            for block in blocks:
-                block_tags = {
-                    **tags,
-                    ASSET_PARTITION_RANGE_START_TAG: block[0],
-                    ASSET_PARTITION_RANGE_END_TAG: block[-1],
-                }
-                res = defs.resolve_job_def(generate_job_name(spec)).execute_in_process(
-                    instance=instance, tags=block_tags, raise_on_error=False, run_config=quiet
-                )
-                outcome.run_failed |= not res.success
-                if not res.success and not _has_partition_failures(res):
-                    say("error: generation run failed:\n" + _failure_text(res), to_err=True)
-    lineage_res = defs.resolve_job_def(lineage_job_name(spec)).execute_in_process(
-        instance=instance, raise_on_error=False, run_config=quiet, tags=tags
-    )
-    outcome.run_failed |= not lineage_res.success
+        say(f"  {len(chunks)} run(s) of at most {_chunk_size(policy)} partition(s), as a backfill would", to_err=True)
+        with LiveProgress(_counters(spec), sum(todo.values())):
+            for chunk in chunks:
+                result = execute(generate_job_name(spec), range_tags(chunk[0], chunk[-1]))
+                _read_run(result, outcome)
+    outcome.run_failed |= not execute(lineage_job_name(spec)).success
     return outcome
 
 
-def _ledger_snapshot(plan: Plan) -> Any:
-    from wan_pipeline.cli.progress import Snapshot
-    from wan_pipeline.execution.session import open_ledger
-    from wan_pipeline.outputs.status import counts, output_states
+def _definitions(spec_path: Path) -> dg.Definitions:
+    from wan_pipeline.definitions import resources
+
+    return dg.Definitions.merge(dataset_definitions(spec_path), dg.Definitions(resources=resources()))
+
+
+def _chunk_size(policy: dg.BackfillPolicy | None) -> str:
+    return "1" if policy is None else str(policy.max_partitions_per_run or "all")
+
+
+def _todo(spec: DatasetSpec, plan: Plan, selected: list[str] | None) -> tuple[RunOutcome, dict[str, int]]:
+    """The selected partitions with an output not yet stored, and how many outputs each still needs."""
+    with open_ledger(spec) as ledger:
+        attempts = ledger.all_attempts(spec.name)
+    latest: dict[str, Attempt] = {}
+    for a in attempts:  # one query, one pass: the latest attempt of every output
+        if a.identity not in latest or a.attempt > latest[a.identity].attempt:
+            latest[a.identity] = a
+    wanted = set(selected) if selected else None
+    todo: dict[str, int] = {}
+    for task in plan.tasks:
+        last = latest.get(task.identity)
+        if (wanted is None or task.prompt_id in wanted) and (last is None or last.state != STORED):
+            todo[task.prompt_id] = todo.get(task.prompt_id, 0) + 1
+    before = {f"{a.identity}#{a.attempt}" for a in attempts if a.task_id}
+    return RunOutcome(before=before), todo
+
+
+def _read_run(result: dg.ExecuteInProcessResult, outcome: RunOutcome) -> None:
+    """Fold one generation run's result into the outcome: failed partitions as data, anything else as an error."""
+    outcome.runs += 1
+    if result.success:
+        return
+    outcome.run_failed = True
+    failed = _failed_partitions(result)
+    if failed is None:
+        say("error: generation run failed:\n" + _failure_text(result), to_err=True)
+    else:
+        outcome.failed_partitions.update(failed)
+
+
+def _failed_partitions(result: dg.ExecuteInProcessResult) -> dict[str, str] | None:
+    """The step failure's structured list of failed partitions, or None if the run failed otherwise."""
+    for event in result.all_events:
+        if event.is_step_failure:
+            user = event.step_failure_data.user_failure_data
+            if user is not None and FAILED_PARTITIONS in user.metadata:
+                listing = user.metadata[FAILED_PARTITIONS].value
+                return {str(k): str(v) for k, v in listing.items()} if isinstance(listing, Mapping) else {}
+    return None
+
+
+def _failure_text(result: dg.ExecuteInProcessResult) -> str:
+    lines = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            data = event.step_failure_data
+            user = data.user_failure_data
+            msg = user.description if user and user.description else (data.error.message if data.error else "")
+            lines.append((msg or event.message or "").strip())
+        elif event.is_run_failure:
+            lines.append((event.message or "").strip())
+    return "\n".join(line for line in lines if line)
+
+
+_IN_FLIGHT = (SUBMITTING, SUBMITTED, SUCCEEDED)
+
+
+def _counters(spec: DatasetSpec) -> Any:
+    """Progress from the ledger's counters (three aggregate queries a tick, whatever the dataset's size),
+    counted from where this generate started."""
+    with open_ledger(spec) as ledger:
+        start = ledger.latest_state_counts(spec.name)
 
     def read() -> Snapshot:
-        with open_ledger(plan.spec) as ledger:
-            states = output_states(plan, ledger)
-        c = counts(states)
+        with open_ledger(spec) as ledger:
+            now = ledger.latest_state_counts(spec.name)
+            credits, usd = ledger.committed_credits(spec.name), ledger.committed_usd(spec.name)
         return Snapshot(
-            stored=c.get("stored", 0),
-            in_flight=c.get("in_flight", 0),
-            failed=c.get("failed", 0),
-            credits=sum(s.credits_final or s.credits_reserved for s in states),
-            usd=sum(s.cost_usd for s in states),
+            stored=max(0, now.get(STORED, 0) - start.get(STORED, 0)),
+            in_flight=sum(now.get(s, 0) for s in _IN_FLIGHT),
+            failed=max(0, now.get(FAILED, 0) - start.get(FAILED, 0)),
+            credits=credits,
+            usd=usd,
         )
 
     return read
-
-
-def _has_partition_failures(result: object) -> bool:
-    from wan_pipeline.assets.generation import PARTIAL_FAILURE
-
-    return PARTIAL_FAILURE in _failure_text(result)
-
-
-def _failure_text(result: object) -> str:
-    lines = []
-    for event in result.all_events:  # type: ignore[attr-defined]
-        if event.is_step_failure or event.is_run_failure:
-            data = event.step_failure_data if event.is_step_failure else None
-            msg = data.error.message if data and data.error else (event.message or "")
-            if data and data.user_failure_data and data.user_failure_data.description:
-                msg = data.user_failure_data.description
-            lines.append(msg.strip())
-    return "\n".join(lines)

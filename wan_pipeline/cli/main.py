@@ -12,11 +12,10 @@ from collections.abc import Sequence
 
 import click
 
-from wan_pipeline.cli.console import EXIT_FAILED, EXIT_INVALID, EXIT_OK, report_error, say
+from wan_pipeline.cli.console import EXIT_FAILED, EXIT_INVALID, EXIT_OK, StepFailed, report_error, say
 from wan_pipeline.cli.emulator import emulator
 from wan_pipeline.cli.estimate import estimate
 from wan_pipeline.cli.generate import generate
-from wan_pipeline.cli.launch import StepFailed
 from wan_pipeline.cli.lineage import lineage
 from wan_pipeline.cli.ui import ui
 from wan_pipeline.cli.validate import validate

@@ -10,7 +10,8 @@ import os
 import socket
 
 import dagster as dg
-from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
+
+from wan_pipeline.assets.dagster_compat import mark_run_failed
 
 DATASET_TAG = "wan_pipeline/dataset"
 HOST_TAG = "wan_pipeline/host"
@@ -34,16 +35,18 @@ def _alive(pid: int) -> bool:
 def close_orphaned_runs(instance: dg.DagsterInstance, dataset: str) -> list[str]:
     """Mark failed the runs of this dataset whose process (on this host) is gone; returns their ids."""
     closed = []
-    runs = instance.get_runs(
-        filters=RunsFilter(
-            statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING],
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING],
             tags={DATASET_TAG: dataset, HOST_TAG: socket.gethostname()},
         )
     )
-    for run in runs:
+    for record in records:
+        run = record.dagster_run
         pid = run.tags.get(PID_TAG, "")
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            instance.report_run_failed(
+            mark_run_failed(
+                instance,
                 run,
                 f"the wan-pipeline process ({pid}) running it died; the next "
                 "generate resumed its tasks from the ledger",

@@ -18,7 +18,7 @@ from wan_pipeline import errors as e
 from wan_pipeline.execution.calls import Caller
 from wan_pipeline.execution.delivery import Deliverer
 from wan_pipeline.execution.journal import AsyncLedger, Journal
-from wan_pipeline.execution.outcome import EventSink, Halt, Outcome
+from wan_pipeline.execution.outcome import EventSink, Halt, Outcome, OutcomeSink
 from wan_pipeline.execution.pacing import RateGate
 from wan_pipeline.execution.polling import Poller
 from wan_pipeline.execution.references import ReferencePreparer
@@ -33,7 +33,7 @@ from wan_pipeline.planning.plan import PlannedTask
 from wan_pipeline.planning.spec import Budget
 from wan_pipeline.providers.base import Provider, TaskStatus
 
-__all__ = ["EngineSettings", "EventSink", "Outcome", "TaskEngine"]
+__all__ = ["EngineSettings", "EventSink", "Outcome", "OutcomeSink", "TaskEngine"]
 
 
 class TaskEngine:
@@ -66,19 +66,25 @@ class TaskEngine:
         )  # fmt: skip
         self.delivery = Deliverer(wire, storage, self.ledger, settings, rng, self.on_event)
 
-    async def run(self, tasks: list[PlannedTask]) -> list[Outcome]:
-        """Every task to a terminal outcome, at most `max_concurrency` at once; one failure never stops the others."""
+    async def run(self, tasks: list[PlannedTask], on_outcome: OutcomeSink | None = None) -> list[Outcome]:
+        """Every task to a terminal outcome, at most `max_concurrency` at once; one failure never stops the others.
+
+        `on_outcome` hears each outcome as soon as it is final (on the event loop), so a caller can publish
+        results while the run goes on."""
         sem = asyncio.Semaphore(self.settings.max_concurrency)
 
         async def one(task: PlannedTask) -> Outcome:
             async with sem:
                 try:
-                    return await self._run_task(task)
+                    outcome = await self._run_task(task)
                 except e.ProviderError as err:
-                    return await self._failed(task, err)
+                    outcome = await self._failed(task, err)
                 except e.ConfigError as err:
                     # e.g. a result URL we refuse to fetch: this output fails, the others go on.
-                    return await self._failed(task, e.RejectedByProvider(code="configuration", message=str(err)))
+                    outcome = await self._failed(task, e.RejectedByProvider(code="configuration", message=str(err)))
+            if on_outcome is not None:
+                on_outcome(outcome)
+            return outcome
 
         self.journal.start()
         try:

@@ -23,6 +23,8 @@ class Outcome:
 
 #: (kind, task, detail): "submitted", "stored", "failed", "task_failed", "download_retry"
 EventSink = Callable[[str, PlannedTask, str], None]
+#: hears each output's final outcome as soon as it is known
+OutcomeSink = Callable[[Outcome], None]
 
 
 class Halt:

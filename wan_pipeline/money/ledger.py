@@ -406,6 +406,19 @@ class Ledger:
             ).fetchone()
             return float(row[0])
 
+    def latest_state_counts(self, dataset: str) -> dict[str, int]:
+        """How many outputs (identities) have their latest attempt in each state: one aggregate query, for
+        progress counters that cost the same at 10 outputs as at 100,000."""
+        with self._lock:
+            rows = self._db.execute(
+                """SELECT a.state, COUNT(*) FROM attempts a
+                   JOIN (SELECT identity, MAX(attempt) AS last FROM attempts WHERE dataset=? GROUP BY identity) l
+                     ON a.identity = l.identity AND a.attempt = l.last
+                   GROUP BY a.state""",
+                (dataset,),
+            ).fetchall()
+            return {str(state): int(n) for state, n in rows}
+
     def committed_usd(self, dataset: str) -> float:
         with self._lock:
             row = self._db.execute(
