@@ -24,7 +24,8 @@ from wan_pipeline.cli.home import ensure_dagster_home
 from wan_pipeline.cli.progress import LiveProgress, Snapshot
 from wan_pipeline.cli.runs import close_orphaned_runs, run_tags
 from wan_pipeline.execution.session import open_ledger
-from wan_pipeline.money.ledger import FAILED, STORED, SUBMITTED, SUBMITTING, SUCCEEDED, Attempt
+from wan_pipeline.money.ledger import FAILED, STORED, SUBMITTED, SUBMITTING, SUCCEEDED
+from wan_pipeline.outputs.status import output_states
 from wan_pipeline.planning.plan import Plan
 from wan_pipeline.planning.spec import DatasetSpec
 
@@ -88,18 +89,13 @@ def _chunk_size(policy: dg.BackfillPolicy | None) -> str:
 def _todo(spec: DatasetSpec, plan: Plan, selected: list[str] | None) -> tuple[RunOutcome, dict[str, int]]:
     """The selected partitions with an output not yet stored, and how many outputs each still needs."""
     with open_ledger(spec) as ledger:
-        attempts = ledger.all_attempts(spec.name)
-    latest: dict[str, Attempt] = {}
-    for a in attempts:  # one query, one pass: the latest attempt of every output
-        if a.identity not in latest or a.attempt > latest[a.identity].attempt:
-            latest[a.identity] = a
+        states = output_states(plan, ledger)
+        before = {f"{a.identity}#{a.attempt}" for a in ledger.all_attempts(spec.name) if a.task_id}
     wanted = set(selected) if selected else None
     todo: dict[str, int] = {}
-    for task in plan.tasks:
-        last = latest.get(task.identity)
-        if (wanted is None or task.prompt_id in wanted) and (last is None or last.state != STORED):
-            todo[task.prompt_id] = todo.get(task.prompt_id, 0) + 1
-    before = {f"{a.identity}#{a.attempt}" for a in attempts if a.task_id}
+    for s in states:
+        if s.state != "stored" and (wanted is None or s.task.prompt_id in wanted):
+            todo[s.task.prompt_id] = todo.get(s.task.prompt_id, 0) + 1
     return RunOutcome(before=before), todo
 
 

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from wan_pipeline.money.ledger import FAILED, STORED, SUBMITTED, SUBMITTING, SUCCEEDED, Ledger, surely_unbilled
+from wan_pipeline.money.ledger import (
+    FAILED,
+    STORED,
+    SUBMITTED,
+    SUBMITTING,
+    SUCCEEDED,
+    Attempt,
+    Ledger,
+    surely_unbilled,
+)
 from wan_pipeline.planning.plan import Plan, PlannedTask
 
 
@@ -21,9 +30,13 @@ class OutputState:
 
 
 def output_states(plan: Plan, ledger: Ledger) -> list[OutputState]:
+    # One query for the dataset, grouped here: not one query per planned output.
+    by_identity: dict[str, list[Attempt]] = defaultdict(list)
+    for a in ledger.all_attempts(plan.spec.name):
+        by_identity[a.identity].append(a)
     out = []
     for task in plan.tasks:
-        attempts = ledger.attempts(task.identity)
+        attempts = sorted(by_identity.get(task.identity, []), key=lambda a: a.attempt)
         last = attempts[-1] if attempts else None
         if last is None:
             state = "planned"
@@ -53,12 +66,6 @@ def output_states(plan: Plan, ledger: Ledger) -> list[OutputState]:
 
 def counts(states: list[OutputState]) -> Counter[str]:
     return Counter(s.state for s in states)
-
-
-def incomplete_prompts(plan: Plan, ledger: Ledger) -> list[str]:
-    """Prompt ids (partition keys) with any planned output not yet stored, in table order."""
-    missing = {s.task.prompt_id for s in output_states(plan, ledger) if s.state != "stored"}
-    return [pid for pid in plan.prompt_ids if pid in missing]
 
 
 def spend_text(credits: float, usd: float) -> str:
