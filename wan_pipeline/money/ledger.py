@@ -56,6 +56,11 @@ CREATE TABLE IF NOT EXISTS attempts (
     run_id TEXT,
     updated_at TEXT NOT NULL,
     sent_at TEXT,
+    spec_sha256 TEXT,
+    table_sha256 TEXT,
+    reference_sha256s TEXT,
+    master_seed INTEGER,
+    code_version TEXT,
     PRIMARY KEY (identity, attempt)
 );
 CREATE INDEX IF NOT EXISTS attempts_prompt ON attempts (dataset, prompt_id);
@@ -152,6 +157,13 @@ class Attempt:
     updated_at: str = ""
     #: when the create was last handed to the wire: orders an output's create among its neighbours
     sent_at: str | None = None
+    # Provenance, fixed when the attempt is first written: the inputs and code that made it, which a later
+    # edit of the spec or table cannot change (lineage names them per row). None in ledgers written before.
+    spec_sha256: str | None = None
+    table_sha256: str | None = None
+    reference_sha256s: str | None = None  # JSON list, one entry per reference (null for a URL reference)
+    master_seed: int | None = None
+    code_version: str | None = None
 
     @property
     def urls(self) -> list[str]:
@@ -215,6 +227,16 @@ def held_usd(a: Attempt) -> float:
 
 
 _ATTEMPT_COLS = [f.name for f in fields(Attempt)]
+#: columns added after the first ledgers were written, all nullable: (name, SQLite type), oldest first
+_ADDED_COLUMNS = (
+    ("call_json", "TEXT"),
+    ("sent_at", "TEXT"),
+    ("spec_sha256", "TEXT"),
+    ("table_sha256", "TEXT"),
+    ("reference_sha256s", "TEXT"),
+    ("master_seed", "INTEGER"),
+    ("code_version", "TEXT"),
+)
 _OUTPUT_COLS = [f.name for f in fields(StoredOutput)]
 _ORPHAN_COLS = [f.name for f in fields(Orphan)]
 
@@ -237,9 +259,9 @@ class Ledger:
     def _migrate(self) -> None:
         """Columns added after a ledger was first written (ledgers outlive code versions)."""
         have = {row[1] for row in self._db.execute("PRAGMA table_info(attempts)")}
-        for column in ("call_json", "sent_at"):
+        for column, sql_type in _ADDED_COLUMNS:
             if column not in have:
-                self._db.execute(f"ALTER TABLE attempts ADD COLUMN {column} TEXT")
+                self._db.execute(f"ALTER TABLE attempts ADD COLUMN {column} {sql_type}")
 
     def close(self) -> None:
         self._db.close()
