@@ -4,6 +4,7 @@ Layers, bottom to top; a module imports only from its own layer and the layers b
 (docs/architecture.md draws them):
 
 - ``errors``       the error vocabulary every layer speaks (DESIGN §9)
+- ``code_version`` which code is running: package version + git commit (lineage provenance)
 - ``providers/``   what a host understands: neutral parameters, sizes, the model catalog, one sans-I/O
                    module per wire protocol
 - ``planning/``    what to make: the spec, the prompt table, seeds, fingerprints, the plan

@@ -422,6 +422,7 @@ async def _guarded(request: Request, needs_async: bool) -> tuple[EmulatorState, 
     if needs_async and not async_header:
         return state, error(403, "AccessDenied", "current user api does not support synchronous calls")
     state.note_submit(None)
+    state.note_create_body(await request.body())
     if state.faults.hit("rate_limit"):
         return state, error(429, "Throttling.RateQuota", "Requests rate limit exceeded, please try again later.")
     if state.faults.hit("server_error"):

@@ -344,6 +344,7 @@ async def _create(request: Request, kind: str) -> Response:
     if not state.key_ok(bearer(request)):
         return auth_error()
     state.note_submit(None)
+    state.note_create_body(await request.body())
     if state.faults.hit("rate_limit"):
         return error(429, "rate_limit_exceeded", "Rate limit exceeded. Please slow down.", "rate_limit_error")
     if state.faults.hit("server_error"):

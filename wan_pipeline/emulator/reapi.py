@@ -307,6 +307,7 @@ async def _create(request: Request, kind: str) -> Response:
         return denied
     key = request.headers.get("idempotency-key")
     state.note_submit(key)
+    state.note_create_body(await request.body())
     if state.faults.hit("rate_limit"):
         retry = state.faults.config.retry_after_s
         return error(429, 50001, "Rate limit exceeded.", {"Retry-After": f"{retry:g}"})

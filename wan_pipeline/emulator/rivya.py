@@ -204,6 +204,7 @@ async def create(request: Request) -> Response:
         return auth_error(request)
     key = request.headers.get("idempotency-key")
     state.note_submit(key)
+    state.note_create_body(await request.body())
     if state.faults.hit("rate_limit"):
         retry = state.faults.config.retry_after_s
         return error(429, "rate_limited", "Too many requests.", {"Retry-After": f"{retry:g}"})

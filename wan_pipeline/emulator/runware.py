@@ -533,6 +533,8 @@ async def tasks_endpoint(request: Request) -> Response:
     creates = [t for t in tasks if isinstance(t, dict) and t.get("taskType") in INFERENCE]
     for t in creates:
         state.note_submit(t.get("taskUUID") if isinstance(t.get("taskUUID"), str) else None)
+    if creates:
+        state.note_create_body(raw)
     if state.faults.hit("rate_limit"):
         retry = f"{state.faults.config.retry_after_s:g}"
         return errors_response(429, [_entry("rateLimitExceeded", "Queue capacity exceeded; retry later.")],

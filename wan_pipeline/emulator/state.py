@@ -80,6 +80,8 @@ class EmulatorState:
         self.refunded = 0.0
         self.submit_requests = 0  # every create request that reached a handler
         self.requests_by_key: dict[str, int] = {}
+        #: SHA-256 of every create request's raw body -> how many times it arrived (replay checks compare these)
+        self.create_bodies: dict[str, int] = {}
         self.counter = 0
         self._path = Path(self.config.state_path) if self.config.state_path else None
         if self._path and self._path.is_file():
@@ -96,6 +98,7 @@ class EmulatorState:
         self.refunded = data["refunded"]
         self.submit_requests = data["submit_requests"]
         self.requests_by_key = data["requests_by_key"]
+        self.create_bodies = data.get("create_bodies", {})  # absent in state files of older versions
         self.counter = data["counter"]
 
     def save(self) -> None:
@@ -110,6 +113,7 @@ class EmulatorState:
             "refunded": self.refunded,
             "submit_requests": self.submit_requests,
             "requests_by_key": self.requests_by_key,
+            "create_bodies": self.create_bodies,
             "counter": self.counter,
         }
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,6 +159,12 @@ class EmulatorState:
             if key:
                 self.requests_by_key[key] = self.requests_by_key.get(key, 0) + 1
 
+    def note_create_body(self, raw: bytes) -> None:
+        """The exact bytes a create request carried (not re-serialised: field order and spacing count)."""
+        digest = hashlib.sha256(raw).hexdigest()
+        with self.lock:
+            self.create_bodies[digest] = self.create_bodies.get(digest, 0) + 1
+
     def settle(self, task: EmuTask, now: float | None = None) -> str:
         """The task's status now; a failed task is refunded once (Rivya's doc example: final 0)."""
         status = task.status_at(time.time() if now is None else now)
@@ -187,6 +197,7 @@ class EmulatorState:
                 "tasks_created": len(self.tasks),
                 "submit_requests": self.submit_requests,
                 "requests_by_idempotency_key": dict(self.requests_by_key),
+                "create_bodies_by_sha256": dict(self.create_bodies),
                 "tasks_by_idempotency_key": _count(t.idempotency_key for t in self.tasks.values() if t.idempotency_key),
                 "tasks_by_client_ref": by_ref,
                 "tasks_by_body": by_body,

@@ -16,8 +16,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from wan_pipeline import __version__
+from wan_pipeline.code_version import code_version
 from wan_pipeline.money.ledger import FAILED, STORED, Attempt, Ledger, Orphan, StoredOutput, surely_unbilled
+from wan_pipeline.outputs.card import write_card
 from wan_pipeline.outputs.storage import Storage
 
 LINEAGE_PATH = "lineage/lineage.parquet"
@@ -70,8 +71,17 @@ SCHEMA = pa.schema(
         ("run_id", pa.string()),
         ("code_version", pa.string()),
         ("extra_json", pa.string()),
+        # schema 2: the inputs that made each row, by content (docs/lineage.md)
+        ("spec_sha256", pa.string()),
+        ("table_sha256", pa.string()),
+        ("reference_sha256s", pa.string()),
+        ("master_seed", pa.int64()),
     ]
 )
+#: bumped when columns are added (never removed or changed: DESIGN §8 only grows); in the Parquet metadata
+LINEAGE_SCHEMA_VERSION = 2
+SCHEMA_KEY = b"wan_pipeline.lineage_schema"
+WRITER_KEY = b"wan_pipeline.written_by"
 CONTRACT_COLUMNS = [
     "dataset",
     "prompt_id",
@@ -112,6 +122,8 @@ CONTRACT_COLUMNS = [
     "code_version",
     "extra_json",
 ]
+#: columns beyond the contract, by the schema version that added them (docs/lineage.md)
+ADDED_COLUMNS = {2: ["spec_sha256", "table_sha256", "reference_sha256s", "master_seed"]}
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -165,7 +177,7 @@ def _orphan_row(o: Orphan) -> dict[str, Any]:
         dataset=o.dataset, provider=o.provider, model=o.model, task_id=o.task_id, status=ORPHANED,
         cost_usd=o.cost_usd, cost_source=o.cost_source, submitted_at=_ts(o.created.replace(" ", "T") + "Z")
         if o.created else None, error_message=f"the host holds this {o.status or ''} task; no output claims it",
-        code_version=__version__,
+        code_version=code_version(),  # the code that found it (no attempt of ours made it)
     )  # fmt: skip
     return row
 
@@ -216,17 +228,27 @@ def _attempt_row(a: Attempt) -> dict[str, Any]:
         "fps": None,
         "warnings": None,
         "run_id": a.run_id,
-        "code_version": __version__,
+        # The code that submitted this attempt; null for attempts recorded before code versions were kept.
+        "code_version": a.code_version,
         "extra_json": a.extra_json,
+        "spec_sha256": a.spec_sha256,
+        "table_sha256": a.table_sha256,
+        "reference_sha256s": a.reference_sha256s,
+        "master_seed": a.master_seed,
     }
 
 
 def lineage_table(ledger: Ledger, dataset: str) -> pa.Table:
-    return pa.Table.from_pylist(lineage_rows(ledger, dataset), schema=SCHEMA)
+    """The rows, with the schema version and the writing code's version in the Parquet metadata."""
+    metadata = {SCHEMA_KEY: str(LINEAGE_SCHEMA_VERSION).encode(), WRITER_KEY: code_version().encode()}
+    return pa.Table.from_pylist(lineage_rows(ledger, dataset), schema=SCHEMA.with_metadata(metadata))
 
 
 def write_lineage(ledger: Ledger, dataset: str, storage: Storage) -> tuple[str, pa.Table]:
+    """lineage/lineage.parquet, and the dataset card lineage/DATASET.md beside it."""
     table = lineage_table(ledger, dataset)
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
-    return storage.put(LINEAGE_PATH, buf.getvalue(), "application/vnd.apache.parquet"), table
+    uri = storage.put(LINEAGE_PATH, buf.getvalue(), "application/vnd.apache.parquet")
+    write_card(storage, table)
+    return uri, table

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from wan_pipeline.errors import InvalidInput, Problem
 from wan_pipeline.planning.pricing import estimate_task, pricing_key
+from wan_pipeline.planning.provenance import Provenance
 from wan_pipeline.planning.spec import DatasetSpec, Pricing
 from wan_pipeline.planning.table import PromptRow, check_rows
 from wan_pipeline.providers.base import Estimate, GenerationRequest, Mode, Provider, Reference
@@ -59,6 +60,8 @@ class PlannedTask:
     estimate: Estimate = field(default_factory=lambda: Estimate(None, None))
     #: what the account pays as the spec declares it (prices reported usage after the task ran)
     pricing: Pricing = field(default_factory=Pricing)
+    #: the inputs and code that planned it, written with each ledger attempt (lineage names them per row)
+    provenance: Provenance = field(default_factory=Provenance)
 
     @property
     def identity(self) -> str:
@@ -74,6 +77,10 @@ class PlannedTask:
         """Deterministic per attempt: even a lost ledger cannot make the provider bill twice."""
         digest = hashlib.sha256(f"{self.identity}#{attempt}".encode()).hexdigest()
         return f"wanp-{digest[:40]}"
+
+    def provenance_columns(self) -> dict[str, Any]:
+        """The ledger attempt's provenance fields, fixed when the attempt is first written."""
+        return self.provenance.attempt_columns(self.references)
 
     def request(self, references: tuple[Reference, ...] | None = None) -> GenerationRequest:
         return GenerationRequest(
@@ -142,6 +149,7 @@ def build_plan(spec: DatasetSpec) -> Plan:
     bad_rows = {p.row for p in problems}
     rows = [r for r in checked if r.row not in bad_rows]
     tasks: list[PlannedTask] = []
+    provenance = Provenance.of(spec)
     for row in checked:
         issues = provider.check(spec.model, row.prompt, row.params)
         problems.extend(
@@ -174,6 +182,7 @@ def build_plan(spec: DatasetSpec) -> Plan:
                     extra=row.extra,
                     estimate=estimate_task(spec.pricing, provider, spec.model, params),
                     pricing=spec.pricing,
+                    provenance=provenance,
                 )
             )
     if problems:

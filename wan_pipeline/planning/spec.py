@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -87,6 +88,8 @@ class DatasetSpec(BaseModel):
     base_dir: Path = Field(default=Path("."), exclude=True)
     #: the spec file itself, for error messages
     spec_file: str = Field(default="<spec>", exclude=True)
+    #: SHA-256 of the spec file's bytes as loaded (provenance); None for a spec built in code
+    source_sha256: str | None = Field(default=None, exclude=True)
 
     @field_validator("name")
     @classmethod
@@ -143,14 +146,16 @@ def load_spec(path: str | Path) -> DatasetSpec:
     file = str(p)
     if not p.is_file():
         raise InvalidInput([Problem(file, None, None, "spec file not found")])
+    data = p.read_bytes()
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(data.decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise InvalidInput([Problem(file, None, None, f"not valid YAML: {exc}")]) from exc
     if not isinstance(raw, dict):
         raise InvalidInput([Problem(file, None, None, "must be a YAML mapping")])
     try:
-        return DatasetSpec.model_validate({**raw, "base_dir": p.resolve().parent, "spec_file": file})
+        source = {"base_dir": p.resolve().parent, "spec_file": file, "source_sha256": hashlib.sha256(data).hexdigest()}
+        return DatasetSpec.model_validate({**raw, **source})
     except ValidationError as exc:
         root = yaml.compose(p.read_text(encoding="utf-8"))
         raise InvalidInput(
