@@ -194,6 +194,10 @@ def test_replay_refuses_a_missing_reference_and_a_used_directory(tmp_path: Path)
     with pytest.raises(InvalidInput) as missing:
         replay(alone, tmp_path / "replayed")
     assert any("harbor.png" in p.reason for p in missing.value.problems)
+    # Beside its storage the lineage finds the copies the run kept (references/<sha256>), checked by hash.
+    kept = replay(lineage, tmp_path / "from_storage")
+    assert kept.outputs == kept.planned and len(kept.references) == 3
+    assert {_sha256(p) for p in kept.references} == {p.stem for p in kept.references}
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "spec.yaml").write_text("name: x\n", encoding="utf-8")
     with pytest.raises(InvalidInput):

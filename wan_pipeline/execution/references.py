@@ -3,6 +3,8 @@
 A presigned URL is a credential (signature, access-key id, a session token, 24 h of read access): the request
 is built and recorded (ledger, lineage `request_json`) with the `s3://` URI the URL signs, and `signed` swaps
 in a fresh signature just before each send, so a resend after a day still works and no secret is stored.
+
+Every local reference file is also kept in the dataset's storage (`references/<sha256><ext>`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class ReferencePreparer:
                 out.append(ref)
                 continue
             data = ref.path.read_bytes()
+            self._keep(ref, data)
             if ref.kind in self.provider.upload_kinds:
                 call = self.provider.upload(task.model, ref, data)
                 if call is not None:
@@ -39,6 +42,14 @@ class ReferencePreparer:
                     continue
             out.append(self._presigned(task, ref, data))
         return tuple(out)
+
+    def _keep(self, ref: Reference, data: bytes) -> str:
+        """The dataset keeps its own copy of every local reference file (by content), so a replay of its
+        lineage finds it even after the original is moved or edited; stored once, however many use it."""
+        relpath = reference_relpath(ref.sha256, ref.mime_type)
+        if self.storage.size(relpath) != len(data):
+            self.storage.put(relpath, data, ref.mime_type or "application/octet-stream")
+        return relpath
 
     def _presigned(self, task: PlannedTask, ref: Reference, data: bytes) -> Reference:
         presign = getattr(self.storage, "presign", None)
@@ -48,9 +59,7 @@ class ReferencePreparer:
                 f"'{ref.source}' is a local file: set `storage: s3://bucket/prefix` so it can be served from "
                 "a presigned URL, or give an https:// URL in the table"
             )
-        relpath = reference_relpath(ref.sha256, ref.mime_type)
-        self.storage.put(relpath, data, ref.mime_type or "application/octet-stream")
-        return replace(ref, url=self.storage.uri(relpath))  # signed at send time (`signed`)
+        return replace(ref, url=self.storage.uri(self._keep(ref, data)))  # signed at send time (`signed`)
 
     def signed(self, call: HttpCall) -> HttpCall:
         """The call as it goes on the wire: every `s3://` URI of this storage replaced by a fresh presigned URL."""

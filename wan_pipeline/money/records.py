@@ -37,6 +37,7 @@ def new_attempt(task: PlannedTask, attempt_no: int, call: HttpCall, task_id: str
         cost_usd=task.estimate.usd,
         cost_source=task.estimate.source,
         run_id=run_id,
+        **task.provenance_columns(),
     )
 
 

@@ -51,13 +51,15 @@ def _counts(rows: list[dict[str, Any]]) -> str:
 
 def _spend(rows: list[dict[str, Any]]) -> str:
     credits: dict[str, float] = defaultdict(float)
-    usd: dict[str, float] = defaultdict(float)
+    usd: dict[str, float | None] = {}
     for r in rows:
         source = r["cost_source"] or "unknown"
         credits[source] += r["credits_final"] or 0.0
-        usd[source] += r["cost_usd"] or 0.0
-    body = [[s, credits[s], usd[s]] for s in sorted(credits)]
-    body.append(["**total**", sum(credits.values()), sum(usd.values())])
+        if r["cost_usd"] is not None:  # a host that reports no USD shows none, not a made-up zero
+            usd[source] = (usd.get(source) or 0.0) + r["cost_usd"]
+    body: list[list[Any]] = [[s, credits[s], usd.get(s)] for s in sorted(credits)]
+    known_usd = [v for v in usd.values() if v is not None]
+    body.append(["**total**", sum(credits.values()), sum(known_usd) if known_usd else None])
     note = (
         "\n\n`provider`: amounts the host reported; `catalog`: the host's credits priced with the documented "
         "USD rate; `unknown`: no settled amount (failed before billing, or still pending)."
@@ -99,6 +101,8 @@ def _versions(rows: list[dict[str, Any]], schema_version: str, writer_version: s
     commits = sorted({v.split("+g", 1)[1].split(".")[0] for v in code if "+g" in v})
     if commits:
         parts.append("- check the code out with `git checkout " + " / ".join(commits) + "`")
+    if any(v.endswith(".dirty") for v in code):
+        parts.append("- `.dirty`: those rows were made with uncommitted changes on top of that commit")
     return "\n".join(parts)
 
 
