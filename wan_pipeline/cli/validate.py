@@ -31,6 +31,7 @@ def validate(spec_path: str, as_json: bool) -> int:
                 "prompts": len(plan.rows),
                 "outputs": len(plan.tasks),
                 "outputs_by_mode": dict(sorted(modes.items())),
+                "plan_digest": plan.digest(),
             }
         )
         return EXIT_OK
@@ -39,4 +40,5 @@ def validate(spec_path: str, as_json: bool) -> int:
     for mode, n in sorted(modes.items()):
         table.add_row(mode, str(n))
     out.print(table)
+    say(f"  plan digest: {plan.digest()} (every output's fingerprint; a complete replay of its lineage gives the same)")
     return EXIT_OK

@@ -121,6 +121,11 @@ class Plan:
             index.setdefault(t.prompt_id, []).append(t)
         return index
 
+    def digest(self) -> str:
+        """One hash of every planned identity (fingerprints included): equal plans print equal digests."""
+        lines = "\n".join(sorted(t.identity for t in self.tasks))
+        return hashlib.sha256(lines.encode("utf-8")).hexdigest()[:32]
+
     @property
     def prompt_ids(self) -> list[str]:
         return [r.prompt_id for r in self.rows]

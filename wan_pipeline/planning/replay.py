@@ -72,6 +72,7 @@ class ReplayResult:
     prompts: int
     outputs: int  # outputs the lineage names that the replayed spec plans
     planned: int  # outputs the replayed spec plans in all
+    plan_digest: str = ""  # Plan.digest() of the replayed spec, as `validate` prints it
     references: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     retargeted: bool = False
@@ -296,7 +297,7 @@ def replay(
         raise
     notes.extend(_unrecorded_variants(plan, replayed))
     return ReplayResult(out / SPEC_NAME, out / TABLE_NAME, len(rows), len(replayed), len(plan.tasks),
-                        sorted(writer.copied.values()), notes, retargeted)
+                        plan.digest(), sorted(writer.copied.values()), notes, retargeted)
 
 
 def _dataset_name(lineage: Path) -> str:
