@@ -19,7 +19,8 @@ import wan_pipeline
 
 PACKAGE_DIR = Path(wan_pipeline.__file__).parent
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("wan_pipeline", "wan_pipeline.errors"),  # the package root holds only the docstring and __version__
+    # the package root holds only the docstring and __version__; code_version reads it (and git) for provenance
+    ("wan_pipeline", "wan_pipeline.errors", "wan_pipeline.code_version"),
     ("wan_pipeline.providers",),
     ("wan_pipeline.planning",),
     ("wan_pipeline.money",),
