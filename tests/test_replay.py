@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import write_csv
@@ -163,12 +164,23 @@ def test_an_edited_row_replays_its_latest_version_and_says_the_earlier_one_is_le
     write_csv(tmp_path / "prompts.csv", [{"prompt_id": "a", "prompt": "a red kite", "seed": "41"}])
     spec_path = _spec(tmp_path, variants=2)
     generate(spec_path)
-    write_csv(tmp_path / "prompts.csv", [{"prompt_id": "a", "prompt": "a blue kite\r\nat dusk, \"quoted\"  "}])
+    write_csv(tmp_path / "prompts.csv", [{"prompt_id": "a", "prompt": "a blue kite\nat dusk, \"quoted\"  "}])
     _, lineage = generate(spec_path)
     result = replay(lineage, tmp_path / "replayed")
     assert any("earlier version" in n for n in result.notes)
-    task_prompts = {t.prompt for t in build_plan(load_spec(result.spec_path)).tasks}
-    assert task_prompts == {"a blue kite\r\nat dusk, \"quoted\"  "}
+    tasks = build_plan(load_spec(result.spec_path)).tasks
+    assert {t.prompt for t in tasks} == {"a blue kite\nat dusk, \"quoted\"  "}
+    assert [t.seed_source for t in tasks] == ["derived", "derived"] and result.table_path.suffix == ".csv"
+
+
+def test_a_prompt_with_a_carriage_return_is_replayed_through_a_parquet_table(tmp_path: Path) -> None:
+    prompts = {"prompt_id": ["cr"], "prompt": ["line one\r\nline two"], "seed": ["5"], "note": ["kept"]}
+    pq.write_table(pa.table(prompts), tmp_path / "prompts.parquet")
+    _, lineage = generate(_spec(tmp_path, prompts="prompts.parquet"))
+    result = replay(lineage, tmp_path / "replayed")
+    assert result.table_path.name == "prompts.parquet"
+    (task,) = build_plan(load_spec(result.spec_path)).tasks
+    assert task.prompt == "line one\r\nline two" and task.seed == 5 and task.extra == {"note": "kept"}
 
 
 def test_retargeting_maps_the_same_neutral_parameters_or_refuses_like_validate(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
@@ -32,6 +33,7 @@ from wan_pipeline.providers.params import BOOL_PARAMS, JSON_PARAMS, MAX_SEED
 
 SPEC_NAME = "spec.yaml"
 TABLE_NAME = "prompts.csv"
+PARQUET_TABLE_NAME = "prompts.parquet"
 REFERENCES_DIR = "references"
 #: how far up from the lineage file a reference's recorded relative path is looked for
 SEARCH_LEVELS = 4
@@ -230,14 +232,23 @@ class _Writer:
         return cells
 
 
-def _write_table(path: Path, rows: list[dict[str, str]]) -> None:
+def _write_table(out: Path, rows: list[dict[str, str]]) -> Path:
+    """prompts.csv; prompts.parquet when a cell holds a carriage return, which CSV reading turns into a newline."""
     columns: list[str] = []
     for row in rows:
         columns.extend(k for k in row if k not in columns)
+    if any("\r" in value for row in rows for value in row.values()):
+        path = out / PARQUET_TABLE_NAME
+        # Every column as text: the table reads Parquet strings exactly as it reads CSV cells.
+        table = pa.table({c: pa.array([row.get(c) for row in rows], type=pa.string()) for c in columns})
+        pq.write_table(table, path)
+        return path
+    path = out / TABLE_NAME
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, restval="", quoting=csv.QUOTE_ALL, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
+    return path
 
 
 def replay(
@@ -274,9 +285,10 @@ def replay(
         raise InvalidInput(writer.problems)
     replayed = [o for g in chosen.values() for o in g if o.prompt_id in {r["prompt_id"] for r in rows}]
     first = replayed[0] if replayed else outputs[0]
+    table_path = _write_table(out, rows)
     spec: dict[str, Any] = {
         "name": _dataset_name(lineage),
-        "prompts": TABLE_NAME,
+        "prompts": table_path.name,
         "provider": provider or first.provider,
         "model": model or first.model,
         **({"endpoint": endpoint} if endpoint else {}),
@@ -284,7 +296,6 @@ def replay(
         "seed": master,
         "storage": "./wan_output",
     }
-    _write_table(out / TABLE_NAME, rows)
     (out / SPEC_NAME).write_text(_spec_text(spec, lineage), encoding="utf-8")
     retargeted = provider is not None and (provider, model) != (first.provider, first.model)
     try:
@@ -292,11 +303,11 @@ def replay(
         _check(plan, replayed, retargeted, out / SPEC_NAME)
     except InvalidInput:
         # Leave no spec behind that was refused: the directory stays usable for another attempt.
-        for written in [out / SPEC_NAME, out / TABLE_NAME, *writer.copied.values()]:
+        for written in [out / SPEC_NAME, table_path, *writer.copied.values()]:
             written.unlink(missing_ok=True)
         raise
     notes.extend(_unrecorded_variants(plan, replayed))
-    return ReplayResult(out / SPEC_NAME, out / TABLE_NAME, len(rows), len(replayed), len(plan.tasks),
+    return ReplayResult(out / SPEC_NAME, table_path, len(rows), len(replayed), len(plan.tasks),
                         plan.digest(), sorted(writer.copied.values()), notes, retargeted)
 
 
