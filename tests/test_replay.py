@@ -25,7 +25,7 @@ from wan_pipeline.emulator.state import EmulatorConfig, EmulatorState
 from wan_pipeline.errors import InvalidInput
 from wan_pipeline.execution.engine import EngineSettings
 from wan_pipeline.execution.session import open_session
-from wan_pipeline.outputs.card import CARD_PATH
+from wan_pipeline.outputs.card import CARD_PATH, card_for_lineage_file
 from wan_pipeline.outputs.lineage import LINEAGE_SCHEMA_VERSION, SCHEMA_KEY, write_lineage
 from wan_pipeline.planning.plan import build_plan
 from wan_pipeline.planning.replay import replay
@@ -231,3 +231,22 @@ def _sha256(path: Path) -> str:
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
+
+
+def test_the_card_counts_hosts_modes_spend_and_seeds_from_the_lineage_alone(tmp_path: Path) -> None:
+    shutil.copytree(EXAMPLES, tmp_path / "examples")
+    _, lineage = generate(tmp_path / "examples" / "demo.yaml")
+    rows = pq.read_table(lineage).to_pylist()
+    card = (lineage.parent / "DATASET.md").read_text(encoding="utf-8")
+    assert card == card_for_lineage_file(lineage)  # a function of the lineage file alone
+    files = sum(r["status"] == "succeeded" for r in rows)
+    assert f"| rivya | wan-2-7-image | {files} | {len(rows)} |" in card
+    assert f"| text_to_image | {files} |" in card
+    credits = sum(r["credits_final"] for r in rows)
+    assert f"| **total** | {credits:.6g} |" in card
+    derived = len({r["identity"] for r in rows if r["seed_source"] == "derived"})
+    from_table = len({r["identity"] for r in rows if r["seed_source"] == "row"})
+    assert derived and from_table
+    assert f"- {derived} derived from master seed `{load_spec(tmp_path / 'examples' / 'demo.yaml').seed}`" in card
+    assert f"- {from_table} from the table's own `seed` column" in card
+    assert "wan-pipeline replay lineage/lineage.parquet --out demo_replay" in card

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from wan_pipeline.outputs.storage import Storage
 
@@ -143,6 +145,11 @@ def dataset_card(table: pa.Table) -> str:
         "## Reproduce\n\n" + _reproduce(dataset),
     ]
     return "\n\n".join(sections) + "\n"
+
+
+def card_for_lineage_file(path: str | Path) -> str:
+    """The card of a lineage file already written (e.g. for an export that starts from the Parquet file)."""
+    return dataset_card(pq.read_table(path))
 
 
 def write_card(storage: Storage, table: pa.Table) -> str:
