@@ -4,6 +4,7 @@ the next run resolves each one's window through DashScope's task list — adopt,
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from conftest import write_csv
 from wan_pipeline import errors as e
 from wan_pipeline.emulator.app import in_process
 from wan_pipeline.emulator.faults import FaultConfig
-from wan_pipeline.emulator.state import EmulatorConfig
+from wan_pipeline.emulator.state import EmulatorConfig, body_hash
 from wan_pipeline.execution.engine import EngineSettings, Outcome
 from wan_pipeline.execution.session import open_ledger, open_session
 from wan_pipeline.outputs.lineage import lineage_table
@@ -78,6 +79,26 @@ def test_a_lost_answer_is_found_in_the_task_list_and_adopted(plan: Plan) -> None
         assert claimed == {t["id"] for t in report["tasks"]} and ledger.orphans(plan.spec.name) == []
 
 
+def test_lost_creates_sharing_a_window_pair_up_with_its_tasks_in_order(plan: Plan) -> None:
+    host = Host()
+    host.faults(drop=2)  # two creates in a row land without answers: no confirmed create between them
+    first = asyncio.run(host.run(plan))
+    assert statuses(first).count("failed") == 2
+    lost = {o.task.identity for o in first if o.status == "failed"}
+    again = asyncio.run(host.run(plan))
+    assert statuses(again) == ["stored"] * 4
+    report = host.state.report()
+    assert (report["tasks_created"], report["submit_requests"]) == (4, 4)
+    with open_ledger(plan.spec) as ledger:
+        attempts = {a.identity: a for a in ledger.all_attempts(plan.spec.name)}
+    # Each lost create adopted the very task it made: the host's record of that task's body is its body.
+    for identity in lost:
+        a = attempts[identity]
+        assert a.task_id is not None
+        assert host.state.tasks[a.task_id].body_sha256 == body_hash(json.loads(a.request_json))
+    assert len({a.task_id for a in attempts.values()}) == 4
+
+
 def test_a_create_the_list_proves_absent_is_sent_again(plan: Plan) -> None:
     host = Host()
     host.faults(server_error=1)  # refused before any task was made, but a 500 proves nothing by itself
@@ -102,7 +123,7 @@ def test_two_unclaimed_tasks_in_the_window_stay_ambiguous_and_are_recorded_as_or
     again = asyncio.run(host.run(plan))
     outcome = next(o for o in again if o.task.identity == lost.task.identity)
     assert outcome.status == "failed" and isinstance(outcome.error, e.AmbiguousSubmission)
-    assert "2 unclaimed tasks in its window" in outcome.error.message and foreign in outcome.error.message
+    assert "2 unclaimed task(s) in its window" in outcome.error.message and foreign in outcome.error.message
     assert host.state.report()["submit_requests"] == 4  # nothing re-sent
     with open_ledger(plan.spec) as ledger:
         assert {o.task_id for o in ledger.orphans(plan.spec.name)} == {ours, foreign}
@@ -139,3 +160,34 @@ def test_creates_on_a_host_without_idempotency_keys_are_one_at_a_time(plan: Plan
     host.transport = counter  # type: ignore[assignment]
     assert statuses(asyncio.run(host.run(plan))) == ["stored"] * 4
     assert counter.peaks == [1, 1, 1, 1]
+
+
+def test_a_paid_task_no_output_claims_is_shown_orphaned_with_its_cost(plan: Plan) -> None:
+    host = Host()
+    tasks = list(plan.tasks)
+    assert statuses(asyncio.run(host.run(replace(plan, tasks=tuple(tasks[:2]))))) == ["stored", "stored"]
+    host.faults(drop=1)
+    asyncio.run(host.run(replace(plan, tasks=tuple(tasks[2:3]))))  # its create lands; the answer is lost
+    (ours,) = {t["id"] for t in host.state.report()["tasks"]} - claimed_ids(plan)
+    foreign = host.foreign_task("wan2.7-image", host.state.tasks[ours].created_at + 0.0005)
+
+    async def resubmitting() -> list[Outcome]:  # the list cannot tell: the user chose --resubmit-ambiguous
+        settings = replace(FAST, resubmit_ambiguous=True)
+        async with open_session(plan.spec, settings, transport=host.transport) as session:
+            return await session.engine.run(tasks)
+
+    assert statuses(asyncio.run(resubmitting())) == ["stored"] * 4
+    assert host.state.report()["tasks_created"] == 6  # one output bought twice (by the user's choice), one foreign
+    with open_ledger(plan.spec) as ledger:
+        orphans = {o.task_id: o for o in ledger.orphans(plan.spec.name)}
+        table = lineage_table(ledger, plan.spec.name).to_pylist()
+    assert set(orphans) == {ours, foreign} and not set(orphans) & claimed_ids(plan)
+    assert orphans[ours].cost_usd == pytest.approx(0.03)  # usage.image_count × wan2.7-image's price
+    rows = {r["task_id"]: r for r in table if r["status"] == "orphaned"}
+    assert set(rows) == {ours, foreign}
+    assert (rows[ours]["cost_usd"], rows[ours]["cost_source"]) == (pytest.approx(0.03), "reported")
+
+
+def claimed_ids(plan: Plan) -> set[str]:
+    with open_ledger(plan.spec) as ledger:
+        return {a.task_id for a in ledger.all_attempts(plan.spec.name) if a.task_id}

@@ -10,6 +10,7 @@ import pandas as pd
 from rich.table import Table
 
 from wan_pipeline.cli.console import EXIT_OK, emit_json, json_option, out, say, verbose_option
+from wan_pipeline.outputs.lineage import ORPHANED
 from wan_pipeline.planning.spec import load_spec
 
 
@@ -43,12 +44,19 @@ def lineage(spec_path: str, as_json: bool) -> int:
     out.print(by_status)
     say(f"  prompts: {summary['prompts']}, files: {summary['files']}, bytes: {summary['bytes']}")
     say(f"  credits final: {summary['credits_final']:g}")
+    say(f"  cost USD: {summary['cost_usd']:.4f}")
+    for orphan in summary["orphaned"]:
+        cost = "cost unknown" if orphan["cost_usd"] is None else f"USD {orphan['cost_usd']:.4f}"
+        say(f"  orphaned: task {orphan['task_id']} ({orphan['model']}, {cost}): the host holds it and no output "
+            "claims it")
     return EXIT_OK
 
 
 def _summary(frame: pd.DataFrame) -> dict[str, Any]:
     if frame.empty:
-        return {"rows": 0, "rows_by_status": {}, "prompts": 0, "files": 0, "bytes": 0, "credits_final": 0.0}
+        return {"rows": 0, "rows_by_status": {}, "prompts": 0, "files": 0, "bytes": 0, "credits_final": 0.0,
+                "cost_usd": 0.0, "orphaned": []}
+    orphaned = frame[frame["status"] == ORPHANED]
     by_status = {str(k): int(v) for k, v in sorted(frame.groupby("status").size().to_dict().items())}
     return {
         "rows": len(frame),
@@ -57,4 +65,10 @@ def _summary(frame: pd.DataFrame) -> dict[str, Any]:
         "files": int(frame["media_uri"].notna().sum()),
         "bytes": int(frame["bytes"].fillna(0).sum()),
         "credits_final": float(frame["credits_final"].fillna(0).sum()),
+        "cost_usd": float(frame["cost_usd"].fillna(0).sum()),
+        # tasks the host holds (and may bill) that no output claims: their ids, to look them up
+        "orphaned": [
+            {**r, "cost_usd": None if pd.isna(r["cost_usd"]) else r["cost_usd"]}
+            for r in orphaned[["task_id", "model", "cost_usd"]].to_dict(orient="records")
+        ],
     }

@@ -109,7 +109,7 @@ async def set_config(request: Request) -> Response:
     state: EmulatorState = request.app.state.emulator
     body: dict[str, Any] = await request.json()
     with state.lock:
-        for key in ("queue_s", "process_s"):
+        for key in ("queue_s", "process_s", "answer_delay_s"):
             if key in body:
                 setattr(state.config, key, float(body[key]))
         if "media_max_side" in body:

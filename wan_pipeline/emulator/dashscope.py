@@ -508,6 +508,8 @@ async def _image(request: Request, sync: bool) -> Response:
         payload = {"output": {"task_status": "PENDING", "task_id": task.id}, "request_id": request_id()}
     if state.faults.hit("drop"):
         raise ConnectionDropped("emulated: task created, response lost")
+    if state.config.answer_delay_s:
+        await asyncio.sleep(state.config.answer_delay_s)  # the task exists; its answer is still on the way
     return JSONResponse(payload)
 
 
@@ -550,6 +552,8 @@ async def video(request: Request) -> Response:
     payload = {"output": {"task_status": "PENDING", "task_id": task.id}, "request_id": request_id()}
     if state.faults.hit("drop"):
         raise ConnectionDropped("emulated: task created, response lost")
+    if state.config.answer_delay_s:
+        await asyncio.sleep(state.config.answer_delay_s)  # the task exists; its answer is still on the way
     return JSONResponse(payload)
 
 

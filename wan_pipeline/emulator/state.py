@@ -34,6 +34,9 @@ class EmulatorConfig(BaseModel):
     #: render media no larger than this on their longer side (benchmarks: keep the server's CPU out of the
     #: measurement); None renders the requested size. Clients then see a size mismatch (a lineage warning).
     media_max_side: int | None = Field(default=None, ge=16)
+    #: a create is acted on at once but answered this much later (DashScope): the window in which a client
+    #: that dies has bought a task it never hears of (the kill-storm test aims its kills there)
+    answer_delay_s: float = Field(default=0.0, ge=0)
 
 
 @dataclass

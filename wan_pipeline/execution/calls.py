@@ -39,7 +39,7 @@ class Caller:
             await (self.gate.before_submit() if submission is not None else self.gate.before_call())
             try:
                 if submission is not None:
-                    self.ledger.count_submit_call(*submission)
+                    await self.ledger.count_submit_call(*submission)
                 reply = await self.wire.send(call, timeout_s=self.settings.request_timeout_s)
                 if reply.status < 400:
                     return reply

@@ -88,10 +88,27 @@ class TaskEngine:
 
         self.journal.start()
         try:
-            return list(await asyncio.gather(*(one(t) for t in tasks)))
+            outcomes = list(await asyncio.gather(*(one(t) for t in tasks)))
+            await self._sweep_orphans(tasks)
+            return outcomes
         finally:
             # every queued write (counters included) is committed before the run answers
             await asyncio.to_thread(self.journal.close)
+
+    async def _sweep_orphans(self, tasks: list[PlannedTask]) -> None:
+        """Hosts without idempotency keys that list their tasks: record any task the host holds that no output
+        claims (lineage shows it `orphaned`, with its id and cost). A failed look-up changes nothing."""
+        finder = self.submitter.finder
+        if finder is None or self.provider.supports_idempotency_key or not tasks:
+            return
+        for model_task in {t.model: t for t in tasks}.values():
+            try:
+                found = await finder.sweep(model_task)
+            except e.ProviderError as err:
+                self.on_event("orphan_sweep_failed", model_task, str(err))
+                continue
+            for task_id in found:
+                self.on_event("orphaned", model_task, task_id)
 
     async def _failed(self, task: PlannedTask, err: e.ProviderError) -> Outcome:
         self.on_event("failed", task, str(err))

@@ -166,5 +166,7 @@ class AsyncLedger:
 
         await self.journal.run(write)
 
-    def count_submit_call(self, identity: str, attempt: int) -> None:
-        self.journal.post(lambda: self.sync.count_submit_call(identity, attempt))
+    async def count_submit_call(self, identity: str, attempt: int) -> None:
+        """Durable before the create leaves: a record that says "never sent" must be true, since a host
+        without idempotency keys gets an unsent create re-sent without looking for it first."""
+        await self.journal.run(lambda: self.sync.count_submit_call(identity, attempt))

@@ -44,21 +44,22 @@ class Submitter:
         self.settings, self.halt, self.run_id, self.on_event = settings, halt, run_id, on_event
         self._one_create = asyncio.Lock()
         self.finder = TaskFinder(provider, ledger, calls) if isinstance(provider, ListsTasks) else None
+        self._verdicts: dict[tuple[str, str], dict[tuple[str, int], Verdict]] = {}
 
     async def submit(self, task: PlannedTask, attempt_no: int) -> tuple[Attempt, int]:
         """Create the provider task for this attempt, or adopt the one an earlier run created.
 
         Returns the attempt's record and how many creates were sent (0 when adopted)."""
         self.halt.check()
+        await self._settled(task)
         same = record_for(await self.ledger.latest(task.identity), attempt_no)
         step = step_for(same)
+        if same is not None and step is Step.POLL:
+            return same, 0  # the host's list showed the task this create made: it is polled, not bought again
         if same is not None and step is Step.REPORT:
             raise e.rebuild(same.error_class, same.error_code, same.error_message)
         if same is not None and step is Step.RESEND:
-            rearmed = await self._rearm(task, same)
-            if isinstance(rearmed, Attempt):
-                return rearmed, 0
-            call = rearmed
+            call = await self._rearm(task, same)
         elif same is not None and step is Step.ASK_BY_NAME:
             adopted = await self.poller.adopt(task, same)
             if adopted is not None:
@@ -85,18 +86,17 @@ class Submitter:
             except AwaitingFirstCharge:
                 await asyncio.sleep(self.settings.poll_initial_s / 4)  # the price is learned from another create
 
-    async def _rearm(self, task: PlannedTask, same: Attempt) -> HttpCall | Attempt:
-        """The create may have reached the host: find the task it made (hosts that list their tasks), or
-        re-send the recorded bytes, never a rebuilt request; returns the adopted attempt or the call."""
+    async def _rearm(self, task: PlannedTask, same: Attempt) -> HttpCall:
+        """The create may have reached the host: re-send the recorded bytes (never a rebuilt request) where
+        that is safe, else it stays ambiguous with what the user needs to decide."""
         if not self._may_resend(same):
-            verdict = await self._find(same)
-            if verdict.kind == "adopt":
-                return await self._adopt(task, same, verdict.task_id or "")
-            if verdict.kind != "absent":
+            verdict = (await self._settled(task)).get((same.identity, same.attempt))
+            if verdict is None or verdict.kind != "absent":
+                reason = verdict.reason if verdict else "the host offers no task list to look it up"
                 err = e.AmbiguousSubmission(
                     code="ambiguous_submission",
                     message=f"{task.provider} may already hold a task for this output (no idempotency key "
-                    f"support){'; ' + verdict.reason if verdict.reason else ''}: check the provider's dashboard "
+                    f"support); {reason}: check the provider's dashboard "
                     f"for a {task.model} task created around {same.sent_at or same.updated_at}, then re-run "
                     "with --resubmit-ambiguous to submit again",
                 )
@@ -113,20 +113,20 @@ class Submitter:
             except AwaitingFirstCharge:
                 await asyncio.sleep(self.settings.poll_initial_s / 4)
 
-    async def _find(self, same: Attempt) -> Verdict:
-        if self.finder is None:
-            return Verdict("unknown", reason="the host offers no task list to look it up")
-        return await self.finder.resolve(same)
-
-    async def _adopt(self, task: PlannedTask, same: Attempt, task_id: str) -> Attempt:
-        """The host's list shows the task this create made: poll it instead of buying it again."""
-        adopted = await self.ledger.update(
-            task.identity, same.attempt, state=SUBMITTED, task_id=task_id, submitted_at=utcnow(), error_code=None,
-            error_class=None, error_message=None, run_id=self.run_id,
-        )  # fmt: skip
-        self.on_event("adopted", task, task_id)
-        assert adopted is not None
-        return adopted
+    async def _settled(self, task: PlannedTask) -> dict[tuple[str, int], Verdict]:
+        """Once per run (dataset, model), before this run's first create: where every create an earlier run
+        left unconfirmed went, from the host's list (recorded in the ledger by `TaskFinder.settle`). Done
+        holding the create slot, so none of this process's creates is in flight while the list is read."""
+        if self.finder is None or self.provider.supports_idempotency_key:
+            return {}
+        key = (task.dataset, task.model)
+        if key not in self._verdicts:
+            async with self._one_create:
+                if key not in self._verdicts:
+                    self._verdicts[key] = await self.finder.settle(task)
+                    for verdict in self._verdicts[key].values():
+                        self.on_event("reconciled", task, f"{verdict.kind} {verdict.task_id or verdict.reason}")
+        return self._verdicts[key]
 
     def _may_resend(self, same: Attempt) -> bool:
         if self.provider.supports_idempotency_key or self.settings.resubmit_ambiguous:

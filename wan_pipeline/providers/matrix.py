@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from wan_pipeline.providers.base import ListsTasks, Provider
 from wan_pipeline.providers.catalog import CATALOG, ModelInfo
 from wan_pipeline.providers.registry import get_provider
 
@@ -47,15 +48,30 @@ def render() -> str:
             f"{info.max_prompt_chars} | {_price(info)} | {params} |"
         )
     rows.append("")
-    rows.append("| provider | idempotent create | local reference files go through |")
-    rows.append("|---|---|---|")
+    rows.append("| provider | idempotent create | budget without a price | local reference files go through |")
+    rows.append("|---|---|---|---|")
     for name in sorted({i.provider for i in CATALOG}):
         provider = get_provider(name)
         rows.append(
-            f"| {name} | {'yes' if provider.supports_idempotency_key else 'no (a lost create is never re-sent)'} | "
+            f"| {name} | {_idempotency(provider)} | {_unpriced_budget(provider)} | "
             f"{UPLOADS.get(name, 'presigned S3 URL')} |"
         )
     return "\n".join([BEGIN, *rows, END])
+
+
+def _unpriced_budget(provider: Provider) -> str:
+    """What a budget does for a model with no documented price and no `pricing:` in the spec."""
+    if provider.charge_on_create:
+        return f"binds: the price is learned from the {provider.charge_on_create} it reserves on create"
+    return "refused: declare `pricing:`"
+
+
+def _idempotency(provider: Provider) -> str:
+    if provider.supports_idempotency_key:
+        return "yes"
+    if isinstance(provider, ListsTasks):
+        return "no: one create at a time; a lost one is looked up in its task list"
+    return "no: one create at a time; a lost one is never re-sent blindly"
 
 
 UPLOADS = {
