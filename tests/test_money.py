@@ -107,6 +107,8 @@ def test_a_budget_nothing_can_bind_is_refused_naming_the_pricing_key(env: Path) 
         plan_for(env, "reapi", "wan2.7-image", 2, budget={"max_usd": 1})
     (problem,) = info.value.problems
     assert problem.column == "budget.max_usd" and "`pricing.usd_per_image:`" in problem.reason
+    lines = (env / "spec.yaml").read_text(encoding="utf-8").splitlines()
+    assert lines[(problem.row or 0) - 1].strip().startswith("max_usd:")  # the line to edit
     with pytest.raises(e.InvalidInput) as info:
         plan_for(env, "reapi", "wan2.7-video", 2, budget={"max_credits": 100})
     assert "`pricing.credits_per_second:`" in info.value.problems[0].reason

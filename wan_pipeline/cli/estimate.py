@@ -9,6 +9,7 @@ import click
 from wan_pipeline.cli.console import EXIT_OK, emit_json, json_option, say, verbose_option
 from wan_pipeline.planning.plan import build_plan
 from wan_pipeline.planning.spec import DatasetSpec, load_spec
+from wan_pipeline.providers.registry import get_provider
 
 
 @click.command("estimate")
@@ -35,6 +36,8 @@ def estimate(spec_path: str, as_json: bool) -> int:
         "model": spec.model,
         "outputs": len(plan.tasks),
         "full": {"credits": full.credits, "usd": full.usd},
+        # where the prices come from: "declared" (the spec's pricing:), "documented" (the catalog), or None
+        "price_source": full.source,
         "todo": {"outputs": len(todo), "credits": todo_credits, "usd": todo_usd},
         "committed_credits": committed,
         "budget": {"max_credits": spec.budget.max_credits, "max_usd": spec.budget.max_usd},
@@ -51,7 +54,8 @@ def _verdict(spec: DatasetSpec, committed: float, remaining: float | None) -> st
     if spec.budget.max_credits is None:
         return None
     if remaining is None:
-        return "unknown (no documented price)"
+        learned = get_provider(spec.provider).charge_on_create == "credits"
+        return "binds by learning the price from the first charge" if learned else "unknown (no price)"
     return "fits" if committed + remaining <= spec.budget.max_credits else "will stop early"
 
 
@@ -63,6 +67,7 @@ def _print(spec: DatasetSpec, r: dict[str, Any]) -> None:
         f"  still to make:  {todo['outputs']} output(s), {_amount(todo['credits'], 'about {:g} credits')}, "
         f"{_amount(todo['usd'], 'about USD {:.4f}')}"
     )
+    say(f"  prices: {r['price_source'] or 'not documented or declared (see pricing: in the README)'}")
     say(f"  committed so far (ledger): {r['committed_credits']:g} credits")
     if spec.budget.max_credits is not None:
         say(f"  budget: max_credits {spec.budget.max_credits:g} -> {r['budget_verdict']}")
@@ -77,4 +82,4 @@ def _total(values: list[float | None]) -> float | None:
 
 def _amount(value: float | None, fmt: str) -> str:
     unit = "USD" if "USD" in fmt else "credits"
-    return fmt.format(value) if value is not None else f"{unit}: price not documented"
+    return fmt.format(value) if value is not None else f"{unit}: no price"

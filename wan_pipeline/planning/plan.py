@@ -16,7 +16,7 @@ from typing import Any, Literal
 from wan_pipeline.errors import InvalidInput, Problem
 from wan_pipeline.planning.pricing import estimate_task, pricing_key
 from wan_pipeline.planning.provenance import Provenance
-from wan_pipeline.planning.spec import DatasetSpec, Pricing
+from wan_pipeline.planning.spec import DatasetSpec, Pricing, spec_line
 from wan_pipeline.planning.table import PromptRow, check_rows
 from wan_pipeline.providers.base import Estimate, GenerationRequest, Mode, Provider, Reference
 from wan_pipeline.providers.catalog import find_model
@@ -205,7 +205,7 @@ def _spec_problems(spec: DatasetSpec, provider: Provider) -> list[Problem]:
         problems.append(
             Problem(
                 spec_file,
-                None,
+                spec_line(spec, "model"),
                 "model",
                 f"{spec.provider} has no model '{spec.model}' (known: {', '.join(provider.models())})",
             )
@@ -236,7 +236,7 @@ def _check_budget_covers_nothing_impossible(plan: Plan) -> None:
         other = "pricing.usd_per_credit" if provider.charge_on_create == "credits" else None
         fix = f"declare what this account pays under `{key}:`" + (f" (or `{other}:`)" if other else "")
         problems.append(Problem(
-            spec.spec_file, None, f"budget.{name}",
+            spec.spec_file, spec_line(spec, f"budget.{name}"), f"budget.{name}",
             f"{spec.provider}/{spec.model} has no documented or declared {'USD' if unit == 'usd' else 'credit'} "
             f"price for {len(unpriced)} prompt(s) (e.g. {', '.join(unpriced[:3])}) and the host reports no "
             f"{'USD' if unit == 'usd' else 'credit'} charge when a task is created, so this budget cannot bind; "
@@ -251,7 +251,7 @@ def _check_budget_covers_nothing_impossible(plan: Plan) -> None:
         cheapest = min((f for f in figures if f is not None), default=None)
         if limit is not None and cheapest is not None and cheapest > limit:
             word = "credits" if name == "max_credits" else "USD"
-            raise InvalidInput([Problem(spec.spec_file, None, f"budget.{name}",
+            raise InvalidInput([Problem(spec.spec_file, spec_line(spec, f"budget.{name}"), f"budget.{name}",
                                         f"{limit:g} {word} cannot pay for one task ({cheapest:g} {word})")])
 
 

@@ -170,6 +170,15 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(x) for x in loc)
 
 
+def spec_line(spec: DatasetSpec, field: str) -> int | None:
+    """The line of a (dotted) field in the spec file, for problems found after loading (None if absent)."""
+    try:
+        root = yaml.compose(Path(spec.spec_file).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    return _line_of(root, tuple(field.split(".")))
+
+
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     """The line of the YAML node a validation error points at (the deepest one that exists), so an editor
     finds it; None for an error about the file as a whole."""
