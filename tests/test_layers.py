@@ -19,18 +19,22 @@ import wan_pipeline
 
 PACKAGE_DIR = Path(wan_pipeline.__file__).parent
 LAYERS: tuple[tuple[str, ...], ...] = (
-    # the package root holds only the docstring and __version__; code_version reads it (and git) for provenance
+    # the package root holds the docstring, __version__ and one lazy re-export (REEXPORTS); code_version reads
+    # __version__ (and git) for provenance
     ("wan_pipeline", "wan_pipeline.errors", "wan_pipeline.code_version"),
     ("wan_pipeline.providers",),
     ("wan_pipeline.planning",),
     ("wan_pipeline.money",),
     ("wan_pipeline.outputs",),
     ("wan_pipeline.execution",),
-    ("wan_pipeline.assets", "wan_pipeline.resources", "wan_pipeline.definitions"),
+    ("wan_pipeline.assets", "wan_pipeline.resources", "wan_pipeline.definitions", "wan_pipeline.component"),
     ("wan_pipeline.cli",),
 )
 EMULATOR = "wan_pipeline.emulator"
 EMULATOR_SEAMS = ("wan_pipeline.execution.endpoints", "wan_pipeline.cli")
+#: `dg` names component types by the registry module (the package) and attribute: `wan_pipeline.WanDataset`.
+#: The root re-exports it lazily (a module __getattr__), so importing the package never imports Dagster.
+REEXPORTS = {("wan_pipeline", "wan_pipeline.component")}
 
 
 def module_name(path: Path) -> str:
@@ -83,6 +87,8 @@ def violations(importer: str, imported: set[str]) -> list[str]:
         elif within(target, EMULATOR):
             if not any(within(importer, seam) for seam in EMULATOR_SEAMS):
                 found.append(f"{importer} imports {target}: use execution.endpoints.in_process_emulator")
+        elif (importer, target) in REEXPORTS:
+            continue
         elif (layer_of(target) or 0) > (layer_of(importer) or 0):
             found.append(f"{importer} imports {target}, a layer above it")
     return found

@@ -18,3 +18,19 @@ Layers, bottom to top; a module imports only from its own layer and the layers b
 """
 
 __version__ = "0.1.0"
+
+# `wan_pipeline.WanDataset` is the component type `dg` finds through the `dagster_dg_cli.registry_modules`
+# entry point. Exported lazily: the core layers, the emulator and the CLI import this package without Dagster.
+__all__ = ["WanDataset", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    if name == "WanDataset":
+        from wan_pipeline.component import WanDataset
+
+        return WanDataset
+    raise AttributeError(f"module 'wan_pipeline' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), "WanDataset"])

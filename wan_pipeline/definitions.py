@@ -1,5 +1,6 @@
 """The code location: one asset group per spec named by WAN_PIPELINE_SPECS (paths or globs, ':'-separated;
-default: the examples shipped with the project), plus the shared resources."""
+default: the demo spec shipped in ``examples/``), each built by the WanDataset component, plus the shared
+resources. The other examples load only when named (e.g. ``WAN_PIPELINE_SPECS='examples/*.yaml'``)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,16 @@ from pathlib import Path
 
 import dagster as dg
 
-from wan_pipeline.assets.dataset import dataset_definitions
-from wan_pipeline.resources.provider import provider_resource_from_env
-from wan_pipeline.resources.storage import StorageResource
+from wan_pipeline.component import WanDataset
+from wan_pipeline.resources.environment import resources_from_env
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+DEFAULT_SPECS = str(EXAMPLES / "demo.yaml")
 
 
 def spec_paths(env: str | None = None) -> list[Path]:
     raw = os.environ.get("WAN_PIPELINE_SPECS", "") if env is None else env
-    patterns = [p for p in raw.split(os.pathsep) if p.strip()] or [str(EXAMPLES / "*.yaml")]
+    patterns = [p for p in raw.split(os.pathsep) if p.strip()] or [DEFAULT_SPECS]
     found: list[Path] = []
     for pattern in patterns:
         matches = sorted(glob.glob(os.path.expanduser(pattern))) if any(c in pattern for c in "*?[") else [pattern]
@@ -27,18 +28,15 @@ def spec_paths(env: str | None = None) -> list[Path]:
 
 
 def resources() -> dict[str, object]:
-    return {
-        "provider": provider_resource_from_env(),
-        "storage": StorageResource(
-            s3_endpoint_url=os.environ.get("WAN_PIPELINE_S3_ENDPOINT_URL") or None,
-            s3_region=os.environ.get("AWS_REGION") or None,
-        ),
-    }
+    return dict(resources_from_env())
 
 
 def build_definitions(paths: list[Path] | None = None) -> dg.Definitions:
-    per_spec = [dataset_definitions(p) for p in (paths if paths is not None else spec_paths())]
-    return dg.Definitions.merge(*per_spec, dg.Definitions(resources=resources()))
+    per_spec = [
+        WanDataset(spec=str(p)).build_dataset_defs(p.parent, str(p))
+        for p in (paths if paths is not None else spec_paths())
+    ]
+    return dg.Definitions.merge(*per_spec, dg.Definitions(resources=resources_from_env()))
 
 
 defs = build_definitions()

@@ -11,7 +11,7 @@ from wan_pipeline.assets.keys import key, prompt_partitions
 from wan_pipeline.assets.lineage import build_lineage_asset
 from wan_pipeline.assets.prompt_table import build_prompt_table_asset
 from wan_pipeline.assets.sensors import build_new_prompts_sensor
-from wan_pipeline.planning.spec import DatasetSpec, load_spec
+from wan_pipeline.planning.spec import DatasetSpec, SpecSource
 
 
 # Job names must differ from every op name: an asset's op is named after its key ("demo__lineage"), and a
@@ -28,11 +28,13 @@ def lineage_job_name(spec: DatasetSpec) -> str:
     return f"{spec.name}_lineage_job"
 
 
-def dataset_definitions(spec_path: str | Path) -> dg.Definitions:
-    path = Path(spec_path).resolve()
-    spec = load_spec(path)
-    lineage_asset, *checks = build_lineage_asset(spec, path)
-    generation_assets = build_generation_assets(spec, path)
+def dataset_definitions(source: SpecSource | str | Path) -> dg.Definitions:
+    """One dataset's group; `source` is a spec file's path or a SpecSource (a file or inline fields)."""
+    if not isinstance(source, SpecSource):
+        source = SpecSource.from_file(source)
+    spec = source.load()
+    lineage_asset, *checks = build_lineage_asset(spec, source)
+    generation_assets = build_generation_assets(spec, source)
     generate_job = dg.define_asset_job(
         generate_job_name(spec),
         selection=dg.AssetSelection.assets(key(spec, "generations"), key(spec, "media")),
@@ -40,7 +42,7 @@ def dataset_definitions(spec_path: str | Path) -> dg.Definitions:
         description="Submit, poll, download and store the selected prompt partitions.",
     )
     return dg.Definitions(
-        assets=[build_prompt_table_asset(spec, path), generation_assets, lineage_asset],
+        assets=[build_prompt_table_asset(spec, source), generation_assets, lineage_asset],
         asset_checks=checks,
         jobs=[
             dg.define_asset_job(
@@ -50,5 +52,5 @@ def dataset_definitions(spec_path: str | Path) -> dg.Definitions:
             # Selecting the asset includes its checks, which run right after it.
             dg.define_asset_job(lineage_job_name(spec), selection=dg.AssetSelection.assets(key(spec, "lineage"))),
         ],
-        sensors=[build_new_prompts_sensor(spec, path, generate_job.name, generation_assets.backfill_policy)],
+        sensors=[build_new_prompts_sensor(spec, source, generate_job.name, generation_assets.backfill_policy)],
     )

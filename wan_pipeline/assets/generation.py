@@ -16,7 +16,6 @@ and provider-side failures are logged.
 
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -29,7 +28,7 @@ from wan_pipeline.execution.session import open_session
 from wan_pipeline.outputs.media import thumbnail_data_uri
 from wan_pipeline.outputs.storage import Storage, relpath_of
 from wan_pipeline.planning.plan import Plan, PlannedTask, build_plan
-from wan_pipeline.planning.spec import DatasetSpec, load_spec
+from wan_pipeline.planning.spec import DatasetSpec, SpecSource
 from wan_pipeline.resources.provider import ProviderResource
 from wan_pipeline.resources.storage import StorageResource
 
@@ -69,7 +68,7 @@ def _asset_specs(spec: DatasetSpec) -> list[dg.AssetSpec]:
     ]
 
 
-def build_generation_assets(spec: DatasetSpec, spec_path: Path) -> dg.AssetsDefinition:
+def build_generation_assets(spec: DatasetSpec, source: SpecSource) -> dg.AssetsDefinition:
     gen_key, media_key = key(spec, "generations"), key(spec, "media")
 
     @dg.multi_asset(
@@ -84,7 +83,7 @@ def build_generation_assets(spec: DatasetSpec, spec_path: Path) -> dg.AssetsDefi
         # A generator yielding per-partition events and no outputs (the specs are skippable): a partition
         # is materialized only when every output of it is stored.
         try:
-            current = load_spec(spec_path)
+            current = source.load()
             plan = build_plan(current)
         except WanPipelineError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None

@@ -1,7 +1,6 @@
 """lineage: the Parquet record of everything, and the checks users care about."""
 
 from collections import defaultdict
-from pathlib import Path
 
 import dagster as dg
 
@@ -11,11 +10,11 @@ from wan_pipeline.outputs.audit import audit_outputs, duplicate_submissions
 from wan_pipeline.outputs.lineage import write_lineage
 from wan_pipeline.outputs.status import output_states
 from wan_pipeline.planning.plan import build_plan
-from wan_pipeline.planning.spec import DatasetSpec, load_spec
+from wan_pipeline.planning.spec import DatasetSpec, SpecSource
 from wan_pipeline.resources.storage import StorageResource
 
 
-def build_lineage_asset(spec: DatasetSpec, spec_path: Path) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
+def build_lineage_asset(spec: DatasetSpec, source: SpecSource) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
     lineage_key = key(spec, "lineage")
 
     @dg.asset(
@@ -26,7 +25,7 @@ def build_lineage_asset(spec: DatasetSpec, spec_path: Path) -> list[dg.AssetsDef
         description="One row per output file or failed attempt: seeds, parameters, task ids, credits, checksums.",
     )
     def lineage(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
-        current = load_spec(spec_path)
+        current = source.load()
         with open_ledger(current) as ledger:
             uri, table = write_lineage(ledger, current.name, storage.for_spec(current))
         status = table.column("status").to_pylist()
@@ -45,7 +44,7 @@ def build_lineage_asset(spec: DatasetSpec, spec_path: Path) -> list[dg.AssetsDef
 
     @dg.asset_check(asset=lineage_key, description="Every lineage file exists, decodes, and matches its SHA-256.")
     def outputs_exist_and_decode(storage: StorageResource) -> dg.AssetCheckResult:
-        current = load_spec(spec_path)
+        current = source.load()
         with open_ledger(current) as ledger:
             problems, checked = audit_outputs(ledger, current.name, storage.for_spec(current))
         return dg.AssetCheckResult(
@@ -60,7 +59,7 @@ def build_lineage_asset(spec: DatasetSpec, spec_path: Path) -> list[dg.AssetsDef
         asset=lineage_key, description="Every planned output of the current table is stored.", blocking=False
     )
     def every_planned_output_stored() -> dg.AssetCheckResult:
-        current = load_spec(spec_path)
+        current = source.load()
         plan = build_plan(current)
         with open_ledger(current) as ledger:
             states = output_states(plan, ledger)
@@ -77,7 +76,7 @@ def build_lineage_asset(spec: DatasetSpec, spec_path: Path) -> list[dg.AssetsDef
 
     @dg.asset_check(asset=lineage_key, description="No idempotency identity was bought twice.")
     def no_identity_submitted_twice() -> dg.AssetCheckResult:
-        current = load_spec(spec_path)
+        current = source.load()
         with open_ledger(current) as ledger:
             dupes = duplicate_submissions(ledger, current.name)
         return dg.AssetCheckResult(
@@ -86,7 +85,7 @@ def build_lineage_asset(spec: DatasetSpec, spec_path: Path) -> list[dg.AssetsDef
 
     @dg.asset_check(asset=lineage_key, description="Committed spend stays inside the spec's budget.")
     def spend_within_budget() -> dg.AssetCheckResult:
-        current = load_spec(spec_path)
+        current = source.load()
         with open_ledger(current) as ledger:
             credits = ledger.committed_credits(current.name)
             usd = ledger.committed_usd(current.name)

@@ -7,7 +7,7 @@ import dagster as dg
 from wan_pipeline.assets.keys import key
 from wan_pipeline.errors import InvalidInput, WanPipelineError
 from wan_pipeline.planning.plan import build_plan
-from wan_pipeline.planning.spec import DatasetSpec, load_spec
+from wan_pipeline.planning.spec import DatasetSpec, SpecSource
 
 
 def register_partitions(instance: dg.DagsterInstance, spec: DatasetSpec, prompt_ids: list[str]) -> list[str]:
@@ -18,7 +18,7 @@ def register_partitions(instance: dg.DagsterInstance, spec: DatasetSpec, prompt_
     return new
 
 
-def build_prompt_table_asset(spec: DatasetSpec, spec_path: Path) -> dg.AssetsDefinition:
+def build_prompt_table_asset(spec: DatasetSpec, source: SpecSource) -> dg.AssetsDefinition:
     suffix = Path(spec.prompts).suffix.lstrip(".").lower()
 
     @dg.asset(
@@ -29,7 +29,7 @@ def build_prompt_table_asset(spec: DatasetSpec, spec_path: Path) -> dg.AssetsDef
     )
     def prompt_table(context: dg.AssetExecutionContext) -> dg.MaterializeResult:  # type: ignore[type-arg]
         try:
-            current = load_spec(spec_path)
+            current = source.load()
             plan = build_plan(current)
         except InvalidInput as exc:
             raise dg.Failure(

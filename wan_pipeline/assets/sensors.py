@@ -5,18 +5,17 @@ most 50 partitions), not one run per row.
 """
 
 import hashlib
-from pathlib import Path
 
 import dagster as dg
 
 from wan_pipeline.assets.backfill import backfill_chunks, range_tags
 from wan_pipeline.errors import WanPipelineError
 from wan_pipeline.planning.plan import build_plan
-from wan_pipeline.planning.spec import DatasetSpec, load_spec
+from wan_pipeline.planning.spec import DatasetSpec, SpecSource
 
 
 def build_new_prompts_sensor(
-    spec: DatasetSpec, spec_path: Path, job_name: str, policy: dg.BackfillPolicy | None
+    spec: DatasetSpec, source: SpecSource, job_name: str, policy: dg.BackfillPolicy | None
 ) -> dg.SensorDefinition:
     @dg.sensor(
         name=f"{spec.name}_new_prompts",
@@ -28,8 +27,8 @@ def build_new_prompts_sensor(
     )
     def new_prompts(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
         try:
-            current = load_spec(spec_path)
-            fingerprint = hashlib.sha256(current.prompts_path.read_bytes() + spec_path.read_bytes()).hexdigest()
+            current = source.load()
+            fingerprint = hashlib.sha256(current.prompts_path.read_bytes() + source.fingerprint_bytes()).hexdigest()
         except (OSError, WanPipelineError) as exc:
             return dg.SkipReason(f"cannot read the spec or table: {exc}")
         if context.cursor == fingerprint:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -148,22 +151,70 @@ def load_spec(path: str | Path) -> DatasetSpec:
         raise InvalidInput([Problem(file, None, None, "spec file not found")])
     data = p.read_bytes()
     try:
-        raw = yaml.safe_load(data.decode("utf-8"))
+        text = data.decode("utf-8")
+        raw = yaml.safe_load(text)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise InvalidInput([Problem(file, None, None, f"not valid YAML: {exc}")]) from exc
     if not isinstance(raw, dict):
         raise InvalidInput([Problem(file, None, None, "must be a YAML mapping")])
+    return spec_from_mapping(
+        raw, p.resolve().parent, file, yaml_text=text, source_sha256=hashlib.sha256(data).hexdigest()
+    )
+
+
+def spec_from_mapping(
+    raw: Mapping[str, Any],
+    base_dir: Path,
+    source: str,
+    yaml_text: str | None = None,
+    source_sha256: str | None = None,
+) -> DatasetSpec:
+    """Validate spec fields (a spec file's, or given inline in a Dagster component's defs.yaml); relative
+    paths resolve against `base_dir`, problems name `source` (and their line, when `yaml_text` is the
+    file's text). Every problem is reported at once as InvalidInput. Provenance: `source_sha256` is the
+    file's digest; for inline fields, the digest of their canonical JSON."""
+    if source_sha256 is None:
+        canonical = json.dumps(dict(raw), sort_keys=True, default=str, ensure_ascii=False)
+        source_sha256 = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
     try:
-        source = {"base_dir": p.resolve().parent, "spec_file": file, "source_sha256": hashlib.sha256(data).hexdigest()}
-        return DatasetSpec.model_validate({**raw, **source})
+        return DatasetSpec.model_validate(
+            {**raw, "base_dir": base_dir.resolve(), "spec_file": source, "source_sha256": source_sha256}
+        )
     except ValidationError as exc:
-        root = yaml.compose(p.read_text(encoding="utf-8"))
+        root = yaml.compose(yaml_text) if yaml_text is not None else None
         raise InvalidInput(
             [
-                Problem(file, _line_of(root, e["loc"]), _field_path(e["loc"]), e["msg"].removeprefix("Value error, "))
+                Problem(source, _line_of(root, e["loc"]), _field_path(e["loc"]), e["msg"].removeprefix("Value error, "))
                 for e in exc.errors()
             ]
         ) from exc
+
+
+@dataclass(frozen=True)
+class SpecSource:
+    """Where a dataset's spec comes from: a spec file, re-read on every use so edits apply without a reload,
+    or fields given inline (fixed when the code location loads)."""
+
+    path: Path | None = None
+    inline: Mapping[str, Any] | None = None
+    base_dir: Path = Path(".")
+    label: str = "<inline spec>"
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> SpecSource:
+        resolved = Path(path).resolve()
+        return cls(path=resolved, base_dir=resolved.parent, label=str(path))
+
+    def load(self) -> DatasetSpec:
+        if self.path is not None:
+            return load_spec(self.path)
+        return spec_from_mapping(self.inline or {}, self.base_dir, self.label)
+
+    def fingerprint_bytes(self) -> bytes:
+        """What the spec says, as bytes: a change means the dataset may have changed (the new-prompts sensor)."""
+        if self.path is not None:
+            return self.path.read_bytes()
+        return json.dumps(dict(self.inline or {}), sort_keys=True, default=str).encode()
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
