@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +70,74 @@ def write_spec(tmp_path: Path) -> SpecWriter:
         return path
 
     return _write
+
+
+# -- a small generated dataset, shared by the gallery, export and browser tests ----------------------
+
+
+@dataclass(frozen=True)
+class GeneratedDataset:
+    spec_path: Path
+    storage: Path
+    dagster_home: Path  # the instance that recorded the runs (the browser test opens the UI on it)
+    outputs: int  # stored files
+    failed: int  # failed attempts (one rejected by the emulator's content filter)
+    modes: frozenset[str]
+
+
+GENERATED_ROWS = [
+    {"prompt_id": "fox", "prompt": "A red fox crossing a frosted meadow at dawn, soft rim light"},
+    {"prompt_id": "tea_house", "prompt": "一座雨中的江南茶馆，青瓦白墙，灯笼倒映在石板路上"},
+    {"prompt_id": "harbor_night", "prompt": "The same harbor at night, lanterns on the water",
+     "reference_images": "harbor.png"},
+]
+
+
+@pytest.fixture(scope="session")
+def generated_dataset(tmp_path_factory: pytest.TempPathFactory) -> GeneratedDataset:
+    """Three prompts x two variants through the real Dagster jobs on the emulator; the first task created
+    is rejected (content policy), so the dataset holds 5 outputs, 1 failure and two modes. Lineage and the
+    report (gallery) are materialized."""
+    import dagster as dg
+    from e2e_helpers import EXAMPLES, FAST_ENGINE
+
+    from wan_pipeline.assets.dataset import generate_job_name, lineage_job_name, prompt_table_job_name
+    from wan_pipeline.definitions import build_definitions
+
+    folder = tmp_path_factory.mktemp("generated")
+    shutil.copy(EXAMPLES / "media" / "harbor.png", folder / "harbor.png")
+    write_csv(folder / "prompts.csv", GENERATED_ROWS)
+    spec_path = folder / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump({
+        "name": "shots", "prompts": "prompts.csv", "provider": "rivya", "model": "wan-2-7-image",
+        "endpoint": "emulator", "variants": 2, "seed": 5, "params": {"aspect_ratio": "16:9", "resolution": "1K"},
+        "storage": "out",
+    }), encoding="utf-8")
+    home = folder / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    with pytest.MonkeyPatch.context() as mp, dg.DagsterInstance.from_config(str(home)) as instance:
+        for name in list(os.environ):
+            if name.startswith(("WAN_PIPELINE_", "RIVYA_")):
+                mp.delenv(name)
+        for name, value in FAST_ENGINE.items():
+            mp.setenv(name, value)
+        faults = {"reject_content": {"next": 1}}
+        mp.setenv("WAN_PIPELINE_EMULATOR", json.dumps({"queue_s": 0, "process_s": 0.05, "faults": faults}))
+        mp.setenv("WAN_PIPELINE_GENERATION_ATTEMPTS", "1")
+        mp.setenv("WAN_PIPELINE_MAX_CONCURRENCY", "1")  # the first task created is fox/v0
+        defs = build_definitions([spec_path])
+        from wan_pipeline.planning.spec import load_spec
+
+        spec = load_spec(spec_path)
+        assert defs.resolve_job_def(prompt_table_job_name(spec)).execute_in_process(instance=instance).success
+        # One run over the three partitions (the fault applies to the first task the emulator sees).
+        from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+        tags = {ASSET_PARTITION_RANGE_START_TAG: "fox", ASSET_PARTITION_RANGE_END_TAG: "harbor_night"}
+        run = defs.resolve_job_def(generate_job_name(spec)).execute_in_process(
+            instance=instance, tags=tags, raise_on_error=False)
+        assert not run.success  # one partition failed, the others are materialized
+        assert defs.resolve_job_def(lineage_job_name(spec)).execute_in_process(instance=instance).success
+    return GeneratedDataset(spec_path, folder / "out", home, outputs=5, failed=1,
+                            modes=frozenset({"text_to_image", "image_edit"}))

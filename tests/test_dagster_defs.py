@@ -105,7 +105,8 @@ def test_definitions_resolve(fast_env: pytest.MonkeyPatch, spec_path: Path) -> N
     defs = build_definitions([spec_path])
     graph = defs.resolve_asset_graph()
     keys = {tuple(k.path) for k in graph.get_all_asset_keys()}
-    assert keys == {("demo", "prompt_table"), ("demo", "generations"), ("demo", "media"), ("demo", "lineage")}
+    assert keys == {("demo", "prompt_table"), ("demo", "generations"), ("demo", "media"), ("demo", "lineage"),
+                    ("demo", "report"), ("demo", "export")}
 
     for name in ("generations", "media"):
         node = graph.get(dg.AssetKey(["demo", name]))
@@ -114,8 +115,13 @@ def test_definitions_resolve(fast_env: pytest.MonkeyPatch, spec_path: Path) -> N
         policy = node.backfill_policy
         assert policy is not None and policy.policy_type == BackfillPolicyType.MULTI_RUN
         assert policy.max_partitions_per_run is not None and policy.max_partitions_per_run > 1
-    for name in ("prompt_table", "lineage"):
+    for name in ("prompt_table", "lineage", "report", "export"):
         assert graph.get(dg.AssetKey(["demo", name])).partitions_def is None
+    # What costs nothing follows on its own; what spends money (and the export, which copies) never does.
+    for name in ("prompt_table", "lineage", "report"):
+        assert graph.get(dg.AssetKey(["demo", name])).automation_condition is not None, name
+    for name in ("generations", "media", "export"):
+        assert graph.get(dg.AssetKey(["demo", name])).automation_condition is None, name
     assert {graph.get(k).group_name for k in graph.get_all_asset_keys()} == {"demo"}
 
     lineage = dg.AssetKey(["demo", "lineage"])
@@ -131,7 +137,9 @@ def test_definitions_resolve(fast_env: pytest.MonkeyPatch, spec_path: Path) -> N
     sensor = defs.resolve_sensor_def("demo_new_prompts")
     assert sensor.job_name == "demo_generate_job"
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
-    assert [s.name for s in defs.sensors or []] == ["demo_new_prompts"]
+    assert [s.name for s in defs.sensors or []] == ["demo_new_prompts", "demo_refresh"]
+    refresh = defs.resolve_sensor_def("demo_refresh")
+    assert refresh.default_status == dg.DefaultSensorStatus.RUNNING
     # What a code server (`dagster dev`) does on load: job and op names must not collide.
     dg.Definitions.validate_loadable(defs)
 
@@ -174,7 +182,7 @@ def test_partition_range_then_lineage_with_checks(
     for pid in in_range:
         g, m = gens[pid].metadata, media[pid].metadata
         assert {"status", "task_ids", "credits_final"} <= set(g)
-        assert {"output_uri", "thumbnail"} <= set(m)
+        assert {"output_uri", "thumbnails", "gallery", "sha256"} <= set(m)
         assert g["status"].value == "succeeded"
         task_ids = [t.strip() for t in g["task_ids"].value.split(",")]
         assert len(task_ids) == 2 and set(task_ids) <= emulator_ids
@@ -182,7 +190,17 @@ def test_partition_range_then_lineage_with_checks(
         output = Path(m["output_uri"].value)
         assert output.is_file() and output.parent.name == pid
         assert m["files"].value == 2
-        assert m["thumbnail"].value.startswith("![thumbnail](data:image/")
+        # every output: a visible thumbnail and a link to its gallery entry; full digests, one per output
+        assert m["thumbnails"].value.count("](data:image/jpeg;base64,") == 2
+        assert m["thumbnails"].value.count("gallery.html#out-") == 2
+        digests = m["sha256"].value.split("\n")
+        assert len(digests) == 2 and all(len(d) == 64 for d in digests)
+        # ... and each one shown in place: the UI renders markdown under 1,000 characters inline
+        for variant in (0, 1):
+            preview = m[f"preview_v{variant}_0"].value
+            assert preview.startswith("[![preview](data:image/webp;base64,") and len(preview) < 1000
+            assert f"gallery.html#out-{pid}-v{variant}-0" in preview
+        assert m["gallery"].value.startswith("file://") and f"#out-{pid}-v0-0" in m["gallery"].value
     assert _materialized(instance, "generations") == set(in_range)
     assert _materialized(instance, "media") == set(in_range)
 
@@ -215,8 +233,13 @@ def test_partition_range_then_lineage_with_checks(
 
     lin = defs.resolve_job_def(lineage_job_name(spec)).execute_in_process(instance=instance, raise_on_error=False)
     assert lin.success
-    [lin_mat] = [e.step_materialization_data.materialization for e in lin.get_asset_materialization_events()]
-    assert lin_mat.asset_key == dg.AssetKey(["demo", "lineage"])
+    mats = {e.asset_key.path[-1]: e.step_materialization_data.materialization
+            for e in lin.get_asset_materialization_events()}
+    assert set(mats) == {"lineage", "report"}  # the gallery follows lineage in the same job
+    lin_mat = mats["lineage"]
+    gallery = Path(lin_mat.metadata["gallery"].value)
+    assert gallery == Path(mats["report"].metadata["gallery"].value) and gallery.is_file()
+    assert mats["report"].metadata["outputs"].value == 24
     assert lin_mat.metadata["rows"].value == 24
     assert lin_mat.metadata["succeeded"].value == 24
     assert lin_mat.metadata["failed"].value == 0

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from wan_pipeline.assets.automation import build_refresh_sensor
 from wan_pipeline.assets.generation import build_generation_assets
 from wan_pipeline.assets.keys import key, prompt_partitions
 from wan_pipeline.assets.lineage import build_lineage_asset
 from wan_pipeline.assets.prompt_table import build_prompt_table_asset
+from wan_pipeline.assets.report import build_export_asset, build_report_asset
 from wan_pipeline.assets.sensors import build_new_prompts_sensor
 from wan_pipeline.planning.spec import DatasetSpec, SpecSource
 
@@ -42,15 +44,26 @@ def dataset_definitions(source: SpecSource | str | Path) -> dg.Definitions:
         description="Submit, poll, download and store the selected prompt partitions.",
     )
     return dg.Definitions(
-        assets=[build_prompt_table_asset(spec, source), generation_assets, lineage_asset],
+        assets=[
+            build_prompt_table_asset(spec, source),
+            generation_assets,
+            lineage_asset,
+            build_report_asset(spec, source),
+            build_export_asset(spec, source),
+        ],
         asset_checks=checks,
         jobs=[
             dg.define_asset_job(
                 prompt_table_job_name(spec), selection=dg.AssetSelection.assets(key(spec, "prompt_table"))
             ),
             generate_job,
-            # Selecting the asset includes its checks, which run right after it.
-            dg.define_asset_job(lineage_job_name(spec), selection=dg.AssetSelection.assets(key(spec, "lineage"))),
+            # Selecting the asset includes its checks, which run right after it; the gallery follows.
+            dg.define_asset_job(
+                lineage_job_name(spec), selection=dg.AssetSelection.assets(key(spec, "lineage"), key(spec, "report"))
+            ),
         ],
-        sensors=[build_new_prompts_sensor(spec, source, generate_job.name, generation_assets.backfill_policy)],
+        sensors=[
+            build_new_prompts_sensor(spec, source, generate_job.name, generation_assets.backfill_policy),
+            build_refresh_sensor(spec),
+        ],
     )

@@ -22,11 +22,10 @@ import dagster as dg
 
 from wan_pipeline.assets.keys import key, prompt_partitions
 from wan_pipeline.assets.live import Note, OutcomeStream
+from wan_pipeline.assets.metadata import partition_metadata
 from wan_pipeline.errors import WanPipelineError
 from wan_pipeline.execution.engine import Outcome, OutcomeSink
 from wan_pipeline.execution.session import open_session
-from wan_pipeline.outputs.media import thumbnail_data_uri
-from wan_pipeline.outputs.storage import Storage, relpath_of
 from wan_pipeline.planning.plan import Plan, PlannedTask, build_plan
 from wan_pipeline.planning.spec import DatasetSpec, SpecSource
 from wan_pipeline.resources.provider import ProviderResource
@@ -122,7 +121,7 @@ def build_generation_assets(spec: DatasetSpec, source: SpecSource) -> dg.AssetsD
                     failures[pid] = "; ".join(f"v{o.task.variant}: {o.error}" for o in bad)
                     yield from _failed_events((gen_key, media_key), pid, failures[pid], group)
                 else:
-                    gen_meta, media_meta = _partition_metadata(group, store)
+                    gen_meta, media_meta = partition_metadata(group, store)
                     yield dg.AssetMaterialization(asset_key=gen_key, partition=pid, metadata=gen_meta)
                     yield dg.AssetMaterialization(asset_key=media_key, partition=pid, metadata=media_meta)
         _raise_for(stream.error, failures, len(keys))
@@ -185,34 +184,3 @@ def _raise_for(error: BaseException | None, failures: dict[str, str], partitions
         )
 
 
-def _partition_metadata(group: list[Outcome], store: Storage) -> tuple[dict[str, Any], dict[str, Any]]:
-    attempts = [o.attempt for o in group if o.attempt is not None]
-    latencies = [o.latency_s for o in group if o.latency_s is not None]
-    gen: dict[str, Any] = {
-        "status": "succeeded",
-        "task_ids": ", ".join(a.task_id or "-" for a in attempts),
-        "attempts": ", ".join(str(a.attempt) for a in attempts),
-        "credits_reserved": float(sum(a.credits_reserved or 0 for a in attempts)),
-        "credits_final": float(sum(a.credits_final or 0 for a in attempts)),
-        "submitted_in_this_run": sum(o.submitted_now for o in group),
-        "latency_s": round(max(latencies), 3) if latencies else dg.MetadataValue.null(),
-        "seeds": ", ".join(str(o.task.seed) for o in group),
-    }
-    outputs = [out for o in group for out in o.outputs]
-    media: dict[str, Any] = {
-        "files": len(outputs),
-        "output_uri": outputs[0].media_uri if outputs else "",
-        "output_uris": dg.MetadataValue.md("\n".join(f"- `{o.media_uri}`" for o in outputs)),
-        "sha256": ", ".join(o.media_sha256[:16] for o in outputs),
-        "size": ", ".join(f"{o.width}x{o.height}" for o in outputs),
-        "bytes": int(sum(o.bytes for o in outputs)),
-    }
-    first = outputs[0] if outputs else None
-    if first is not None:
-        rel = relpath_of(store, first.media_uri)
-        try:
-            data = store.get(rel) if rel else b""
-            media["thumbnail"] = dg.MetadataValue.md(f"![thumbnail]({thumbnail_data_uri(data)})")
-        except Exception as exc:  # a thumbnail is a nicety; never fail a paid output over it
-            media["thumbnail"] = f"unavailable: {type(exc).__name__}"
-    return gen, media

@@ -4,9 +4,12 @@ from collections import defaultdict
 
 import dagster as dg
 
+from wan_pipeline.assets.automation import REFRESH
 from wan_pipeline.assets.keys import key
+from wan_pipeline.assets.metadata import unknown_usd
 from wan_pipeline.execution.session import open_ledger
 from wan_pipeline.outputs.audit import audit_outputs, duplicate_submissions
+from wan_pipeline.outputs.gallery import GALLERY_PATH
 from wan_pipeline.outputs.lineage import write_lineage
 from wan_pipeline.outputs.status import output_states
 from wan_pipeline.planning.plan import build_plan
@@ -22,14 +25,18 @@ def build_lineage_asset(spec: DatasetSpec, source: SpecSource) -> list[dg.Assets
         deps=[key(spec, "media")],
         group_name=spec.name,
         kinds={"parquet", "pyarrow"},
+        automation_condition=REFRESH,
         description="One row per output file or failed attempt: seeds, parameters, task ids, credits, checksums.",
     )
     def lineage(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
         current = source.load()
+        store = storage.for_spec(current)
         with open_ledger(current) as ledger:
-            uri, table = write_lineage(ledger, current.name, storage.for_spec(current))
+            uri, table = write_lineage(ledger, current.name, store)
         status = table.column("status").to_pylist()
         credits = [c for c in table.column("credits_final").to_pylist() if c is not None]
+        costs = table.column("cost_usd").to_pylist()
+        unpriced = sum(1 for s, c in zip(status, costs, strict=True) if c is None and s != "pending")
         return dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(uri),
@@ -38,11 +45,18 @@ def build_lineage_asset(spec: DatasetSpec, source: SpecSource) -> list[dg.Assets
                 "failed": status.count("failed"),
                 "pending": status.count("pending"),
                 "credits_final": float(sum(credits)),
+                "usd": float(sum(c for c in costs if c is not None)) if not unpriced else unknown_usd(unpriced),
+                # written by the report asset, which runs after this one
+                "gallery": dg.MetadataValue.path(store.uri(GALLERY_PATH)),
                 "dagster/row_count": table.num_rows,
             }
         )
 
-    @dg.asset_check(asset=lineage_key, description="Every lineage file exists, decodes, and matches its SHA-256.")
+    @dg.asset_check(
+        asset=lineage_key,
+        description="Every lineage file exists, decodes, and matches its SHA-256.",
+        automation_condition=REFRESH,
+    )
     def outputs_exist_and_decode(storage: StorageResource) -> dg.AssetCheckResult:
         current = source.load()
         with open_ledger(current) as ledger:
@@ -56,7 +70,10 @@ def build_lineage_asset(spec: DatasetSpec, source: SpecSource) -> list[dg.Assets
         )
 
     @dg.asset_check(
-        asset=lineage_key, description="Every planned output of the current table is stored.", blocking=False
+        asset=lineage_key,
+        description="Every planned output of the current table is stored.",
+        blocking=False,
+        automation_condition=REFRESH,
     )
     def every_planned_output_stored() -> dg.AssetCheckResult:
         current = source.load()
@@ -74,7 +91,11 @@ def build_lineage_asset(spec: DatasetSpec, source: SpecSource) -> list[dg.Assets
             metadata={"planned": len(states), **{f"{k}_outputs": ", ".join(v[:40]) for k, v in missing.items()}},
         )
 
-    @dg.asset_check(asset=lineage_key, description="No idempotency identity was bought twice.")
+    @dg.asset_check(
+        asset=lineage_key,
+        description="No idempotency identity was bought twice.",
+        automation_condition=REFRESH,
+    )
     def no_identity_submitted_twice() -> dg.AssetCheckResult:
         current = source.load()
         with open_ledger(current) as ledger:
@@ -83,7 +104,11 @@ def build_lineage_asset(spec: DatasetSpec, source: SpecSource) -> list[dg.Assets
             passed=not dupes, metadata={"violations": dg.MetadataValue.md("\n".join(f"- {d}" for d in dupes) or "none")}
         )
 
-    @dg.asset_check(asset=lineage_key, description="Committed spend stays inside the spec's budget.")
+    @dg.asset_check(
+        asset=lineage_key,
+        description="Committed spend stays inside the spec's budget.",
+        automation_condition=REFRESH,
+    )
     def spend_within_budget() -> dg.AssetCheckResult:
         current = source.load()
         with open_ledger(current) as ledger:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from wan_pipeline.assets.automation import REFRESH
 from wan_pipeline.assets.keys import key
 from wan_pipeline.errors import InvalidInput, WanPipelineError
 from wan_pipeline.planning.plan import build_plan
@@ -25,6 +26,7 @@ def build_prompt_table_asset(spec: DatasetSpec, source: SpecSource) -> dg.Assets
         key=key(spec, "prompt_table"),
         group_name=spec.name,
         kinds={suffix, "pandas"},
+        automation_condition=REFRESH,  # validating and registering partitions costs nothing
         description=f"Validated, planned prompt table of dataset '{spec.name}' ({spec.prompts}).",
     )
     def prompt_table(context: dg.AssetExecutionContext) -> dg.MaterializeResult:  # type: ignore[type-arg]

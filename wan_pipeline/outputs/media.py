@@ -55,20 +55,31 @@ def inspect_image(
     return MediaInfo(mime, len(data), sha256_hex(data), width, height, warnings=tuple(warnings))
 
 
-def thumbnail_data_uri(data: bytes, max_side: int = 96) -> str:
-    """A small JPEG as a data URI (a video's first frame), for Dagster metadata; markdown renders it in the UI."""
+def preview_image(data: bytes) -> Image.Image:
+    """The decoded image, or a video's first frame."""
     if (sniff_mime(data[:32]) or "").startswith("video/"):
         import av
 
         with av.open(io.BytesIO(data), mode="r") as container:
-            img = next(container.decode(video=0)).to_image()  # type: ignore[no-untyped-call]
-    else:
-        img = Image.open(io.BytesIO(data))
-    with img:
-        img.thumbnail((max_side, max_side))
-        out = io.BytesIO()
-        img.convert("RGB").save(out, format="JPEG", quality=70)
-    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+            return next(container.decode(video=0)).to_image()  # type: ignore[no-untyped-call,no-any-return]
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img
+
+
+def image_data_uri(img: Image.Image, max_side: int, fmt: str = "JPEG", quality: int = 70) -> str:
+    """`img` shrunk to fit max_side, encoded as a data URI (JPEG or WEBP)."""
+    small = img.copy()
+    small.thumbnail((max_side, max_side))
+    out = io.BytesIO()
+    small.convert("RGB").save(out, format=fmt, quality=quality)
+    return f"data:image/{fmt.lower()};base64," + base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def thumbnail_data_uri(data: bytes, max_side: int = 96) -> str:
+    """A small JPEG as a data URI (a video's first frame), for Dagster metadata and the gallery."""
+    with preview_image(data) as img:
+        return image_data_uri(img, max_side)
 
 
 def inspect_video(

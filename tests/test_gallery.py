@@ -1,0 +1,109 @@
+"""The gallery page (outputs/gallery.py) written by the report asset for a generated dataset.
+
+Read back as HTML (stdlib parser): a card per lineage row with a decodable inline thumbnail for every
+stored output, the failure with its reason, totals that match lineage, and nothing fetched from outside.
+The browser test (test_browser.py) checks the same page as a user sees it, filters included.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from conftest import GeneratedDataset
+from PIL import Image
+
+from wan_pipeline.outputs.gallery import GALLERY_PATH, entry_id, render_gallery, summarize
+
+
+class Cards(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cards: list[dict[str, str]] = []
+        self.images: list[str] = []
+        self.links: list[str] = []
+        self.external: list[str] = []
+        self.totals: dict[str, str] = {}
+        self._total: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "article":
+            self.cards.append(a)
+        if tag == "img":
+            self.images.append(a["src"])
+        if tag == "a":
+            self.links.append(a["href"])
+        for name in ("src", "href"):
+            if a.get(name, "").startswith(("http:", "https:", "//")):
+                self.external.append(a[name])
+        if tag in ("link", "script") and (a.get("href") or a.get("src")):
+            self.external.append(a.get("href") or a.get("src") or "")
+        self._total = a.get("data-total")
+
+    def handle_data(self, data: str) -> None:
+        if self._total:
+            self.totals[self._total] = data
+            self._total = None
+
+
+def test_gallery_of_a_generated_dataset(generated_dataset: GeneratedDataset) -> None:
+    page = generated_dataset.storage / GALLERY_PATH
+    text = page.read_text(encoding="utf-8")
+    parsed = Cards()
+    parsed.feed(text)
+    rows = pq.read_table(generated_dataset.storage / "lineage" / "lineage.parquet").to_pylist()
+
+    assert len(parsed.cards) == len(rows) == generated_dataset.outputs + generated_dataset.failed
+    assert {c["id"] for c in parsed.cards} == {entry_id(r) for r in rows}
+    by_status = [c["data-status"] for c in parsed.cards]
+    assert by_status.count("succeeded") == 5 and by_status.count("failed") == 1
+    assert {c["data-mode"] for c in parsed.cards} == generated_dataset.modes
+
+    # Every stored output has an inline thumbnail that decodes, linked to its full file relatively.
+    assert len(parsed.images) == 5
+    for src in parsed.images:
+        head, _, b64 = src.partition(",")
+        assert head == "data:image/jpeg;base64"
+        with Image.open(io.BytesIO(base64.b64decode(b64))) as img:
+            assert max(img.size) == 256
+    for href in parsed.links:
+        assert not href.startswith("/") and (page.parent / href).resolve().is_file()
+    assert parsed.external == []  # works offline, opened from disk
+
+    assert parsed.totals["outputs"] == "5" and parsed.totals["failed"] == "1"
+    assert float(parsed.totals["credits"]) == sum(r["credits_final"] or 0 for r in rows) == 25.0
+    assert parsed.totals["usd"].startswith("unknown")  # Rivya publishes no credit price
+    # The failure and its reason; the prompt in its own script; seeds and task ids of the outputs.
+    [failed] = [r for r in rows if r["status"] == "failed"]
+    assert failed["error_code"] == "content_policy_violation"
+    assert "content_policy_violation" in text
+    assert "一座雨中的江南茶馆" in text
+    for r in rows:
+        if r["status"] == "succeeded":
+            assert r["task_id"] in text and str(r["seed"]) in text
+
+
+def test_escaping_and_usd_totals() -> None:
+    rows: list[dict[str, Any]] = [
+        {"status": "succeeded", "prompt_id": "a", "variant": 0, "output_index": 0, "attempt": 1, "mode": "t2v",
+         "prompt": "<script>alert(1)</script>", "seed": 1, "cost_usd": 0.5, "credits_final": None},
+        {"status": "failed", "prompt_id": "b", "variant": 0, "output_index": None, "attempt": 2, "mode": "i2v",
+         "prompt": "x", "seed": 2, "cost_usd": 0.0, "credits_final": 0.0, "error_code": "boom",
+         "error_message": "<b>bad</b>"},
+    ]
+    html = render_gallery(rows, "d<1>", {}, {})
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
+    assert "<b>bad</b>" not in html
+    summary = summarize(rows)
+    assert (summary.outputs, summary.failed, summary.usd) == (1, 1, 0.5)
+    assert '<option value="i2v">' in html and '<option value="t2v">' in html
+
+
+def test_gallery_path_is_under_the_storage_root(generated_dataset: GeneratedDataset) -> None:
+    assert (generated_dataset.storage / GALLERY_PATH).resolve().is_relative_to(generated_dataset.storage.resolve())
+    assert Path(GALLERY_PATH).parts[0] == "report"

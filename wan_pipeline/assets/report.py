@@ -1,0 +1,93 @@
+"""report and export: the gallery page after lineage, and the dataset in Hugging Face and WebDataset form.
+
+Both read the lineage Parquet the lineage asset wrote, so they show exactly what lineage recorded.
+"""
+
+import io
+from typing import Any
+
+import dagster as dg
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from wan_pipeline.assets.automation import REFRESH
+from wan_pipeline.assets.keys import key
+from wan_pipeline.assets.metadata import unknown_usd
+from wan_pipeline.outputs.export import DEFAULT_SHARD_SIZE, ExportFormat, export_dataset
+from wan_pipeline.outputs.gallery import write_gallery
+from wan_pipeline.outputs.lineage import LINEAGE_PATH
+from wan_pipeline.outputs.storage import Storage, open_storage
+from wan_pipeline.planning.spec import DatasetSpec, SpecSource
+from wan_pipeline.resources.storage import StorageResource
+
+EXPORT_DIR = "export"
+
+
+def read_lineage_rows(store: Storage) -> list[dict[str, Any]]:
+    return list(pq.read_table(io.BytesIO(store.get(LINEAGE_PATH))).to_pylist())
+
+
+def build_report_asset(spec: DatasetSpec, source: SpecSource) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=key(spec, "report"),
+        deps=[key(spec, "lineage")],
+        group_name=spec.name,
+        kinds={"html"},
+        automation_condition=REFRESH,
+        description="A self-contained HTML gallery: every output's thumbnail, prompt, seed, mode, cost, status, "
+        "task id; failures with reasons; totals; filters by status and mode.",
+    )
+    def report(storage: StorageResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
+        current = source.load()
+        store = storage.for_spec(current)
+        summary = write_gallery(read_lineage_rows(store), current.name, store)
+        return dg.MaterializeResult(
+            metadata={
+                "gallery": dg.MetadataValue.path(summary.uri),
+                "outputs": summary.outputs,
+                "failed": summary.failed,
+                "pending": summary.pending,
+                "credits_final": summary.credits,
+                "usd": summary.usd if summary.usd is not None else unknown_usd(summary.usd_unknown_rows),
+            }
+        )
+
+    return report
+
+
+class ExportConfig(dg.Config):
+    formats: list[str] = Field(default=["hf", "webdataset"], description="hf and/or webdataset")
+    shard_size: int = Field(default=DEFAULT_SHARD_SIZE, description="WebDataset samples per tar shard")
+
+
+def build_export_asset(spec: DatasetSpec, source: SpecSource) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=key(spec, "export"),
+        deps=[key(spec, "lineage")],
+        group_name=spec.name,
+        kinds={"huggingface", "webdataset"},
+        description=f"The stored outputs as a Hugging Face image/video folder and WebDataset shards, under "
+        f"<storage>/{EXPORT_DIR}/ (launched by hand: it copies every file).",
+    )
+    def export(config: ExportConfig, storage: StorageResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
+        current = source.load()
+        store = storage.for_spec(current)
+        rows = read_lineage_rows(store)
+        metadata: dict[str, Any] = {}
+        for fmt in config.formats:
+            dest = open_storage(f"{store.root}/{EXPORT_DIR}/{fmt}", storage.s3_client() if current.is_s3 else None)
+            result = export_dataset(rows, store, dest, _format(fmt), config.shard_size)
+            metadata[f"{fmt}_path"] = dg.MetadataValue.path(result.location)
+            metadata[f"{fmt}_files"] = len(result.files)
+            metadata["samples"] = result.samples
+        return dg.MaterializeResult(metadata=metadata)
+
+    return export
+
+
+def _format(name: str) -> ExportFormat:
+    if name == "hf":
+        return "hf"
+    if name == "webdataset":
+        return "webdataset"
+    raise dg.Failure(description=f"unknown export format {name!r}: use hf or webdataset", allow_retries=False)
