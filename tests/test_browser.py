@@ -1,0 +1,167 @@
+"""What a user sees, in a real browser: the gallery page opened from disk, and the Dagster UI.
+
+Playwright drives Debian's Chromium (/usr/bin/chromium, installed by .ci/run; Playwright's own browser
+downloads are never used). `dagster dev` is started in its own session on a free 127.0.0.1 port and
+stopped by its process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import GeneratedDataset
+from e2e_helpers import EXAMPLES, FAST_ENGINE, clean_environ, free_port, stop_group
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+from wan_pipeline.outputs.gallery import GALLERY_PATH
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+#: how long a slow, shared CI machine may take to start the server and run the first automation tick
+READY_S = 300
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).is_file(), "Chromium is missing: `apt-get install -y chromium` (.ci/run does it)"
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _page(browser: Browser, errors: list[str]) -> Page:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+
+    def on_console(msg: ConsoleMessage) -> None:
+        if msg.type == "error":
+            errors.append(msg.text)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return page
+
+
+def test_gallery_in_the_browser(browser: Browser, generated_dataset: GeneratedDataset) -> None:
+    errors: list[str] = []
+    page = _page(browser, errors)
+    page.goto((generated_dataset.storage / GALLERY_PATH).as_uri())
+
+    cards = page.locator("article.card")
+    expect(cards).to_have_count(generated_dataset.outputs + generated_dataset.failed)
+    images = page.locator("article.card img")
+    expect(images).to_have_count(generated_dataset.outputs)
+    widths = images.evaluate_all("imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+    assert len(widths) == 5 and all(w == 256 for w in widths)  # every thumbnail decoded
+    expect(page.locator('[data-total="outputs"]')).to_have_text("5")
+    expect(page.locator('[data-total="failed"]')).to_have_text("1")
+    expect(page.locator('[data-total="credits"]')).to_have_text("25")
+
+    page.select_option("#status-filter", "failed")
+    expect(page.locator("article.card:visible")).to_have_count(1)
+    expect(page.locator("article.card:visible")).to_contain_text("content_policy_violation")
+    expect(page.locator("#shown")).to_have_text("1")
+    page.select_option("#status-filter", "")
+    page.select_option("#mode-filter", "image_edit")
+    expect(page.locator("article.card:visible")).to_have_count(2)
+    expect(page.locator("article.card:visible img")).to_have_count(2)
+    page.select_option("#mode-filter", "")
+    expect(page.locator("article.card:visible")).to_have_count(6)
+
+    # A thumbnail opens the stored file (a relative link, so it works from disk).
+    first = page.locator("article.card a").first
+    target = (generated_dataset.storage / "report" / str(first.get_attribute("href"))).resolve()
+    assert target.is_file() and target.is_relative_to(generated_dataset.storage / "media")
+    assert errors == []
+
+
+@contextlib.contextmanager
+def dagster_dev(specs: list[Path], home: Path, cwd: Path) -> Iterator[str]:
+    port = free_port()
+    env = clean_environ()
+    env.update(FAST_ENGINE)
+    env.update(DAGSTER_HOME=str(home), WAN_PIPELINE_SPECS=os.pathsep.join(map(str, specs)))
+    dagster = Path(sys.executable).parent / "dagster"
+    with (cwd / "dagster-dev.log").open("wb") as log:
+        proc = subprocess.Popen([str(dagster), "dev", "-m", "wan_pipeline.definitions", "-h", "127.0.0.1",
+                                 "-p", str(port)], env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_S
+        while True:
+            try:
+                urllib.request.urlopen(base + "/server_info", timeout=5).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((cwd / "dagster-dev.log").read_text(errors="replace")[-3000:]) from None
+                time.sleep(0.5)
+        yield base
+    finally:
+        stop_group(proc)
+
+
+def _skip_community_dialog(page: Page) -> None:
+    skip = page.get_by_role("button", name="Skip")
+    with contextlib.suppress(Exception):  # shown once per browser profile, after the first render
+        skip.wait_for(timeout=15_000)
+        skip.click()
+
+
+def test_dagster_ui_shows_a_generated_dataset(
+    browser: Browser, generated_dataset: GeneratedDataset, tmp_path: Path
+) -> None:
+    # A second dataset that was never run, loaded beside the generated one.
+    fresh = tmp_path / "fresh"
+    shutil.copytree(EXAMPLES, fresh)
+    (fresh / "demo.yaml").write_text(
+        (fresh / "demo.yaml").read_text(encoding="utf-8").replace("../wan_output/demo", "out"), encoding="utf-8")
+    errors: list[str] = []
+    with dagster_dev([generated_dataset.spec_path, fresh / "demo.yaml"], generated_dataset.dagster_home,
+                     tmp_path) as base:
+        page = _page(browser, errors)
+        page.set_default_timeout(60_000)
+        page.goto(f"{base}/assets/shots/media")
+        _skip_community_dialog(page)
+
+        # Every output of the latest partition is visible in place, with its full SHA-256 and gallery link.
+        expect(page.get_by_text("preview_v0_0")).to_be_visible()
+        expect(page.get_by_text("preview_v1_0")).to_be_visible()
+        previews = page.locator('img[src^="data:image/webp"]')
+        expect(previews).to_have_count(2)
+        assert all(w >= 64 for w in previews.evaluate_all("imgs => imgs.map(i => i.naturalWidth)"))
+        digests = {hashlib.sha256(p.read_bytes()).hexdigest()
+                   for p in (generated_dataset.storage / "media").rglob("*.png")}
+        body = page.inner_text("body")
+        assert any(d in body for d in digests), "no full SHA-256 of a stored file on the page"
+        expect(page.locator('a[href*="report/gallery.html#out-"]').first).to_be_attached()
+
+        # Credits are shown; USD says why it is unknown on a host without a published price.
+        page.goto(f"{base}/assets/shots/generations")
+        expect(page.get_by_text("credits_final")).to_be_visible()
+        expect(page.get_by_text("unknown: no published price")).to_be_visible()
+
+        # The never-run group does not look healthy: its prompts show up as missing partitions once the
+        # refresh sensor has validated the table (no money is spent for that).
+        deadline = time.monotonic() + READY_S
+        while True:
+            page.goto(f"{base}/assets/demo/media?view=partitions")
+            try:
+                expect(page.get_by_text("Missing (12)")).to_be_visible(timeout=10_000)
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+    assert errors == [], errors
