@@ -7,3 +7,4 @@ wan-pipeline validate examples/demo.yaml
 wan-pipeline estimate examples/demo.yaml
 wan-pipeline generate examples/demo.yaml "$@"
 wan-pipeline lineage examples/demo.yaml
+wan-pipeline report examples/demo.yaml   # the gallery: open the printed path in a browser
