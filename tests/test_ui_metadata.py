@@ -1,5 +1,5 @@
-"""USD per partition in the Dagster metadata (assets/metadata.py): the recorded USD where the host gives one,
-final credits at the host's stated credit price where it states one (reAPI), and 'unknown' otherwise."""
+"""USD per partition in the Dagster metadata (assets/metadata.py): the USD the ledger recorded for each attempt
+(money.records prices credits at a declared, documented or learned rate), and 'unknown' when one has none."""
 
 from __future__ import annotations
 
@@ -32,13 +32,9 @@ def test_recorded_usd_is_summed() -> None:
     assert partition_usd(group) == pytest.approx(0.06)
 
 
-def test_credits_at_the_stated_credit_price() -> None:
-    # reAPI states 1 credit = $0.001; an attempt with final credits and no recorded USD is priced by it.
-    assert partition_usd([_outcome("reapi", "wan2.7-image", credits_final=30.0)]) == pytest.approx(0.03)
-
-
 def test_unknown_when_the_host_publishes_no_price() -> None:
     # Rivya documents no credit-to-USD rate: USD is unknown, never a made-up zero.
     assert partition_usd([_outcome("rivya", "wan-2-7-image", credits_final=5.0)]) is None
     mixed = [_outcome("reapi", "wan2.7-image", cost_usd=0.01), _outcome("rivya", "wan-2-7-image", credits_final=5.0)]
+    assert partition_usd([_outcome("reapi", "wan2.7-image", credits_final=30.0, cost_usd=0.03)]) == pytest.approx(0.03)
     assert partition_usd(mixed) is None

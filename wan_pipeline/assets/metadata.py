@@ -17,7 +17,6 @@ from wan_pipeline.money.ledger import StoredOutput
 from wan_pipeline.outputs.gallery import gallery_link
 from wan_pipeline.outputs.media import image_data_uri, preview_image
 from wan_pipeline.outputs.storage import Storage, relpath_of
-from wan_pipeline.providers.catalog import find_model
 
 #: the larger thumbnails (behind "Show Markdown" in the UI): the UI shows markdown images at their own size
 THUMB_SIDE = 320
@@ -28,25 +27,16 @@ PREVIEW_SIDES = (240, 200, 160, 128, 96, 64)
 
 def unknown_usd(rows: int) -> str:
     """What the UI shows instead of a made-up USD figure."""
-    return f"unknown: no published price ({rows} row(s))"
+    return f"unknown: no published price ({rows} row(s)); a spec can declare one under `pricing`"
 
 
 def partition_usd(group: list[Outcome]) -> float | None:
-    """USD of one partition: the recorded USD of each attempt, or its final credits at the host's stated
-    credit price (reAPI); None when some attempt has no known price (Rivya documents none)."""
-    total = 0.0
-    for o in group:
-        a = o.attempt
-        if a is None:
-            continue
-        if a.cost_usd is not None:
-            total += a.cost_usd
-            continue
-        info = find_model(a.provider, a.model)
-        if a.credits_final is None or info is None or info.usd_per_credit is None:
-            return None
-        total += a.credits_final * info.usd_per_credit
-    return total
+    """USD of one partition, as the ledger recorded it (the host's figure, or its credits at a declared,
+    documented or learned price: money.records); None when some attempt has no known price."""
+    costs = [o.attempt.cost_usd for o in group if o.attempt is not None]
+    if any(c is None for c in costs):
+        return None
+    return float(sum(c for c in costs if c is not None))
 
 
 def partition_metadata(group: list[Outcome], store: Storage) -> tuple[dict[str, Any], dict[str, Any]]:
