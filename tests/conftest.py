@@ -132,11 +132,10 @@ def generated_dataset(tmp_path_factory: pytest.TempPathFactory) -> GeneratedData
         spec = load_spec(spec_path)
         assert defs.resolve_job_def(prompt_table_job_name(spec)).execute_in_process(instance=instance).success
         # One run over the three partitions (the fault applies to the first task the emulator sees).
-        from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+        from wan_pipeline.assets.dagster_compat import range_tags
 
-        tags = {ASSET_PARTITION_RANGE_START_TAG: "fox", ASSET_PARTITION_RANGE_END_TAG: "harbor_night"}
         run = defs.resolve_job_def(generate_job_name(spec)).execute_in_process(
-            instance=instance, tags=tags, raise_on_error=False)
+            instance=instance, tags=range_tags("fox", "harbor_night"), raise_on_error=False)
         assert not run.success  # one partition failed, the others are materialized
         assert defs.resolve_job_def(lineage_job_name(spec)).execute_in_process(instance=instance).success
     return GeneratedDataset(spec_path, folder / "out", home, outputs=5, failed=1,
