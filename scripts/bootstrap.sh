@@ -11,4 +11,11 @@ if ! command -v uv >/dev/null 2>&1 && ! "$PY" -m uv --version >/dev/null 2>&1; t
 fi
 UV="uv"; command -v uv >/dev/null 2>&1 || UV="$PY -m uv"
 $UV sync --locked --extra dev --python "$PY" --quiet >&2
+# Byte-compile once per lockfile: where PYTHONDONTWRITEBYTECODE is set (as on these machines) every
+# `wan-pipeline` process would otherwise recompile Dagster from source, seconds per command and per test.
+MARK=".venv/.bytecode-$(sha256sum uv.lock | cut -c1-16)"
+if [ ! -f "$MARK" ]; then
+  .venv/bin/python -m compileall -q -j0 .venv/lib/python*/site-packages wan_pipeline >/dev/null 2>&1 || true
+  touch "$MARK"
+fi
 export PATH="$ROOT/.venv/bin:$PATH"

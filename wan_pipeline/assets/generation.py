@@ -26,7 +26,8 @@ from wan_pipeline.assets.metadata import partition_metadata
 from wan_pipeline.errors import WanPipelineError
 from wan_pipeline.execution.engine import Outcome, OutcomeSink
 from wan_pipeline.execution.session import open_session
-from wan_pipeline.planning.plan import Plan, PlannedTask, build_plan
+from wan_pipeline.planning.plan import Plan, PlannedTask
+from wan_pipeline.planning.plan_cache import plan_for
 from wan_pipeline.planning.spec import DatasetSpec, SpecSource
 from wan_pipeline.resources.provider import ProviderResource
 from wan_pipeline.resources.storage import StorageResource
@@ -83,7 +84,7 @@ def build_generation_assets(spec: DatasetSpec, source: SpecSource) -> dg.AssetsD
         # is materialized only when every output of it is stored.
         try:
             current = source.load()
-            plan = build_plan(current)
+            plan = plan_for(current)
         except WanPipelineError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         keys = list(context.partition_keys)

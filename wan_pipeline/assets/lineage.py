@@ -12,7 +12,7 @@ from wan_pipeline.outputs.audit import audit_outputs, duplicate_submissions
 from wan_pipeline.outputs.gallery import GALLERY_PATH
 from wan_pipeline.outputs.lineage import write_lineage
 from wan_pipeline.outputs.status import output_states
-from wan_pipeline.planning.plan import build_plan
+from wan_pipeline.planning.plan_cache import plan_for
 from wan_pipeline.planning.spec import DatasetSpec, SpecSource
 from wan_pipeline.resources.storage import StorageResource
 
@@ -77,7 +77,7 @@ def build_lineage_asset(spec: DatasetSpec, source: SpecSource) -> list[dg.Assets
     )
     def every_planned_output_stored() -> dg.AssetCheckResult:
         current = source.load()
-        plan = build_plan(current)
+        plan = plan_for(current)
         with open_ledger(current) as ledger:
             states = output_states(plan, ledger)
         missing: dict[str, list[str]] = defaultdict(list)

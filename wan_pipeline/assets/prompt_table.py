@@ -7,7 +7,7 @@ import dagster as dg
 from wan_pipeline.assets.automation import REFRESH
 from wan_pipeline.assets.keys import key
 from wan_pipeline.errors import InvalidInput, WanPipelineError
-from wan_pipeline.planning.plan import build_plan
+from wan_pipeline.planning.plan_cache import plan_for
 from wan_pipeline.planning.spec import DatasetSpec, SpecSource
 
 
@@ -32,7 +32,7 @@ def build_prompt_table_asset(spec: DatasetSpec, source: SpecSource) -> dg.Assets
     def prompt_table(context: dg.AssetExecutionContext) -> dg.MaterializeResult:  # type: ignore[type-arg]
         try:
             current = source.load()
-            plan = build_plan(current)
+            plan = plan_for(current)
         except InvalidInput as exc:
             raise dg.Failure(
                 description=str(exc),

@@ -22,7 +22,8 @@ from wan_pipeline.cli.console import (
     verbose_option,
 )
 from wan_pipeline.errors import InvalidInput, Problem
-from wan_pipeline.planning.plan import Plan, build_plan
+from wan_pipeline.planning.plan import Plan
+from wan_pipeline.planning.plan_cache import plan_for
 from wan_pipeline.planning.spec import DatasetSpec, load_spec
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def generate(ctx: click.Context, spec_path: str, only: tuple[str, ...], resubmit
 
     selected = _selected(ctx, only)
     spec = load_spec(spec_path)
-    plan = build_plan(spec)
+    plan = plan_for(spec)
     endpoint = resolve_endpoint(spec)  # a missing key is exit 2 before anything else happens
     _check_known(spec, plan, selected)
     if resubmit_ambiguous:
