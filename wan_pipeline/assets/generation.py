@@ -26,7 +26,7 @@ from wan_pipeline.assets.metadata import partition_metadata
 from wan_pipeline.errors import WanPipelineError
 from wan_pipeline.execution.engine import Outcome, OutcomeSink
 from wan_pipeline.execution.session import open_session
-from wan_pipeline.planning.plan import Plan, PlannedTask
+from wan_pipeline.planning.plan import PlannedTask
 from wan_pipeline.planning.plan_cache import plan_for
 from wan_pipeline.planning.spec import DatasetSpec, SpecSource
 from wan_pipeline.resources.provider import ProviderResource
@@ -88,7 +88,7 @@ def build_generation_assets(spec: DatasetSpec, source: SpecSource) -> dg.AssetsD
         except WanPipelineError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         keys = list(context.partition_keys)
-        by_partition = _tasks_by_partition(plan, keys)
+        by_partition = {k: plan.tasks_for(k) for k in keys}
         tasks = [t for k in keys for t in by_partition[k]]
         context.log.info(f"{len(keys)} partition(s), {len(tasks)} output(s) via {current.provider}/{current.model}")
         store = storage.for_spec(current)
@@ -128,15 +128,6 @@ def build_generation_assets(spec: DatasetSpec, source: SpecSource) -> dg.AssetsD
         _raise_for(stream.error, failures, len(keys))
 
     return generate
-
-
-def _tasks_by_partition(plan: Plan, keys: list[str]) -> dict[str, list[PlannedTask]]:
-    """The run's tasks grouped by partition in one pass over the plan."""
-    wanted: dict[str, list[PlannedTask]] = {k: [] for k in keys}
-    for task in plan.tasks:
-        if task.prompt_id in wanted:
-            wanted[task.prompt_id].append(task)
-    return wanted
 
 
 class _PartitionTracker:

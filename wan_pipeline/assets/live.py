@@ -56,7 +56,15 @@ class OutcomeStream:
         self.close()
 
     def __iter__(self) -> Iterator[Outcome | Note]:
-        while not isinstance(item := self._queue.get(), _Done):
+        while True:
+            try:
+                # A bounded wait, so a run's termination (raised in this thread by its signal handler) is
+                # noticed within a second even while nothing lands.
+                item = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            if isinstance(item, _Done):
+                return
             yield item
 
     def close(self) -> None:

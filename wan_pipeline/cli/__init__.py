@@ -2,7 +2,9 @@
 
 May import everything. ``main`` is the console script's entry point. One module per command (validate,
 estimate, generate, lineage, emulator, ui), each defining a ``click.Command`` listed in ``main.COMMANDS``;
-``console`` holds what they share (exit codes, consoles, --json/--verbose, error reports).
+``console`` holds what they share (exit codes, consoles, --json/--verbose, error reports). ``generate``'s
+Dagster side: ``launch`` (which runs to launch and what they left), ``runs`` (tags, closing a killed
+process's runs), ``progress`` (the live bar, from ledger counters), ``home`` (the instance directory).
 """
 
 from wan_pipeline.cli.main import main

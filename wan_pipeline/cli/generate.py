@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     "--only",
     multiple=True,
     metavar="PROMPT_ID",
-    help="only these prompt ids (`--only a b`, `--only a --only b` and `--only a,b` all work)",
+    help="only these prompt ids: `--only a b` or `--only a --only b` (ids may contain commas, so no comma lists)",
 )
 @click.option(
     "--resubmit-ambiguous",
@@ -73,11 +73,10 @@ def generate(ctx: click.Context, spec_path: str, only: tuple[str, ...], resubmit
 
 
 def _selected(ctx: click.Context, only: tuple[str, ...]) -> list[str] | None:
-    """--only's values: repeated, comma-separated, or (as before) several words after one --only."""
+    """--only's values: repeated, or (as before) several words after one --only."""
     if ctx.args and not only:
         raise click.UsageError(f"unexpected extra argument(s): {' '.join(ctx.args)}")
-    ids = [p for value in (*only, *ctx.args) for p in value.split(",") if p]
-    return list(dict.fromkeys(ids)) or None
+    return list(dict.fromkeys([*only, *ctx.args])) or None
 
 
 def _check_known(spec: DatasetSpec, plan: Plan, selected: list[str] | None) -> None:

@@ -107,7 +107,8 @@ def _read_run(result: dg.ExecuteInProcessResult, outcome: RunOutcome) -> None:
     outcome.run_failed = True
     failed = _failed_partitions(result)
     if failed is None:
-        say("error: generation run failed:\n" + _failure_text(result), to_err=True)
+        say(f"error: generation run {result.run_id} failed (--verbose shows Dagster's log):", to_err=True)
+        say(_failure_text(result), to_err=True)
     else:
         outcome.failed_partitions.update(failed)
 
