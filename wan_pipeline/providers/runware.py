@@ -79,12 +79,11 @@ from wan_pipeline.providers.base import (
     Mode,
     Reference,
     TaskSnapshot,
-    TaskStatus,
-    error_by_status,
     json_or_none,
 )
 from wan_pipeline.providers.catalog import CatalogBacked, ModelInfo, find_model, not_one_of
 from wan_pipeline.providers.params import NeutralParams
+from wan_pipeline.providers.runware_replies import read_error, read_state
 from wan_pipeline.providers.sizes import image_size, parse_aspect
 
 API = "/v1"
@@ -106,7 +105,6 @@ MAX_DURATION_WITH_REFERENCES = 10
 PLATFORM_OPTIONS: dict[str, Any] = {"deliveryMethod": "async", "includeCost": True}
 #: provider_params keys that would break the engine's bookkeeping (identity, URL results)
 RESERVED_KEYS = ("taskType", "taskUUID")
-PENDING_STATES = ("processing", "pending", "queued", "scheduled", "waiting")
 
 _UUID_NAMESPACE = "wan-pipeline/runware/taskUUID/v1"
 
@@ -115,73 +113,6 @@ def task_uuid_for(idempotency_key: str) -> str:
     """A UUID v4-formatted id fixed by the key: same attempt, same taskUUID, in every process."""
     digest = hashlib.sha256(f"{_UUID_NAMESPACE}:{idempotency_key}".encode()).digest()[:16]
     return str(uuid.UUID(bytes=digest, version=4))
-
-
-# -- error classification (sheet "Errors & retries": the SDK's categories) -----------------------------
-
-_AUTH_CODES = {"invalidApiKey", "missingApiKey", "unauthorized", "tokenExpired"}
-_SAFETY_WORDS = ("contentpolicy", "nsfw", "blocked", "moderation", "safety")
-_NOT_FOUND_CODES = {"taskFailedOrNotFound", "taskCancelled", "unknownModel"}
-_PROVIDER_CODES = {"inferenceError", "taskFailed", "modelUnavailable", "noAvailableServer"}
-_SERVER_CODES = {"internalServerError", "serviceUnavailable", "serverUnavailable", "standardError"}
-_VALIDATION_PREFIXES = ("invalid", "missing", "unsupported", "conflict", "max", "unknown", "incompatible",
-                        "duplicate", "array", "value")
-
-
-def category(code: str) -> str | None:
-    """The SDK's category for a Runware error code, or None when the code says nothing we know."""
-    low = code.lower()
-    if code in _AUTH_CODES or "apikey" in low:
-        return "auth"
-    if any(w in low for w in ("credit", "balance", "quota")):
-        return "quota"
-    if "ratelimit" in low:
-        return "rateLimit"
-    if any(w in low for w in _SAFETY_WORDS):
-        return "safety"
-    if code == "conflictTaskUUID":
-        return "conflict"
-    if code in _NOT_FOUND_CODES or "notfound" in low:
-        return "notFound"
-    if "timeout" in low:
-        return "timeout"
-    if code in _PROVIDER_CODES or low.startswith("provider"):
-        return "provider"
-    if code in _SERVER_CODES:
-        return "serverError"
-    if low.startswith(_VALIDATION_PREFIXES):
-        return "validation"
-    return None
-
-
-#: a failed HTTP call: what the engine does next depends on the class alone
-_HTTP_CLASSES: dict[str, type[e.ProviderError]] = {
-    "auth": e.AuthenticationFailed,
-    "quota": e.InsufficientCredits,
-    "rateLimit": e.RateLimited,
-    "safety": e.ContentRejected,
-    "conflict": e.IdempotencyConflict,
-    "notFound": e.RejectedByProvider,
-    "validation": e.RejectedByProvider,
-    # the SDK retries these categories ("provider, timeout, connection, rateLimit, serverError")
-    "timeout": e.Transient,
-    "provider": e.Transient,
-    "serverError": e.Transient,
-}
-
-
-def task_error(code: str, message: str) -> e.ProviderError:
-    """A task that ran and ended `status: "error"`: resubmittable unless the request itself is at fault."""
-    kind = category(code)
-    if kind == "safety":
-        return e.ContentRejected(code=code, message=message)
-    if kind == "auth":
-        return e.AuthenticationFailed(code=code, message=message)
-    if kind == "quota":
-        return e.InsufficientCredits(code=code, message=message)
-    if kind in ("validation", "conflict") or code == "unknownModel":
-        return e.RejectedByProvider(code=code, message=message)
-    return e.GenerationFailed(code=code, message=message)
 
 
 class Runware(CatalogBacked):
@@ -296,7 +227,7 @@ class Runware(CatalogBacked):
         if info.kind == "image":
             usd = info.usd_per_output * count if info.usd_per_output is not None else None
             return Estimate(credits=None, usd=usd)
-        rate = (info.usd_per_second or {}).get(self._video_resolution(info, params))
+        rate = (info.usd_per_second or {}).get(video_resolution(info, params))
         if rate is None:
             return Estimate(credits=None, usd=None)
         seconds = params.duration or info.default_duration or 0
@@ -362,8 +293,8 @@ class Runware(CatalogBacked):
         videos = [_reference_value(r) for r in request.references if r.kind == "video"]
         reference_mode = self.mode(info.model, p) == Mode.REFERENCE_TO_VIDEO
         if reference_mode or (not images and not videos):
-            out["width"], out["height"] = self._video_size(info, p)
-        out["resolution"] = self._video_resolution(info, p)
+            out["width"], out["height"] = video_size(info, p)
+        out["resolution"] = video_resolution(info, p)
         out["duration"] = p.duration or info.default_duration
         if p.seed is not None:
             out["seed"] = p.seed
@@ -383,21 +314,6 @@ class Runware(CatalogBacked):
             out["inputs"] = {"frameImages": [{"image": img, "frame": frames[i]} for i, img in enumerate(images[:2])]}
         return out
 
-    def _video_size(self, info: ModelInfo, p: NeutralParams) -> tuple[int, int]:
-        if p.width is not None and p.height is not None:
-            return p.width, p.height
-        resolution = self._video_resolution(info, p)
-        return VIDEO_PAIRS[resolution][p.aspect_ratio or info.default_aspect_ratio or "16:9"]
-
-    def _video_resolution(self, info: ModelInfo, p: NeutralParams) -> str:
-        if p.resolution:
-            return p.resolution
-        if p.width is not None and p.height is not None:
-            tier = video_tier(p.width, p.height)
-            if tier:
-                return tier
-        return info.default_resolution or "720p"
-
     def submit(self, request: GenerationRequest, idempotency_key: str) -> HttpCall:
         task = self.task_object(request, self.presubmit_task_id(request, idempotency_key))
         return HttpCall("POST", API, json_body=[task])
@@ -412,74 +328,10 @@ class Runware(CatalogBacked):
         return HttpCall("POST", API, json_body=[{"taskType": "getResponse", "taskUUID": task_id}])
 
     def state(self, reply: HttpReply) -> TaskSnapshot:
-        data = json_or_none(reply)
-        if not isinstance(data, dict):
-            raise e.Transient(code="bad_response", message="answer is not a Runware response object",
-                              http_status=reply.status)
-        items = [i for i in data.get("data") or [] if isinstance(i, dict) and i.get("taskType") != "authentication"]
-        errors = [x for x in data.get("errors") or [] if isinstance(x, dict)]
-        if not items:
-            if errors:
-                first = errors[0]
-                err = _http_error(reply, first)
-                if not first.get("taskUUID"):
-                    raise err
-                # A whole-task failure reported as a top-level error on a 200 (sheet "Task states").
-                return TaskSnapshot(task_id=str(first["taskUUID"]), status=TaskStatus.FAILED,
-                                    error=task_error(err.code, err.message), raw=data)
-            raise e.Transient(code="bad_response", message="Runware answered without any task item",
-                              http_status=reply.status)
-        task_id = str(items[0].get("taskUUID") or "")
-        if not task_id:
-            raise e.Transient(code="bad_response", message="task item without taskUUID", http_status=reply.status)
-        mine = [i for i in items if i.get("taskUUID") == task_id]
-        pending, done, failed = [], [], []
-        for item in mine:
-            status = item.get("status")
-            url = item.get("imageURL") or item.get("videoURL")
-            if status == "error" or (status is None and isinstance(item.get("error"), dict)):
-                failed.append(item)
-            elif status == "success" or (status is None and url):
-                done.append(item)
-            elif status is None or status in PENDING_STATES:
-                pending.append(item)  # the async ACK carries only taskType + taskUUID
-            else:
-                raise e.Transient(code="unknown_status", message=f"unknown task status '{status}'")
-        failed += [{"error": x} for x in errors if x.get("taskUUID") == task_id]
-        costs = [float(i["cost"]) for i in done if _is_number(i.get("cost"))]
-        cost = round(sum(costs), 10) if costs else None
-        seeds = [int(i["seed"]) for i in done if _is_number(i.get("seed"))]
-        progress = [float(i["progress"]) for i in pending if _is_number(i.get("progress"))]
-
-        def snapshot(status: TaskStatus, **extra: Any) -> TaskSnapshot:
-            return TaskSnapshot(task_id=task_id, status=status, cost_usd=cost,
-                                provider_seed=seeds[0] if seeds else None, raw=data, **extra)
-
-        if pending:
-            return snapshot(TaskStatus.PENDING, progress=min(progress) if progress else None)
-        urls = tuple(str(u) for u in (i.get("imageURL") or i.get("videoURL") for i in done) if u)
-        if urls:
-            return snapshot(TaskStatus.SUCCEEDED, output_urls=urls)
-        if failed:
-            err_obj = failed[0].get("error") or {}
-            code = str(err_obj.get("code") or "taskFailed")
-            return snapshot(TaskStatus.FAILED, error=task_error(code, str(err_obj.get("message") or "")))
-        return snapshot(TaskStatus.FAILED, error=e.GenerationFailed(code="no_output",
-                                                                    message="task succeeded without result URLs"))
+        return read_state(reply)
 
     def error(self, reply: HttpReply) -> e.ProviderError:
-        data = json_or_none(reply)
-        if isinstance(data, dict):
-            errors = data.get("errors")
-            if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-                return _http_error(reply, errors[0])
-            err = data.get("error")
-            if isinstance(err, dict):  # the pre-stream singular shape
-                return _http_error(reply, {**err, "taskUUID": err.get("taskUUID") or data.get("taskUUID")})
-            if err is True and data.get("errorId") == 19:  # legacy invalid-key answer (sheet "Auth")
-                return e.AuthenticationFailed(code="invalidApiKey", message="invalid API key (errorId 19)",
-                                              http_status=reply.status)
-        return error_by_status(reply, code=f"http_{reply.status}", message=_snippet(reply))
+        return read_error(reply)
 
     # -- uploads (`imageUpload` task) ---------------------------------------------------------
     def upload_task(self, image: str, task_uuid: str) -> dict[str, Any]:
@@ -542,26 +394,20 @@ def _reference_value(ref: Reference) -> str:
     return str(value)
 
 
-def _http_error(reply: HttpReply, err: dict[str, Any]) -> e.ProviderError:
-    code = str(err.get("code") or f"http_{reply.status}")
-    message = str(err.get("message") or "")
-    details = {k: err[k] for k in ("parameter", "taskType", "taskUUID", "documentation") if err.get(k) is not None}
-    generic = error_by_status(reply, code, message)
-    kind = category(code)
-    cls = _HTTP_CLASSES.get(kind) if kind else None
-    if cls is None:
-        generic.details = details
-        return generic
-    return cls(code=code, message=message, http_status=reply.status, retry_after_s=generic.retry_after_s,
-               details=details)
+def video_size(info: ModelInfo, p: NeutralParams) -> tuple[int, int]:
+    if p.width is not None and p.height is not None:
+        return p.width, p.height
+    resolution = video_resolution(info, p)
+    return VIDEO_PAIRS[resolution][p.aspect_ratio or info.default_aspect_ratio or "16:9"]
 
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _snippet(reply: HttpReply) -> str:
-    return reply.body[:200].decode("utf-8", errors="replace") or f"HTTP {reply.status}"
+def video_resolution(info: ModelInfo, p: NeutralParams) -> str:
+    if p.resolution:
+        return p.resolution
+    if p.width is not None and p.height is not None:
+        tier = video_tier(p.width, p.height)
+        if tier:
+            return tier
+    return info.default_resolution or "720p"
 
 
 PROVIDER = Runware()
