@@ -34,6 +34,7 @@ def test_export_both_formats(generated_dataset: GeneratedDataset, tmp_path: Path
     assert hf.returncode == 0, hf.stderr
     assert "5 sample(s) as hf" in hf.stdout
     assert len((tmp_path / "hf" / "metadata.jsonl").read_text(encoding="utf-8").splitlines()) == 5
+    assert "shots" in (tmp_path / "hf" / "README.md").read_text(encoding="utf-8")  # the dataset card
 
     wds = run_cli("export", spec, "--format", "webdataset", "--out", str(tmp_path / "wds"), "--shard-size", "3",
                   "--json", env=env, cwd=tmp_path)

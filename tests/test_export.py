@@ -15,6 +15,7 @@ import webdataset as wds
 from conftest import GeneratedDataset
 
 from wan_pipeline.errors import WanPipelineError
+from wan_pipeline.outputs.card import dataset_card
 from wan_pipeline.outputs.export import export_hf, export_webdataset, sample_key
 from wan_pipeline.outputs.storage import LocalStorage
 
@@ -27,10 +28,13 @@ def test_hf_imagefolder_loads_with_lineage_columns(generated_dataset: GeneratedD
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # the datasets cache stays in the test's dir
-    rows = _rows(generated_dataset)
+    table = pq.read_table(generated_dataset.storage / "lineage" / "lineage.parquet")
+    rows = table.to_pylist()
     out = tmp_path / "hf"
-    result = export_hf(rows, LocalStorage(generated_dataset.storage), LocalStorage(out))
+    card = dataset_card(table)
+    result = export_hf(rows, LocalStorage(generated_dataset.storage), LocalStorage(out), card=card)
     assert result.samples == generated_dataset.outputs
+    assert (out / "README.md").read_text(encoding="utf-8") == card  # the dataset card, as the Hub shows it
 
     ds = datasets.load_dataset("imagefolder", data_dir=str(out), split="train",
                                cache_dir=str(tmp_path / "cache"))
@@ -102,7 +106,7 @@ def test_export_asset_writes_both_formats_under_the_storage(generated_dataset: G
     assert mat.metadata["samples"].value == 5
     assert mat.metadata["webdataset_files"].value == 2
     export_dir = generated_dataset.storage / "export"
-    assert (export_dir / "hf" / "metadata.jsonl").is_file()
+    assert (export_dir / "hf" / "metadata.jsonl").is_file() and (export_dir / "hf" / "README.md").is_file()
     assert sorted(p.name for p in (export_dir / "webdataset").iterdir()) == ["shard-000000.tar", "shard-000001.tar"]
 
 

@@ -7,12 +7,14 @@ import io
 from typing import Any
 
 import dagster as dg
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
 from wan_pipeline.assets.automation import REFRESH
 from wan_pipeline.assets.keys import key
 from wan_pipeline.assets.metadata import unknown_usd
+from wan_pipeline.outputs.card import dataset_card
 from wan_pipeline.outputs.export import DEFAULT_SHARD_SIZE, ExportFormat, export_dataset
 from wan_pipeline.outputs.gallery import write_gallery
 from wan_pipeline.outputs.lineage import LINEAGE_PATH
@@ -23,8 +25,13 @@ from wan_pipeline.resources.storage import StorageResource
 EXPORT_DIR = "export"
 
 
+def read_lineage(store: Storage) -> pa.Table:
+    """The lineage table the lineage asset wrote (its schema metadata included, for the dataset card)."""
+    return pq.read_table(io.BytesIO(store.get(LINEAGE_PATH)))
+
+
 def read_lineage_rows(store: Storage) -> list[dict[str, Any]]:
-    return list(pq.read_table(io.BytesIO(store.get(LINEAGE_PATH))).to_pylist())
+    return list(read_lineage(store).to_pylist())
 
 
 def build_report_asset(spec: DatasetSpec, source: SpecSource) -> dg.AssetsDefinition:
@@ -72,11 +79,12 @@ def build_export_asset(spec: DatasetSpec, source: SpecSource) -> dg.AssetsDefini
     def export(config: ExportConfig, storage: StorageResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
         current = source.load()
         store = storage.for_spec(current)
-        rows = read_lineage_rows(store)
+        table = read_lineage(store)
+        rows, card = table.to_pylist(), dataset_card(table)
         metadata: dict[str, Any] = {}
         for fmt in config.formats:
             dest = open_storage(f"{store.root}/{EXPORT_DIR}/{fmt}", storage.s3_client() if current.is_s3 else None)
-            result = export_dataset(rows, store, dest, _format(fmt), config.shard_size)
+            result = export_dataset(rows, store, dest, _format(fmt), config.shard_size, card=card)
             metadata[f"{fmt}_path"] = dg.MetadataValue.path(result.location)
             metadata[f"{fmt}_files"] = len(result.files)
             metadata["samples"] = result.samples

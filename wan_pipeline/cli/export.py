@@ -21,15 +21,16 @@ from wan_pipeline.planning.spec import load_spec
 def export(spec_path: str, fmt: str, out_dir: str, shard_size: int, as_json: bool) -> int:
     """Export every stored output with its lineage record (prompt, seed, params, fingerprint, cost, sha256)."""
     from wan_pipeline.execution.session import open_ledger
+    from wan_pipeline.outputs.card import dataset_card
     from wan_pipeline.outputs.export import export_dataset
-    from wan_pipeline.outputs.lineage import lineage_rows
+    from wan_pipeline.outputs.lineage import lineage_table
     from wan_pipeline.outputs.storage import LocalStorage, open_storage
 
     spec = load_spec(spec_path)
     with open_ledger(spec) as ledger:
-        rows = lineage_rows(ledger, spec.name)
-    result = export_dataset(rows, open_storage(spec.storage_root), LocalStorage(out_dir),
-                            "hf" if fmt == "hf" else "webdataset", shard_size)
+        table = lineage_table(ledger, spec.name)
+    result = export_dataset(table.to_pylist(), open_storage(spec.storage_root), LocalStorage(out_dir),
+                            "hf" if fmt == "hf" else "webdataset", shard_size, card=dataset_card(table))
     if as_json:
         emit_json({"dataset": spec.name, "format": result.format, "location": result.location,
                    "samples": result.samples, "files": result.files})

@@ -59,10 +59,16 @@ def record(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def export_dataset(
-    rows: list[dict[str, Any]], source: Storage, dest: Storage, fmt: ExportFormat, shard_size: int = DEFAULT_SHARD_SIZE
+    rows: list[dict[str, Any]],
+    source: Storage,
+    dest: Storage,
+    fmt: ExportFormat,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    card: str | None = None,
 ) -> ExportResult:
+    """`card` (outputs.card.dataset_card) becomes the Hugging Face folder's README.md, its dataset card."""
     if fmt == "hf":
-        return export_hf(rows, source, dest)
+        return export_hf(rows, source, dest, card)
     if fmt == "webdataset":
         return export_webdataset(rows, source, dest, shard_size)
     raise WanPipelineError(f"unknown export format {fmt!r}: use hf or webdataset")
@@ -78,7 +84,7 @@ def _stored(rows: list[dict[str, Any]], source: Storage) -> Iterator[tuple[dict[
         yield row, sample_key(row) + PurePosixPath(rel).suffix.lower(), source.get(rel)
 
 
-def export_hf(rows: list[dict[str, Any]], source: Storage, dest: Storage) -> ExportResult:
+def export_hf(rows: list[dict[str, Any]], source: Storage, dest: Storage, card: str | None = None) -> ExportResult:
     lines: list[str] = []
     files: list[str] = []
     for row, name, data in _stored(rows, source):
@@ -86,7 +92,11 @@ def export_hf(rows: list[dict[str, Any]], source: Storage, dest: Storage) -> Exp
         files.append(name)
         lines.append(json.dumps({"file_name": name, **record(row)}, ensure_ascii=False, default=str))
     dest.put("metadata.jsonl", ("\n".join(lines) + "\n" if lines else "").encode("utf-8"), "application/jsonl")
-    return ExportResult("hf", dest.root, len(files), [*files, "metadata.jsonl"])
+    files.append("metadata.jsonl")
+    if card is not None:
+        dest.put("README.md", card.encode("utf-8"), "text/markdown; charset=utf-8")
+        files.append("README.md")
+    return ExportResult("hf", dest.root, len(lines), files)
 
 
 def export_webdataset(
