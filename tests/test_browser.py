@@ -87,30 +87,37 @@ def test_gallery_in_the_browser(browser: Browser, generated_dataset: GeneratedDa
 
 
 @contextlib.contextmanager
+def serving(command: list[str], env: dict[str, str], cwd: Path) -> Iterator[None]:
+    """`command` (a web server on 127.0.0.1) in its own session until /server_info answers; then stopped."""
+    with (cwd / "server.log").open("wb") as log:
+        proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    port = command[command.index("-p" if "-p" in command else "--port") + 1]
+    try:
+        deadline = time.monotonic() + READY_S
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((cwd / "server.log").read_text(errors="replace")[-3000:]) from None
+                time.sleep(0.5)
+        yield
+    finally:
+        stop_group(proc)
+
+
+@contextlib.contextmanager
 def dagster_dev(specs: list[Path], home: Path, cwd: Path) -> Iterator[str]:
     port = free_port()
     env = clean_environ()
     env.update(FAST_ENGINE)
     env.update(DAGSTER_HOME=str(home), WAN_PIPELINE_SPECS=os.pathsep.join(map(str, specs)))
     dagster = Path(sys.executable).parent / "dagster"
-    with (cwd / "dagster-dev.log").open("wb") as log:
-        proc = subprocess.Popen([str(dagster), "dev", "-m", "wan_pipeline.definitions", "-h", "127.0.0.1",
-                                 "-p", str(port)], env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + READY_S
-        while True:
-            try:
-                urllib.request.urlopen(base + "/server_info", timeout=5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((cwd / "dagster-dev.log").read_text(errors="replace")[-3000:]) from None
-                time.sleep(0.5)
-        yield base
-    finally:
-        stop_group(proc)
+    with serving([str(dagster), "dev", "-m", "wan_pipeline.definitions", "-h", "127.0.0.1", "-p", str(port)],
+                 env, cwd):
+        yield f"http://127.0.0.1:{port}"
 
 
 def _skip_community_dialog(page: Page) -> None:
@@ -164,4 +171,22 @@ def test_dagster_ui_shows_a_generated_dataset(
             except AssertionError:
                 if time.monotonic() > deadline:
                     raise
+    assert errors == [], errors
+
+
+def test_wan_pipeline_ui_from_venv_bin_without_activation(browser: Browser, tmp_path: Path) -> None:
+    """The README's un-activated form: `.venv/bin/wan-pipeline ui SPEC` with no venv on PATH."""
+    spec = shutil.copytree(EXAMPLES, tmp_path / "examples") / "demo.yaml"
+    port = free_port()
+    env = clean_environ()
+    env.update(DAGSTER_HOME=str(tmp_path / "home"), PATH="/usr/bin:/bin")
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    wan_pipeline = Path(sys.executable).parent / "wan-pipeline"
+    errors: list[str] = []
+    with serving([str(wan_pipeline), "ui", str(spec), "--port", str(port)], env, tmp_path):
+        page = _page(browser, errors)
+        page.goto(f"http://127.0.0.1:{port}/assets/demo/prompt_table")
+        _skip_community_dialog(page)
+        expect(page.get_by_text("Validated, planned prompt table of dataset 'demo'")).to_be_visible(timeout=60_000)
     assert errors == [], errors
