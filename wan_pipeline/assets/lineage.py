@@ -19,7 +19,16 @@ from wan_pipeline.resources.storage import StorageResource
 
 def build_lineage_asset(spec: DatasetSpec, source: SpecSource) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
     lineage_key = key(spec, "lineage")
+    return [
+        _lineage(spec, source, lineage_key),
+        _outputs_exist_and_decode(source, lineage_key),
+        _every_planned_output_stored(source, lineage_key),
+        _no_identity_submitted_twice(source, lineage_key),
+        _spend_within_budget(source, lineage_key),
+    ]
 
+
+def _lineage(spec: DatasetSpec, source: SpecSource, lineage_key: dg.AssetKey) -> dg.AssetsDefinition:
     @dg.asset(
         key=lineage_key,
         deps=[key(spec, "media")],
@@ -52,6 +61,10 @@ def build_lineage_asset(spec: DatasetSpec, source: SpecSource) -> list[dg.Assets
             }
         )
 
+    return lineage
+
+
+def _outputs_exist_and_decode(source: SpecSource, lineage_key: dg.AssetKey) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=lineage_key,
         description="Every lineage file exists, decodes, and matches its SHA-256.",
@@ -69,6 +82,10 @@ def build_lineage_asset(spec: DatasetSpec, source: SpecSource) -> list[dg.Assets
             },
         )
 
+    return outputs_exist_and_decode
+
+
+def _every_planned_output_stored(source: SpecSource, lineage_key: dg.AssetKey) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=lineage_key,
         description="Every planned output of the current table is stored.",
@@ -91,6 +108,10 @@ def build_lineage_asset(spec: DatasetSpec, source: SpecSource) -> list[dg.Assets
             metadata={"planned": len(states), **{f"{k}_outputs": ", ".join(v[:40]) for k, v in missing.items()}},
         )
 
+    return every_planned_output_stored
+
+
+def _no_identity_submitted_twice(source: SpecSource, lineage_key: dg.AssetKey) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=lineage_key,
         description="No idempotency identity was bought twice.",
@@ -104,6 +125,10 @@ def build_lineage_asset(spec: DatasetSpec, source: SpecSource) -> list[dg.Assets
             passed=not dupes, metadata={"violations": dg.MetadataValue.md("\n".join(f"- {d}" for d in dupes) or "none")}
         )
 
+    return no_identity_submitted_twice
+
+
+def _spend_within_budget(source: SpecSource, lineage_key: dg.AssetKey) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=lineage_key,
         description="Committed spend stays inside the spec's budget.",
@@ -128,10 +153,4 @@ def build_lineage_asset(spec: DatasetSpec, source: SpecSource) -> list[dg.Assets
             },
         )
 
-    return [
-        lineage,
-        outputs_exist_and_decode,
-        every_planned_output_stored,
-        no_identity_submitted_twice,
-        spend_within_budget,
-    ]
+    return spend_within_budget

@@ -148,36 +148,10 @@ def check_rows(path: Path, defaults: NeutralParams, base_dir: Path) -> tuple[lis
             row_problems.append(Problem(file, rownum, "prompt", "prompt is empty"))
             prompt = ""
 
-        raw_params: dict[str, Any] = {}
-        for name in sorted(PARAM_NAMES & cells.keys()):
-            value = cells[name]
-            if value is None:
-                continue
-            try:
-                raw_params[name] = _coerce(name, value)
-            except ValueError as exc:
-                row_problems.append(Problem(file, rownum, name, str(exc)))
-
-        try:
-            params = defaults.merged(NeutralParams.model_validate(raw_params))
-        except ValidationError as exc:
-            param_problems = _pydantic_problems(file, rownum, exc)
-            row_problems.extend(param_problems)
-            # Keep checking the columns that are fine (e.g. reference files) in this same pass.
-            params = _partial_params(defaults, raw_params, {p.column for p in param_problems})
-
+        raw_params, params = _row_params(file, rownum, cells, defaults, row_problems)
         row_problems.extend(_reference_problems(file, rownum, params, base_dir))
 
-        prompt_id = cells.get("prompt_id")
-        if prompt_id is None:
-            prompt_id = _content_id(prompt, raw_params)
-        else:
-            if isinstance(prompt_id, int) and not isinstance(prompt_id, bool):
-                prompt_id = str(prompt_id)  # Parquet tables may carry numeric ids
-            reason = prompt_id_problem(prompt_id)
-            if reason is not None:
-                row_problems.append(Problem(file, rownum, "prompt_id", reason))
-            prompt_id = str(prompt_id)
+        prompt_id = _row_prompt_id(file, rownum, cells, prompt, raw_params, row_problems)
         if prompt_id in seen:
             row_problems.append(
                 Problem(
@@ -192,6 +166,43 @@ def check_rows(path: Path, defaults: NeutralParams, base_dir: Path) -> tuple[lis
         rows.append(PromptRow(rownum, prompt_id, prompt, params, extra))
 
     return rows, problems
+
+
+def _row_params(file: str, rownum: int, cells: dict[str, Any], defaults: NeutralParams,
+                problems: list[Problem]) -> tuple[dict[str, Any], NeutralParams]:
+    """One row's parameter cells, coerced (`raw`), and merged over the spec defaults; problems are appended."""
+    raw_params: dict[str, Any] = {}
+    for name in sorted(PARAM_NAMES & cells.keys()):
+        value = cells[name]
+        if value is None:
+            continue
+        try:
+            raw_params[name] = _coerce(name, value)
+        except ValueError as exc:
+            problems.append(Problem(file, rownum, name, str(exc)))
+
+    try:
+        params = defaults.merged(NeutralParams.model_validate(raw_params))
+    except ValidationError as exc:
+        param_problems = _pydantic_problems(file, rownum, exc)
+        problems.extend(param_problems)
+        # Keep checking the columns that are fine (e.g. reference files) in this same pass.
+        params = _partial_params(defaults, raw_params, {p.column for p in param_problems})
+    return raw_params, params
+
+
+def _row_prompt_id(file: str, rownum: int, cells: dict[str, Any], prompt: str, raw_params: dict[str, Any],
+                   problems: list[Problem]) -> str:
+    """The row's prompt_id cell as text, or its content id when the table has none; problems are appended."""
+    prompt_id = cells.get("prompt_id")
+    if prompt_id is None:
+        return _content_id(prompt, raw_params)
+    if isinstance(prompt_id, int) and not isinstance(prompt_id, bool):
+        prompt_id = str(prompt_id)  # Parquet tables may carry numeric ids
+    reason = prompt_id_problem(prompt_id)
+    if reason is not None:
+        problems.append(Problem(file, rownum, "prompt_id", reason))
+    return str(prompt_id)
 
 
 def _partial_params(defaults: NeutralParams, raw: dict[str, Any], failed: set[str | None]) -> NeutralParams:
