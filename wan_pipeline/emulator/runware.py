@@ -331,6 +331,26 @@ def validate_video(state: EmulatorState, task: dict[str, Any]) -> dict[str, Any]
     if task.get("negativePrompt") is not None and not isinstance(task["negativePrompt"], str):
         raise _bad("negativePrompt", "negativePrompt must be a string.")
     _seed(task)
+    first_frame = _video_inputs(state, inputs)
+    follows_input = frames is not None or source is not None
+    width, height, resolution = _video_geometry(task, follows_input, first_frame)
+    with_refs = refs_i is not None or refs_v is not None or source is not None
+    duration = task.get("duration", 5)
+    limit = 10 if with_refs else 15
+    if not _int(duration) or not 2 <= duration <= limit:
+        raise _bad("duration", f"duration must be an integer between 2 and {limit} seconds"
+                               + (" with reference media." if with_refs else "."))
+    _video_settings(task, model, with_shot_refs=refs_i is not None or refs_v is not None)
+    n = int(task.get("numberResults", 1))
+    billed_seconds = duration * 2 if source is not None else duration  # input + output seconds for an edit
+    return {"kind": "video", "width": width, "height": height, "format": "mp4", "count": n, "duration": duration,
+            "cost_each": round(VIDEO_RATES[str(resolution)] * billed_seconds, 6)}
+
+
+def _video_inputs(state: EmulatorState, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The media inputs' shapes; the first frame's stored image (empty without frames)."""
+    frames = inputs.get("frameImages")
+    refs_i, refs_v, source = inputs.get("referenceImages"), inputs.get("referenceVideos"), inputs.get("video")
     if frames is not None and (refs_i is not None or refs_v is not None or source is not None):
         raise Refusal(400, "incompatibleParameters",
                       "inputs.frameImages cannot be combined with referenceImages, referenceVideos or video.",
@@ -354,8 +374,13 @@ def validate_video(state: EmulatorState, task: dict[str, Any]) -> dict[str, Any]
     for name in ("video", "audio"):
         if inputs.get(name) is not None and not isinstance(inputs[name], str):
             raise _bad(f"inputs.{name}", f"inputs.{name} must be a string (URL or UUID).")
+    return first_frame
+
+
+def _video_geometry(task: dict[str, Any], follows_input: bool,
+                    first_frame: dict[str, Any]) -> tuple[int, int, str]:
+    """width, height and resolution: asked for (one of the allowed pairs), or following the input."""
     has_size = "width" in task or "height" in task
-    follows_input = frames is not None or source is not None
     if follows_input and has_size:
         raise Refusal(400, "incompatibleParameters", "Give either inputs.frameImages (or an input video) or "
                       "width/height, not both.", "width")
@@ -377,12 +402,11 @@ def validate_video(state: EmulatorState, task: dict[str, Any]) -> dict[str, Any]
     else:
         resolution = resolution or "1080p"
         width, height = _follow_size(first_frame, resolution)
-    with_refs = refs_i is not None or refs_v is not None or source is not None
-    duration = task.get("duration", 5)
-    limit = 10 if with_refs else 15
-    if not _int(duration) or not 2 <= duration <= limit:
-        raise _bad("duration", f"duration must be an integer between 2 and {limit} seconds"
-                               + (" with reference media." if with_refs else "."))
+    return width, height, str(resolution)
+
+
+def _video_settings(task: dict[str, Any], model: str, with_shot_refs: bool) -> None:
+    """`settings` of a video task: only `shotType`, and only with reference images or videos."""
     settings = task.get("settings", {})
     if not isinstance(settings, dict):
         raise _bad("settings", "settings must be an object.")
@@ -391,13 +415,9 @@ def validate_video(state: EmulatorState, task: dict[str, Any]) -> dict[str, Any]
             raise Refusal(400, "unknownParameter", f"'settings.{key}' is not a setting of {model}.", f"settings.{key}")
         if not isinstance(value, str):
             raise _bad("settings.shotType", "shotType must be a string.")
-        if refs_i is None and refs_v is None:
+        if not with_shot_refs:
             raise Refusal(400, "incompatibleParameters", "settings.shotType requires referenceImages or "
                           "referenceVideos.", "settings.shotType")
-    n = int(task.get("numberResults", 1))
-    billed_seconds = duration * 2 if source is not None else duration  # input + output seconds for an edit
-    return {"kind": "video", "width": width, "height": height, "format": "mp4", "count": n, "duration": duration,
-            "cost_each": round(VIDEO_RATES[str(resolution)] * billed_seconds, 6)}
 
 
 def _follow_size(first_frame: dict[str, Any], resolution: str) -> tuple[int, int]:
@@ -547,31 +567,7 @@ async def tasks_endpoint(request: Request) -> Response:
     created: list[EmuTask] = []
     for task in tasks:
         try:
-            if not isinstance(task, dict):
-                raise Refusal(400, "invalidTask", "Each task must be a JSON object.")
-            kind = task.get("taskType")
-            if kind in INFERENCE:
-                made = _inference(state, task)
-                created.append(made)
-                if made.extra["deliveryMethod"] == "async":
-                    data.append({"taskType": kind, "taskUUID": made.id})
-                else:  # sync: hold the request until the task is done (sheet "sync")
-                    await asyncio.sleep(max(0.0, made.created_at + made.queue_s + made.process_s - time.time()))
-                    data.extend(result_items(state, made, base, with_status=False))
-            elif kind == "getResponse":
-                uid = task.get("taskUUID")
-                if not isinstance(uid, str) or not UUID4_RE.match(uid):
-                    raise _bad("taskUUID", "taskUUID must be a UUID v4 string.")
-                found = state.tasks.get(uid)
-                if found is None or found.protocol != PROTOCOL:
-                    raise Refusal(404, "taskFailedOrNotFound", f"No task found with taskUUID {uid}.", "taskUUID")
-                data.extend(result_items(state, found, base))
-            elif kind == "imageUpload":
-                data.append(upload(state, task, base))
-            elif kind == "authentication":
-                raise Refusal(400, "invalidTask", "authentication must be the first element of the array.")
-            else:
-                raise Refusal(400, "unsupportedTaskType", f"taskType '{kind}' is not supported.", "taskType")
+            await _one_task(state, task, base, data, created)
         except Refusal as refusal:
             errors.append((refusal.status, _entry(refusal.code, refusal.message, task if isinstance(task, dict)
                                                   else None, refusal.parameter)))
@@ -582,6 +578,36 @@ async def tasks_endpoint(request: Request) -> Response:
         payload["errors"] = [entry for _, entry in errors]
     status = errors[0][0] if errors and not data else 200
     return JSONResponse(payload, status_code=status)
+
+
+async def _one_task(state: EmulatorState, task: Any, base: str, data: list[dict[str, Any]],
+                    created: list[EmuTask]) -> None:
+    """One element of the request array: its answer items go to `data`, or it raises a Refusal."""
+    if not isinstance(task, dict):
+        raise Refusal(400, "invalidTask", "Each task must be a JSON object.")
+    kind = task.get("taskType")
+    if kind in INFERENCE:
+        made = _inference(state, task)
+        created.append(made)
+        if made.extra["deliveryMethod"] == "async":
+            data.append({"taskType": kind, "taskUUID": made.id})
+        else:  # sync: hold the request until the task is done (sheet "sync")
+            await asyncio.sleep(max(0.0, made.created_at + made.queue_s + made.process_s - time.time()))
+            data.extend(result_items(state, made, base, with_status=False))
+    elif kind == "getResponse":
+        uid = task.get("taskUUID")
+        if not isinstance(uid, str) or not UUID4_RE.match(uid):
+            raise _bad("taskUUID", "taskUUID must be a UUID v4 string.")
+        found = state.tasks.get(uid)
+        if found is None or found.protocol != PROTOCOL:
+            raise Refusal(404, "taskFailedOrNotFound", f"No task found with taskUUID {uid}.", "taskUUID")
+        data.extend(result_items(state, found, base))
+    elif kind == "imageUpload":
+        data.append(upload(state, task, base))
+    elif kind == "authentication":
+        raise Refusal(400, "invalidTask", "authentication must be the first element of the array.")
+    else:
+        raise Refusal(400, "unsupportedTaskType", f"taskType '{kind}' is not supported.", "taskType")
 
 
 def _inference(state: EmulatorState, task: dict[str, Any]) -> EmuTask:
