@@ -173,6 +173,43 @@ def validate_image(state: EmulatorState, body: Any, oss_resolve: bool) -> dict[s
     _check_keys(body, {"model", "input", "parameters"}, "body", "the image API")
     model = body.get("model")
     inp = body.get("input")
+    texts, images = _image_content(state, inp, oss_resolve)
+    if len(texts) > 1:
+        raise Invalid("input.messages[0].content takes one text item")
+    if len(images) > 9:
+        raise Invalid("input.messages[0].content takes at most 9 images")
+    prompt = texts[0][:MAX_PROMPT] if texts else ""  # sheet: excess text is silently truncated
+    if not images and not prompt.strip():
+        raise Invalid("text is required for text-to-image")
+    params = body.get("parameters", {})
+    if not isinstance(params, dict):
+        raise Invalid("parameters must be an object")
+    _check_keys(params, IMAGE_PARAMS, "parameters", str(model))
+    for key in ("enable_sequential", "thinking_mode", "watermark", "prompt_extend", "is_async"):
+        _bool(params, key)
+    _seed(params)
+    group = bool(params.get("enable_sequential", False))
+    pro = model == "wan2.7-image-pro"
+    t2i = not images
+    n = params.get("n", 12 if group else 1)
+    cap = 12 if group else 4
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= cap:
+        raise Invalid(f"parameters.n must be an integer in [1, {cap}]{' with enable_sequential' if group else ''}")
+    width, height = _image_size(state, params.get("size", "2K"), pro and t2i and not group, images)
+    negative = params.get("negative_prompt")
+    if negative is not None and (not isinstance(negative, str) or len(negative) > MAX_NEGATIVE):
+        raise Invalid(f"parameters.negative_prompt must be a string of at most {MAX_NEGATIVE} characters")
+    if "color_palette" in params:
+        if group:
+            raise Invalid("parameters.color_palette is not available with enable_sequential")
+        _palette(params["color_palette"])
+    if "bbox_list" in params:
+        _bboxes(params["bbox_list"], len(images))
+    return {"model": model, "width": width, "height": height, "count": n, "images": images, "prompt": prompt}
+
+
+def _image_content(state: EmulatorState, inp: Any, oss_resolve: bool) -> tuple[list[str], list[str]]:
+    """`input.messages`: one user message; its text items and its image URLs, in order."""
     if not isinstance(inp, dict) or set(inp) != {"messages"}:
         raise Invalid("input must be {\"messages\": [...]}")
     messages = inp["messages"]
@@ -199,32 +236,15 @@ def validate_image(state: EmulatorState, body: Any, oss_resolve: bool) -> dict[s
         else:
             _url_ok(state, item["image"], f"{where}.image", oss_resolve, image=True)
             images.append(item["image"])
-    if len(texts) > 1:
-        raise Invalid("input.messages[0].content takes one text item")
-    if len(images) > 9:
-        raise Invalid("input.messages[0].content takes at most 9 images")
-    prompt = texts[0][:MAX_PROMPT] if texts else ""  # sheet: excess text is silently truncated
-    if not images and not prompt.strip():
-        raise Invalid("text is required for text-to-image")
-    params = body.get("parameters", {})
-    if not isinstance(params, dict):
-        raise Invalid("parameters must be an object")
-    _check_keys(params, IMAGE_PARAMS, "parameters", str(model))
-    for key in ("enable_sequential", "thinking_mode", "watermark", "prompt_extend", "is_async"):
-        _bool(params, key)
-    _seed(params)
-    group = bool(params.get("enable_sequential", False))
-    pro = model == "wan2.7-image-pro"
-    t2i = not images
-    n = params.get("n", 12 if group else 1)
-    cap = 12 if group else 4
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= cap:
-        raise Invalid(f"parameters.n must be an integer in [1, {cap}]{' with enable_sequential' if group else ''}")
-    size = params.get("size", "2K")
+    return texts, images
+
+
+def _image_size(state: EmulatorState, size: Any, pro_t2i_single: bool, images: list[str]) -> tuple[int, int]:
+    """`parameters.size`: a tier (4K only for pro text-to-image outside group mode) or "W*H" in bounds."""
     if not isinstance(size, str):
         raise Invalid("parameters.size must be a string")
     if size in IMAGE_GEAR_SIDE:
-        if size == "4K" and not (pro and t2i and not group):
+        if size == "4K" and not pro_t2i_single:
             raise Invalid("parameters.size 4K is only for wan2.7-image-pro text-to-image outside group mode")
         width, height = _tier_size(state, size, images[-1] if images else None)
     else:
@@ -232,21 +252,12 @@ def validate_image(state: EmulatorState, body: Any, oss_resolve: bool) -> dict[s
         if match is None:
             raise Invalid("parameters.size must be 1K, 2K, 4K or \"W*H\"")
         width, height = int(match.group(1)), int(match.group(2))
-        limit = 4096**2 if pro and t2i and not group else 2048**2
+        limit = 4096**2 if pro_t2i_single else 2048**2
         if not 768**2 <= width * height <= limit:
             raise Invalid(f"parameters.size {size}: total pixels must be in [{768**2}, {limit}]")
         if not 1 / 8 <= width / height <= 8:
             raise Invalid(f"parameters.size {size}: aspect ratio must be in [1:8, 8:1]")
-    negative = params.get("negative_prompt")
-    if negative is not None and (not isinstance(negative, str) or len(negative) > MAX_NEGATIVE):
-        raise Invalid(f"parameters.negative_prompt must be a string of at most {MAX_NEGATIVE} characters")
-    if "color_palette" in params:
-        if group:
-            raise Invalid("parameters.color_palette is not available with enable_sequential")
-        _palette(params["color_palette"])
-    if "bbox_list" in params:
-        _bboxes(params["bbox_list"], len(images))
-    return {"model": model, "width": width, "height": height, "count": n, "images": images, "prompt": prompt}
+    return width, height
 
 
 def _palette(palette: Any) -> None:
