@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -14,11 +18,14 @@ import yaml
 from conftest import write_csv
 
 from wan_pipeline import errors as e
+from wan_pipeline.cli.main import main as cli_main
 from wan_pipeline.emulator.app import in_process
 from wan_pipeline.emulator.faults import FaultConfig
 from wan_pipeline.emulator.state import EmulatorConfig, body_hash
 from wan_pipeline.execution.engine import EngineSettings, Outcome
 from wan_pipeline.execution.session import open_ledger, open_session
+from wan_pipeline.money.ledger import Ledger
+from wan_pipeline.money.slots import CreateSlots
 from wan_pipeline.outputs.lineage import lineage_table
 from wan_pipeline.planning.plan import Plan, build_plan
 from wan_pipeline.planning.spec import load_spec
@@ -162,7 +169,9 @@ def test_creates_on_a_host_without_idempotency_keys_are_one_at_a_time(plan: Plan
     assert counter.peaks == [1, 1, 1, 1]
 
 
-def test_a_paid_task_no_output_claims_is_shown_orphaned_with_its_cost(plan: Plan) -> None:
+def test_a_paid_task_no_output_claims_is_shown_orphaned_with_its_cost(
+    plan: Plan, capsys: pytest.CaptureFixture[str]
+) -> None:
     host = Host()
     tasks = list(plan.tasks)
     assert statuses(asyncio.run(host.run(replace(plan, tasks=tuple(tasks[:2]))))) == ["stored", "stored"]
@@ -186,8 +195,53 @@ def test_a_paid_task_no_output_claims_is_shown_orphaned_with_its_cost(plan: Plan
     rows = {r["task_id"]: r for r in table if r["status"] == "orphaned"}
     assert set(rows) == {ours, foreign}
     assert (rows[ours]["cost_usd"], rows[ours]["cost_source"]) == (pytest.approx(0.03), "reported")
+    # `wan-pipeline lineage` lists them, with id and cost, for the user to look up.
+    capsys.readouterr()
+    assert cli_main(["lineage", plan.spec.spec_file]) == 0
+    printed = capsys.readouterr().out
+    assert f"orphaned: task {ours} (wan2.7-image, USD 0.0300)" in printed
+    assert cli_main(["lineage", plan.spec.spec_file, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {o["task_id"] for o in report["orphaned"]} == {ours, foreign}
+    assert report["rows_by_status"] == {"orphaned": 2, "succeeded": 4}
 
 
 def claimed_ids(plan: Plan) -> set[str]:
     with open_ledger(plan.spec) as ledger:
         return {a.task_id for a in ledger.all_attempts(plan.spec.name) if a.task_id}
+
+
+def test_two_engines_sharing_the_ledger_still_send_one_create_at_a_time(plan: Plan) -> None:
+    """The create slot lives in the ledger: separate engines (as separate processes would) take turns."""
+    host = Host()
+    counter = CreateCounter(host.transport)
+    tasks = list(plan.tasks)
+
+    async def both() -> list[Outcome]:
+        async def one(part: list[Any]) -> list[Outcome]:
+            async with open_session(plan.spec, FAST, transport=counter) as session:
+                return await session.engine.run(part)
+
+        halves = await asyncio.gather(one(tasks[::2]), one(tasks[1::2]))
+        return [o for half in halves for o in half]
+
+    assert statuses(asyncio.run(both())) == ["stored"] * 4
+    assert counter.peaks == [1, 1, 1, 1]
+
+
+def test_the_create_slot_is_freed_by_a_dead_holder_or_an_expired_lease(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    with Ledger(path) as first, Ledger(path) as second:
+        a, b = CreateSlots(first), CreateSlots(second)
+        assert a.take("s", 60) and not b.take("s", 60)
+        a.give_back("s")
+        assert b.take("s", 60) and not a.take("s", 60)
+        b.give_back("s")
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()
+        dead = CreateSlots(first, holder=f"{socket.gethostname()}|{gone.pid}|x")
+        assert dead.take("s", 600) and b.take("s", 60)  # its process is gone: the slot is free at once
+        b.give_back("s")
+        elsewhere = CreateSlots(first, holder="another-machine|1|x")
+        assert elsewhere.take("s", 600) and not b.take("s", 60)  # alive as far as we can tell: its lease holds
+        assert elsewhere.take("s", -1) and b.take("s", 60)  # a lease that ran out frees it

@@ -32,7 +32,7 @@ from wan_pipeline.execution.engine import EngineSettings
 from wan_pipeline.execution.references import ReferencePreparer
 from wan_pipeline.execution.session import open_ledger, open_session
 from wan_pipeline.outputs.lineage import LINEAGE_PATH, write_lineage
-from wan_pipeline.outputs.storage import S3Storage, Storage, open_storage, s3_client
+from wan_pipeline.outputs.storage import LocalStorage, S3Storage, Storage, open_storage, s3_client
 from wan_pipeline.planning.plan import build_plan
 from wan_pipeline.planning.spec import load_spec
 from wan_pipeline.providers.base import HttpCall
@@ -241,3 +241,15 @@ def test_stored_outputs_are_not_fetched_or_bought_again_when_storage_cannot_answ
         after = [(a.identity, a.attempt, a.state, a.submit_calls) for a in ledger.all_attempts(spec.name)]
     assert after == before and all(state == "stored" for _, _, state, _ in after)
     assert asyncio.run(run(None)) == ["stored:", "stored:"]
+
+
+def test_local_storage_tells_missing_from_unreadable(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    assert storage.size("media/a/absent.png") is None
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / "file").write_bytes(b"x")
+    assert storage.size("media/file/under-a-file.png") is None  # a file where a folder would be: surely absent
+    loop = tmp_path / "media" / "loop.png"
+    loop.symlink_to(loop)  # stat fails with ELOOP: the storage cannot say
+    with pytest.raises(StorageUnavailable, match="could not check"):
+        storage.size("media/loop.png")

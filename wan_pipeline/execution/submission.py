@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 
 from wan_pipeline import errors as e
@@ -21,6 +23,7 @@ from wan_pipeline.execution.settings import EngineSettings
 from wan_pipeline.money.budget import AwaitingFirstCharge, BudgetGate
 from wan_pipeline.money.ledger import SUBMITTED, SUBMITTING, Attempt, utcnow
 from wan_pipeline.money.records import failure_values, new_attempt
+from wan_pipeline.money.slots import CreateSlots
 from wan_pipeline.planning.plan import PlannedTask
 from wan_pipeline.providers.base import HttpCall, ListsTasks, Provider, TaskStatus
 
@@ -43,6 +46,7 @@ class Submitter:
         self.references, self.poller, self.budget = references, poller, budget
         self.settings, self.halt, self.run_id, self.on_event = settings, halt, run_id, on_event
         self._one_create = asyncio.Lock()
+        self.slots = CreateSlots(ledger.sync)
         self.finder = TaskFinder(provider, ledger, calls) if isinstance(provider, ListsTasks) else None
         self._verdicts: dict[tuple[str, str], dict[tuple[str, int], Verdict]] = {}
 
@@ -121,7 +125,7 @@ class Submitter:
             return {}
         key = (task.dataset, task.model)
         if key not in self._verdicts:
-            async with self._one_create:
+            async with self._create_slot(task):
                 if key not in self._verdicts:
                     self._verdicts[key] = await self.finder.settle(task)
                     for verdict in self._verdicts[key].values():
@@ -144,8 +148,22 @@ class Submitter:
         # Hosts without idempotency keys: one create in flight at a time, so a lost answer has its own window.
         if self.provider.supports_idempotency_key:
             return await self._send_now(task, attempt_no, call)
-        async with self._one_create:
+        async with self._create_slot(task):
             return await self._send_now(task, attempt_no, call)
+
+    @asynccontextmanager
+    async def _create_slot(self, task: PlannedTask) -> AsyncIterator[None]:
+        """The dataset's one create slot: this process's lock, then the ledger's slot shared by every process
+        (a holder that died frees it: same machine at once, another machine when its lease runs out)."""
+        slot = f"create:{task.provider}:{task.dataset}"
+        lease_s = self.settings.request_timeout_s * (self.settings.http_retries + 2)
+        async with self._one_create:
+            while not await self.ledger.journal.run(lambda: self.slots.take(slot, lease_s)):
+                await asyncio.sleep(0.05)
+            try:
+                yield
+            finally:
+                await self.ledger.journal.run(lambda: self.slots.give_back(slot))
 
     async def _send_now(self, task: PlannedTask, attempt_no: int, call: HttpCall) -> tuple[Attempt, int]:
         try:

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from wan_pipeline.errors import AMBIGUOUS, names
 
@@ -93,6 +93,8 @@ CREATE TABLE IF NOT EXISTS outputs (
     PRIMARY KEY (identity, attempt, output_index)
 );
 """
+
+T = TypeVar("T")
 
 # Attempt states. `submitting` = written before the HTTP call; `submitted` = the provider holds a task.
 SUBMITTING = "submitting"
@@ -265,6 +267,12 @@ class Ledger:
 
     def close(self) -> None:
         self._db.close()
+
+    def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn` on the connection inside one write transaction (or the current batch): for small tables of
+        their own, such as `money.slots`."""
+        with self._tx() as db:
+            return fn(db)
 
     def __enter__(self) -> Ledger:
         return self
