@@ -54,12 +54,12 @@ class CreateSlots:
     def __init__(self, ledger: Ledger, holder: str | None = None) -> None:
         self.ledger = ledger
         self.holder = holder or new_holder()
-        ledger.write(lambda db: db.execute(SCHEMA))
 
     def take(self, slot: str, lease_s: float) -> bool:
         """Take `slot` (or extend it, if ours) unless a live holder's lease still runs; True when taken."""
 
         def attempt(db: sqlite3.Connection) -> bool:
+            db.execute(SCHEMA)  # ledgers written before the slot existed get its table here
             row = db.execute("SELECT holder, expires FROM create_slots WHERE slot=?", (slot,)).fetchone()
             now = _now()
             if row is not None and row[0] != self.holder:
