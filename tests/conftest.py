@@ -1,4 +1,5 @@
-"""Shared helpers: golden fixtures, and a dataset spec + prompt table written to a temporary directory."""
+"""Shared helpers: golden fixtures, a dataset spec + prompt table written to a temporary directory, and
+the real servers some tests need (PostgreSQL, SeaweedFS S3; started on 127.0.0.1, see servers.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 from PIL import Image
+from servers import PostgresCluster, ensure_bucket, postgres_cluster, seaweedfs
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -140,3 +142,22 @@ def generated_dataset(tmp_path_factory: pytest.TempPathFactory) -> GeneratedData
         assert defs.resolve_job_def(lineage_job_name(spec)).execute_in_process(instance=instance).success
     return GeneratedDataset(spec_path, folder / "out", home, outputs=5, failed=1,
                             modes=frozenset({"text_to_image", "image_edit"}))
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A private PostgreSQL cluster for the whole session (each test takes its own database)."""
+    with postgres_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresCluster) -> str:
+    """The URL of a fresh, empty database on the session's cluster."""
+    return postgres.create_database()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A SeaweedFS S3 endpoint (real signature checking) with the test bucket created."""
+    with seaweedfs(tmp_path_factory.mktemp("weed")) as endpoint:
+        ensure_bucket(endpoint)
+        yield endpoint

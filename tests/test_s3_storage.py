@@ -10,14 +10,6 @@ import asyncio
 import hashlib
 import io
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -26,65 +18,20 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from PIL import Image
+from servers import S3_ACCESS, S3_BUCKET, S3_SECRET
 
 from wan_pipeline.errors import InvalidInput, StorageUnavailable
 from wan_pipeline.execution.engine import EngineSettings
 from wan_pipeline.execution.references import ReferencePreparer
 from wan_pipeline.execution.session import open_ledger, open_session
 from wan_pipeline.outputs.lineage import LINEAGE_PATH, write_lineage
-from wan_pipeline.outputs.storage import LocalStorage, S3Storage, Storage, open_storage, s3_client
+from wan_pipeline.outputs.storage import LocalStorage, S3Storage, Storage, open_storage
 from wan_pipeline.planning.plan import build_plan
 from wan_pipeline.planning.spec import load_spec
 from wan_pipeline.providers.base import HttpCall
 from wan_pipeline.providers.registry import get_provider
 
-ACCESS, SECRET = "wanpipelinetest", "wanpipelinetestsecret"
-BUCKET = "wan-test"
-WEED = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port < 55000:  # SeaweedFS puts each gRPC port at port + 10000
-            return port
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("weed")
-    config = root / "s3.json"
-    config.write_text(json.dumps({"identities": [{"name": "admin", "credentials": [
-        {"accessKey": ACCESS, "secretKey": SECRET}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-    s3_port = free_port()
-    args = [WEED, "mini", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.config={config}",
-            "-admin.ui=false", f"-s3.port={s3_port}", f"-master.port={free_port()}",
-            f"-volume.port={free_port()}", f"-filer.port={free_port()}"]
-    (root / "data").mkdir()
-    log = (root / "weed.log").open("wb")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    endpoint = f"http://127.0.0.1:{s3_port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(endpoint, timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"SeaweedFS did not start: {(root / 'weed.log').read_text()[-2000:]}") from None
-                time.sleep(0.3)
-        yield endpoint
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+ACCESS, SECRET, BUCKET = S3_ACCESS, S3_SECRET, S3_BUCKET
 
 
 @pytest.fixture
@@ -95,18 +42,6 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     monkeypatch.setenv("WAN_PIPELINE_S3_ENDPOINT_URL", s3_endpoint)
     monkeypatch.setenv("WAN_PIPELINE_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("WAN_PIPELINE_EMULATOR", json.dumps({"queue_s": 0, "process_s": 0.05}))
-    client = s3_client()
-    deadline = time.monotonic() + 30
-    while True:  # the S3 gateway answers before the filer behind it is ready to create buckets
-        try:
-            existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
-            if BUCKET not in existing:
-                client.create_bucket(Bucket=BUCKET)
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
     return s3_endpoint
 
 

@@ -12,13 +12,16 @@ from wan_pipeline.execution.endpoints import Endpoint, in_process_emulator, reso
 from wan_pipeline.execution.engine import EngineSettings, EventSink, TaskEngine
 from wan_pipeline.execution.wire import Wire
 from wan_pipeline.money.ledger import Ledger
+from wan_pipeline.money.location import shared_ledger_url
 from wan_pipeline.outputs.storage import Storage, open_storage
 from wan_pipeline.planning.spec import DatasetSpec
 from wan_pipeline.providers.registry import get_provider
 
 
 def open_ledger(spec: DatasetSpec) -> Ledger:
-    return Ledger(state_dir(spec) / "ledger.sqlite")
+    """The shared PostgreSQL ledger when one is configured (money.location), else SQLite in the state dir."""
+    url = shared_ledger_url()
+    return Ledger.open(url) if url else Ledger(state_dir(spec) / "ledger.sqlite")
 
 
 @dataclass

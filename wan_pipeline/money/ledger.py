@@ -1,98 +1,27 @@
 """The durable task ledger: money is data.
 
-One SQLite file per dataset. A task attempt is written *before* its submission (with the idempotency
-key it will use) and its provider task id *right after*, each in its own committed transaction, so a
-crash at any point leaves enough on disk to resume the paid-for task instead of buying it again.
+A task attempt is written *before* its submission (with the idempotency key it will use) and its
+provider task id *right after*, each in its own committed transaction, so a crash at any point leaves
+enough on disk to resume the paid-for task instead of buying it again.
+
+Where it lives (DESIGN §11): a SQLite file per dataset on one machine, or a PostgreSQL database shared
+by every machine generating the dataset (`money.database` holds both backends; `money.migrations` the
+versioned schema). The semantics are the same on both; only the storage differs.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from wan_pipeline.errors import AMBIGUOUS, names
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS attempts (
-    identity TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    dataset TEXT NOT NULL,
-    prompt_id TEXT NOT NULL,
-    variant INTEGER NOT NULL,
-    fingerprint TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    model TEXT NOT NULL,
-    mode TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    params_json TEXT NOT NULL,
-    seed INTEGER NOT NULL,
-    seed_source TEXT NOT NULL,
-    extra_json TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL,
-    request_json TEXT NOT NULL,
-    call_json TEXT,
-    state TEXT NOT NULL,
-    task_id TEXT,
-    error_code TEXT,
-    error_class TEXT,
-    error_message TEXT,
-    credits_estimate REAL,
-    credits_reserved REAL,
-    credits_final REAL,
-    cost_usd REAL,
-    cost_source TEXT,
-    provider_seed INTEGER,
-    output_urls TEXT,
-    submit_calls INTEGER NOT NULL DEFAULT 0,
-    submitted_at TEXT,
-    completed_at TEXT,
-    run_id TEXT,
-    updated_at TEXT NOT NULL,
-    sent_at TEXT,
-    spec_sha256 TEXT,
-    table_sha256 TEXT,
-    reference_sha256s TEXT,
-    master_seed INTEGER,
-    code_version TEXT,
-    PRIMARY KEY (identity, attempt)
-);
-CREATE INDEX IF NOT EXISTS attempts_prompt ON attempts (dataset, prompt_id);
-CREATE TABLE IF NOT EXISTS orphans (
-    task_id TEXT PRIMARY KEY,
-    dataset TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    model TEXT NOT NULL,
-    status TEXT,
-    created TEXT,
-    cost_usd REAL,
-    cost_source TEXT,
-    found_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS outputs (
-    identity TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    output_index INTEGER NOT NULL,
-    source_url TEXT,
-    media_uri TEXT,
-    media_sha256 TEXT,
-    mime_type TEXT,
-    bytes INTEGER,
-    width INTEGER,
-    height INTEGER,
-    duration_s REAL,
-    fps REAL,
-    warnings TEXT,
-    stored_at TEXT NOT NULL,
-    PRIMARY KEY (identity, attempt, output_index)
-);
-"""
+from wan_pipeline.money.database import Database, PostgresDatabase, SqliteDatabase, Statements, is_postgres_url
+from wan_pipeline.money.migrations import migrate
 
 T = TypeVar("T")
 
@@ -229,50 +158,47 @@ def held_usd(a: Attempt) -> float:
 
 
 _ATTEMPT_COLS = [f.name for f in fields(Attempt)]
-#: columns added after the first ledgers were written, all nullable: (name, SQLite type), oldest first
-_ADDED_COLUMNS = (
-    ("call_json", "TEXT"),
-    ("sent_at", "TEXT"),
-    ("spec_sha256", "TEXT"),
-    ("table_sha256", "TEXT"),
-    ("reference_sha256s", "TEXT"),
-    ("master_seed", "INTEGER"),
-    ("code_version", "TEXT"),
-)
 _OUTPUT_COLS = [f.name for f in fields(StoredOutput)]
 _ORPHAN_COLS = [f.name for f in fields(Orphan)]
+_A = ", ".join(_ATTEMPT_COLS)
+_O = ", ".join(_OUTPUT_COLS)
 
 
 class Ledger:
-    """Thread-safe; every write is its own committed transaction (WAL, synchronous=FULL)."""
+    """Thread-safe; every write is its own committed transaction (SQLite WAL + synchronous=FULL, or PostgreSQL).
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        # Re-entrant: a `check` inside a write transaction reads the ledger on the same connection.
-        self._lock = threading.RLock()
-        self._batch_depth = 0
-        self._db = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
-        self._migrate()
+    `Ledger(path)` opens (or creates) a SQLite ledger; `Ledger(database)` any backend; `Ledger.open(url)`
+    a PostgreSQL one from its URL.
+    """
 
-    def _migrate(self) -> None:
-        """Columns added after a ledger was first written (ledgers outlive code versions)."""
-        have = {row[1] for row in self._db.execute("PRAGMA table_info(attempts)")}
-        for column, sql_type in _ADDED_COLUMNS:
-            if column not in have:
-                self._db.execute(f"ALTER TABLE attempts ADD COLUMN {column} {sql_type}")
+    def __init__(self, where: Path | Database) -> None:
+        self.db: Database = SqliteDatabase(where) if isinstance(where, Path) else where
+        self.path: Path | None = where if isinstance(where, Path) else None
+        migrate(self.db)
+
+    @classmethod
+    def open(cls, url: str) -> Ledger:
+        """`postgresql://user[:password]@host:port/db`, or a path to a SQLite file."""
+        return cls(PostgresDatabase(url) if is_postgres_url(url) else Path(url))
+
+    def describe(self) -> str:
+        """Where this ledger lives (a path, or a database URL without its password)."""
+        return self.db.describe()
 
     def close(self) -> None:
-        self._db.close()
+        self.db.close()
 
-    def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """`fn` on the connection inside one write transaction (or the current batch): for small tables of
-        their own, such as `money.slots`."""
-        with self._tx() as db:
-            return fn(db)
+    def batch(self) -> AbstractContextManager[Callable[[], AbstractContextManager[None]]]:
+        """One transaction for many operations (group commit): yields a factory of savepoints, one per
+        operation, so an operation that raises is undone alone. Used by the engine's journal."""
+        return self.db.batch()
+
+    def write(self, fn: Callable[[Any], T]) -> T:
+        """`fn` inside one write transaction (or the current batch), given an object whose
+        `execute(sql, args)` answers `fetchone()`/`fetchall()` (`?` placeholders, on either backend): for
+        small tables of their own, such as `money.slots`."""
+        with self.db.transaction("wan_pipeline:write"):
+            return fn(Statements(self.db))
 
     def __enter__(self) -> Ledger:
         return self
@@ -280,81 +206,35 @@ class Ledger:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._batch_depth:  # inside a batch: its transaction (and savepoint) already hold the lock
-                yield self._db
-                return
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    @contextmanager
-    def batch(self) -> Iterator[Callable[[], AbstractContextManager[None]]]:
-        """One transaction for many operations (group commit): yields a factory of savepoints, one per
-        operation, so an operation that raises is undone alone. Used by the engine's journal."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._batch_depth += 1
-            try:
-                yield self._savepoint
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            finally:
-                self._batch_depth -= 1
-            self._db.execute("COMMIT")
-
-    @contextmanager
-    def _savepoint(self) -> Iterator[None]:
-        self._db.execute("SAVEPOINT op")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK TO SAVEPOINT op")
-            self._db.execute("RELEASE SAVEPOINT op")
-            raise
-        self._db.execute("RELEASE SAVEPOINT op")
-
     # -- attempts ------------------------------------------------------------------------------
     def attempts(self, identity: str) -> list[Attempt]:
-        with self._lock:
-            cur = self._db.execute(
-                f"SELECT {', '.join(_ATTEMPT_COLS)} FROM attempts WHERE identity=? ORDER BY attempt", (identity,)
-            )
-            return [Attempt(*row) for row in cur.fetchall()]
+        rows = self.db.query(f"SELECT {_A} FROM attempts WHERE identity=? ORDER BY attempt", (identity,))
+        return [Attempt(*row) for row in rows]
 
     def latest(self, identity: str) -> Attempt | None:
         found = self.attempts(identity)
         return found[-1] if found else None
 
     def all_attempts(self, dataset: str | None = None) -> list[Attempt]:
-        sql = f"SELECT {', '.join(_ATTEMPT_COLS)} FROM attempts"
-        args: tuple[Any, ...] = ()
-        if dataset is not None:
-            sql += " WHERE dataset=?"
-            args = (dataset,)
-        with self._lock:
-            return [Attempt(*row) for row in self._db.execute(sql + " ORDER BY prompt_id, variant, attempt", args)]
+        where, args = ("WHERE dataset=?", (dataset,)) if dataset is not None else ("", ())
+        rows = self.db.query(f"SELECT {_A} FROM attempts {where} ORDER BY prompt_id, variant, attempt", args)
+        return [Attempt(*row) for row in rows]
 
     def begin_attempt(self, a: Attempt, check: Callable[[], None] | None = None) -> None:
         """Written before the submission leaves this process (insert or re-arm the same attempt).
 
-        `check` (the budget) runs inside the same write transaction and may raise to abort it: SQLite's
-        write lock makes check-then-insert atomic across every process sharing this ledger, so concurrent
-        runs cannot each see the same headroom and together spend past the budget.
+        `check` (the budget) runs inside the same write transaction and may raise to abort it. The
+        transaction holds the dataset's admission lock (SQLite: the file's write lock; PostgreSQL: an
+        advisory lock named for the dataset), so check-then-insert is atomic across every process and
+        machine sharing this ledger: concurrent runs cannot each see the same headroom and together
+        spend past the budget.
         """
         a.updated_at = utcnow()
-        with self._tx() as db:
+        with self.db.transaction(admission_lock(a.dataset)):
             if check is not None:
                 check()
-            db.execute(
-                f"INSERT INTO attempts ({', '.join(_ATTEMPT_COLS)}) VALUES ({', '.join('?' * len(_ATTEMPT_COLS))}) "
+            self.db.execute(
+                f"INSERT INTO attempts ({_A}) VALUES ({_marks(_ATTEMPT_COLS)}) "
                 "ON CONFLICT(identity, attempt) DO UPDATE SET state=excluded.state, "
                 "request_json=excluded.request_json, "
                 "idempotency_key=excluded.idempotency_key, call_json=excluded.call_json, task_id=excluded.task_id, "
@@ -364,118 +244,127 @@ class Ledger:
             )
 
     def update(self, identity: str, attempt: int, **values: Any) -> None:
+        unknown = set(values) - set(_ATTEMPT_COLS)
+        if unknown:  # column names are spliced into SQL: only the ledger's own
+            raise ValueError(f"not ledger columns: {sorted(unknown)}")
         values["updated_at"] = utcnow()
         cols = ", ".join(f"{k}=?" for k in values)
-        with self._tx() as db:
-            db.execute(
-                f"UPDATE attempts SET {cols} WHERE identity=? AND attempt=?", [*values.values(), identity, attempt]
-            )
+        self.db.execute(
+            f"UPDATE attempts SET {cols} WHERE identity=? AND attempt=?", [*values.values(), identity, attempt]
+        )
 
     def count_submit_call(self, identity: str, attempt: int) -> None:
-        with self._tx() as db:
-            db.execute(
-                "UPDATE attempts SET submit_calls = submit_calls + 1, sent_at = ? WHERE identity=? AND attempt=?",
-                (utcnow(), identity, attempt),
-            )
+        self.db.execute(
+            "UPDATE attempts SET submit_calls = submit_calls + 1, sent_at = ? WHERE identity=? AND attempt=?",
+            (utcnow(), identity, attempt),
+        )
 
     # -- outputs -------------------------------------------------------------------------------
     def record_output(self, o: StoredOutput) -> None:
-        with self._tx() as db:
-            db.execute(
-                f"INSERT OR REPLACE INTO outputs ({', '.join(_OUTPUT_COLS)}) "
-                f"VALUES ({', '.join('?' * len(_OUTPUT_COLS))})",
-                [getattr(o, c) for c in _OUTPUT_COLS],
-            )
+        keys = ("identity", "attempt", "output_index")
+        self.db.execute(
+            f"INSERT INTO outputs ({_O}) VALUES ({_marks(_OUTPUT_COLS)}) "
+            f"ON CONFLICT({', '.join(keys)}) DO UPDATE SET "
+            + ", ".join(f"{c}=excluded.{c}" for c in _OUTPUT_COLS if c not in keys),
+            [getattr(o, c) for c in _OUTPUT_COLS],
+        )
 
     def outputs(self, identity: str, attempt: int) -> list[StoredOutput]:
-        with self._lock:
-            cur = self._db.execute(
-                f"SELECT {', '.join(_OUTPUT_COLS)} FROM outputs WHERE identity=? AND attempt=? ORDER BY output_index",
-                (identity, attempt),
-            )
-            return [StoredOutput(*row) for row in cur.fetchall()]
+        rows = self.db.query(
+            f"SELECT {_O} FROM outputs WHERE identity=? AND attempt=? ORDER BY output_index", (identity, attempt)
+        )
+        return [StoredOutput(*row) for row in rows]
 
-    def all_outputs(self) -> list[StoredOutput]:
-        with self._lock:
-            cur = self._db.execute(f"SELECT {', '.join(_OUTPUT_COLS)} FROM outputs")
-            return [StoredOutput(*row) for row in cur.fetchall()]
+    def all_outputs(self, dataset: str | None = None) -> list[StoredOutput]:
+        """Every stored output (of one dataset: a shared ledger holds many)."""
+        if dataset is None:
+            return [StoredOutput(*row) for row in self.db.query(f"SELECT {_O} FROM outputs")]
+        rows = self.db.query(
+            f"SELECT {', '.join('o.' + c for c in _OUTPUT_COLS)} FROM outputs o JOIN attempts a "
+            "ON a.identity = o.identity AND a.attempt = o.attempt WHERE a.dataset=?",
+            (dataset,),
+        )
+        return [StoredOutput(*row) for row in rows]
 
     # -- orphans -------------------------------------------------------------------------------
     def record_orphan(self, o: Orphan) -> None:
-        with self._tx() as db:
-            db.execute(
-                f"INSERT OR REPLACE INTO orphans ({', '.join(_ORPHAN_COLS)}) "
-                f"VALUES ({', '.join('?' * len(_ORPHAN_COLS))})",
-                [getattr(o, c) for c in _ORPHAN_COLS],
-            )
+        self.db.execute(
+            f"INSERT INTO orphans ({', '.join(_ORPHAN_COLS)}) VALUES ({_marks(_ORPHAN_COLS)}) ON CONFLICT(task_id) "
+            "DO UPDATE SET " + ", ".join(f"{c}=excluded.{c}" for c in _ORPHAN_COLS if c != "task_id"),
+            [getattr(o, c) for c in _ORPHAN_COLS],
+        )
 
     def claim_orphan(self, task_id: str) -> None:
         """An output adopted this task: it is no longer an orphan."""
-        with self._tx() as db:
-            db.execute("DELETE FROM orphans WHERE task_id=?", (task_id,))
+        self.db.execute("DELETE FROM orphans WHERE task_id=?", (task_id,))
 
     def orphans(self, dataset: str) -> list[Orphan]:
-        with self._lock:
-            cur = self._db.execute(
-                f"SELECT {', '.join(_ORPHAN_COLS)} FROM orphans WHERE dataset=? ORDER BY created, task_id", (dataset,)
-            )
-            return [Orphan(*row) for row in cur.fetchall()]
+        rows = self.db.query(
+            f"SELECT {', '.join(_ORPHAN_COLS)} FROM orphans WHERE dataset=? ORDER BY created, task_id", (dataset,)
+        )
+        return [Orphan(*row) for row in rows]
 
     # -- money ---------------------------------------------------------------------------------
     def committed_credits(self, dataset: str) -> float:
         """Credits spent or held: settled amounts where known, else reserved, else our estimate."""
-        with self._lock:
-            row = self._db.execute(
-                f"""SELECT COALESCE(SUM(CASE
-                       WHEN credits_final IS NOT NULL THEN credits_final
-                       WHEN {_SURELY_UNBILLED} THEN 0
-                       WHEN credits_reserved IS NOT NULL THEN credits_reserved
-                       ELSE COALESCE(credits_estimate, 0) END), 0)
-                   FROM attempts WHERE dataset=?""",
-                (dataset,),
-            ).fetchone()
-            return float(row[0])
+        rows = self.db.query(
+            f"""SELECT COALESCE(SUM(CASE
+                   WHEN credits_final IS NOT NULL THEN credits_final
+                   WHEN {_SURELY_UNBILLED} THEN 0
+                   WHEN credits_reserved IS NOT NULL THEN credits_reserved
+                   ELSE COALESCE(credits_estimate, 0) END), 0)
+               FROM attempts WHERE dataset=?""",
+            (dataset,),
+        )
+        return float(rows[0][0])
+
+    def committed_usd(self, dataset: str) -> float:
+        rows = self.db.query(
+            f"SELECT COALESCE(SUM(cost_usd), 0) FROM attempts WHERE dataset=? AND NOT ({_SURELY_UNBILLED})",
+            (dataset,),
+        )
+        return float(rows[0][0])
 
     def latest_state_counts(self, dataset: str) -> dict[str, int]:
         """How many outputs (identities) have their latest attempt in each state: one aggregate query, for
         progress counters that cost the same at 10 outputs as at 100,000."""
-        with self._lock:
-            rows = self._db.execute(
-                """SELECT a.state, COUNT(*) FROM attempts a
-                   JOIN (SELECT identity, MAX(attempt) AS last FROM attempts WHERE dataset=? GROUP BY identity) l
-                     ON a.identity = l.identity AND a.attempt = l.last
-                   GROUP BY a.state""",
-                (dataset,),
-            ).fetchall()
-            return {str(state): int(n) for state, n in rows}
-
-    def committed_usd(self, dataset: str) -> float:
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT COALESCE(SUM(cost_usd), 0) FROM attempts WHERE dataset=? AND NOT ({_SURELY_UNBILLED})",
-                (dataset,),
-            ).fetchone()
-            return float(row[0])
+        rows = self.db.query(
+            """SELECT a.state, COUNT(*) FROM attempts a
+               JOIN (SELECT identity, MAX(attempt) AS last FROM attempts WHERE dataset=? GROUP BY identity) l
+                 ON a.identity = l.identity AND a.attempt = l.last
+               GROUP BY a.state""",
+            (dataset,),
+        )
+        return {str(state): int(n) for state, n in rows}
 
     def highest_charge(self, dataset: str) -> float | None:
         """The highest per-task charge the host has reported for this dataset (reserved or final), if any."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT MAX(MAX(COALESCE(credits_reserved, 0), COALESCE(credits_final, 0))) FROM attempts "
-                "WHERE dataset=? AND (credits_reserved > 0 OR credits_final > 0)",
-                (dataset,),
-            ).fetchone()
-            return None if row[0] is None else float(row[0])
+        # CASE, not the two-argument MAX (SQLite) or GREATEST (PostgreSQL): the same SQL on both backends
+        rows = self.db.query(
+            "SELECT MAX(CASE WHEN COALESCE(credits_reserved, 0) > COALESCE(credits_final, 0) "
+            "THEN credits_reserved ELSE COALESCE(credits_final, 0) END) FROM attempts "
+            "WHERE dataset=? AND (credits_reserved > 0 OR credits_final > 0)",
+            (dataset,),
+        )
+        return None if rows[0][0] is None else float(rows[0][0])
 
     def charges_unknown_in_flight(self, dataset: str, exclude: tuple[str, int]) -> int:
         """Creates in flight (or answered) whose charge is neither reported nor estimated yet. A `submitting`
         record untouched for IN_FLIGHT_STALE_S was left by a process that died: not in flight any more."""
         cutoff = (datetime.now(UTC) - timedelta(seconds=IN_FLIGHT_STALE_S)).isoformat(timespec="milliseconds")
-        with self._lock:
-            row = self._db.execute(
-                "SELECT COUNT(*) FROM attempts WHERE dataset=? AND state IN (?, ?) AND credits_reserved IS NULL "
-                "AND credits_final IS NULL AND credits_estimate IS NULL AND NOT (identity=? AND attempt=?) "
-                "AND NOT (state=? AND updated_at < ?)",
-                (dataset, SUBMITTING, SUBMITTED, *exclude, SUBMITTING, cutoff.replace("+00:00", "Z")),
-            ).fetchone()
-            return int(row[0])
+        rows = self.db.query(
+            "SELECT COUNT(*) FROM attempts WHERE dataset=? AND state IN (?, ?) AND credits_reserved IS NULL "
+            "AND credits_final IS NULL AND credits_estimate IS NULL AND NOT (identity=? AND attempt=?) "
+            "AND NOT (state=? AND updated_at < ?)",
+            (dataset, SUBMITTING, SUBMITTED, *exclude, SUBMITTING, cutoff.replace("+00:00", "Z")),
+        )
+        return int(rows[0][0])
+
+
+def admission_lock(dataset: str) -> str:
+    """The lock every budget admission of one dataset takes (its committed spend is per dataset)."""
+    return f"wan_pipeline:budget:{dataset}"
+
+
+def _marks(cols: list[str]) -> str:
+    return ", ".join("?" * len(cols))
