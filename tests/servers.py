@@ -187,3 +187,13 @@ def s3_environ(endpoint: str) -> dict[str, str]:
     """What a process needs to reach the test S3 store (DESIGN §11: the endpoint plus the AWS variables)."""
     return {"AWS_ACCESS_KEY_ID": S3_ACCESS, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_REGION": "us-east-1",
             "WAN_PIPELINE_S3_ENDPOINT_URL": endpoint}
+
+
+def s3_keys(endpoint: str, prefix: str, bucket: str = S3_BUCKET) -> list[str]:
+    """Every object key under `prefix` in the test bucket."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id=S3_ACCESS, aws_secret_access_key=S3_SECRET)
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]

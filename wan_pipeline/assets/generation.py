@@ -75,6 +75,7 @@ def build_generation_assets(spec: DatasetSpec, source: SpecSource) -> dg.AssetsD
         name=f"{spec.name}_generate",
         specs=_asset_specs(spec),
         backfill_policy=dg.BackfillPolicy.multi_run(MAX_PARTITIONS_PER_RUN),
+        pool=f"wan_pipeline_{spec.provider}",  # caps steps calling one provider across runs (docs/deploy.md)
         can_subset=False,
     )
     def generate(

@@ -7,7 +7,7 @@ import random
 
 from wan_pipeline import errors as e
 from wan_pipeline.execution.journal import AsyncLedger
-from wan_pipeline.execution.pacing import RateGate, backoff_delay
+from wan_pipeline.execution.pacing import Pacer, backoff_delay
 from wan_pipeline.execution.settings import EngineSettings
 from wan_pipeline.execution.wire import CONNECT_ERROR, Wire
 from wan_pipeline.providers.base import HttpCall, HttpReply, Provider
@@ -21,7 +21,7 @@ class Caller:
         provider: Provider,
         wire: Wire,
         ledger: AsyncLedger,
-        gate: RateGate,
+        gate: Pacer,
         settings: EngineSettings,
         rng: random.Random,
     ) -> None:

@@ -11,6 +11,7 @@ is polled, never resubmitted; the budget is checked before every submission, ato
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 
@@ -19,7 +20,7 @@ from wan_pipeline.execution.calls import Caller
 from wan_pipeline.execution.delivery import Deliverer
 from wan_pipeline.execution.journal import AsyncLedger, Journal
 from wan_pipeline.execution.outcome import EventSink, Halt, Outcome, OutcomeSink
-from wan_pipeline.execution.pacing import RateGate
+from wan_pipeline.execution.pacing import Pacer, RateGate, Slots
 from wan_pipeline.execution.polling import Poller
 from wan_pipeline.execution.references import ReferencePreparer
 from wan_pipeline.execution.resume import Step, first_attempt, record_for, step_for
@@ -48,6 +49,8 @@ class TaskEngine:
         run_id: str | None = None,
         on_event: EventSink | None = None,
         rng: random.Random | None = None,
+        gate: Pacer | None = None,
+        slots: Slots | None = None,
     ) -> None:
         settings = settings or EngineSettings()
         self.provider, self.settings = provider, settings
@@ -55,7 +58,9 @@ class TaskEngine:
         self.ledger = AsyncLedger(ledger, self.journal)
         self.on_event: EventSink = on_event or (lambda kind, task, detail: None)
         rng = rng or random.Random()
-        self.gate = RateGate(settings.submits_per_second)
+        # shared ones (money.rate, money.leases) when runs on several machines share one provider account
+        self.gate = gate or RateGate(settings.submits_per_second)
+        self.slots = slots
         self.calls = Caller(provider, wire, self.ledger, self.gate, settings, rng)
         halt = Halt()
         self.poller = Poller(provider, self.ledger, self.calls, settings, halt)
@@ -74,7 +79,7 @@ class TaskEngine:
         sem = asyncio.Semaphore(self.settings.max_concurrency)
 
         async def one(task: PlannedTask) -> Outcome:
-            async with sem:
+            async with sem, (self.slots.hold(task.identity) if self.slots else contextlib.nullcontext()):
                 try:
                     outcome = await self._run_task(task)
                 except e.ProviderError as err:

@@ -5,6 +5,22 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+
+class Pacer(Protocol):
+    """What calls need of a gate: this process's `RateGate`, or the account-wide `money.rate.SharedRateGate`."""
+
+    def pause(self, seconds: float) -> None: ...
+    async def before_call(self) -> None: ...
+    async def before_submit(self) -> None: ...
+
+
+class Slots(Protocol):
+    """Account-wide concurrency (`money.leases.SlotLeases`): one slot per output in flight, the output to one holder."""
+
+    def hold(self, subject: str) -> AbstractAsyncContextManager[object]: ...
 
 
 class RateGate:

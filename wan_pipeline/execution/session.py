@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -11,8 +12,10 @@ import httpx
 from wan_pipeline.execution.endpoints import Endpoint, in_process_emulator, resolve_endpoint, state_dir
 from wan_pipeline.execution.engine import EngineSettings, EventSink, TaskEngine
 from wan_pipeline.execution.wire import Wire
+from wan_pipeline.money.leases import LeaseSettings, SlotLeases
 from wan_pipeline.money.ledger import Ledger
 from wan_pipeline.money.location import shared_ledger_url
+from wan_pipeline.money.rate import SharedRateGate
 from wan_pipeline.outputs.storage import Storage, open_storage
 from wan_pipeline.planning.spec import DatasetSpec
 from wan_pipeline.providers.registry import get_provider
@@ -22,6 +25,22 @@ def open_ledger(spec: DatasetSpec) -> Ledger:
     """The shared PostgreSQL ledger when one is configured (money.location), else SQLite in the state dir."""
     url = shared_ledger_url()
     return Ledger.open(url) if url else Ledger(state_dir(spec) / "ledger.sqlite")
+
+
+def account_scope(endpoint: Endpoint) -> str:
+    """The provider account limits are shared over: its host URL (a key is never written, not even hashed)."""
+    return f"{endpoint.provider} {endpoint.base_url}"
+
+
+def shared_limits(ledger: Ledger, endpoint: Endpoint, settings: EngineSettings) -> tuple[SharedRateGate, SlotLeases]:
+    """Submit pacing and concurrency for every run sharing this ledger (all machines, on PostgreSQL).
+
+    `max_concurrency` and `submits_per_second` are then limits of the account, not of one run; a lease of a
+    killed run lapses after WAN_PIPELINE_LEASE_TTL_S seconds (default 60)."""
+    scope = account_scope(endpoint)
+    ttl = float(os.environ.get("WAN_PIPELINE_LEASE_TTL_S") or 60)
+    gate = SharedRateGate(ledger.db, scope, settings.submits_per_second)
+    return gate, SlotLeases(ledger.db, scope, LeaseSettings(limit=settings.max_concurrency, ttl_s=ttl))
 
 
 @dataclass
@@ -52,15 +71,19 @@ async def open_session(
     try:
         async with httpx.AsyncClient(transport=transport, limits=limits, follow_redirects=True) as client:
             wire = Wire(client, endpoint.base_url, provider.auth_headers(endpoint.api_key))
+            settings = settings or EngineSettings()
+            gate, slots = shared_limits(ledger, endpoint, settings)
             engine = TaskEngine(
                 provider,
                 wire,
                 ledger,
                 storage,
                 spec.budget,
-                settings or EngineSettings(),
+                settings,
                 run_id=run_id,
                 on_event=on_event,
+                gate=gate,
+                slots=slots,
             )
             yield Session(spec, endpoint, ledger, storage, engine)
     finally:

@@ -1,0 +1,167 @@
+"""Limits of one provider account shared through the ledger database, on SQLite and on real PostgreSQL.
+
+Concurrency leases (a slot per output in flight, an output to one holder), their expiry when a holder is
+killed, and submission pacing reserved atomically by several processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from servers import PostgresCluster
+
+from wan_pipeline.money.database import Database
+from wan_pipeline.money.leases import LeaseSettings, SlotLeases
+from wan_pipeline.money.ledger import Ledger
+from wan_pipeline.money.rate import SharedRateGate
+
+SCOPE = "dashscope http://127.0.0.1:1/dashscope"
+OTHER_MACHINE = "other-host/4026531836:4242:deadbeef"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "ledger.sqlite")
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    return cluster.create_database("limits")
+
+
+@pytest.fixture
+def two_dbs(where: str) -> Iterator[tuple[Database, Database]]:
+    """Two connections to one ledger database, as two processes (or machines) would have."""
+    a, b = Ledger.open(where), Ledger.open(where)
+    try:
+        yield a.db, b.db
+    finally:
+        a.close()
+        b.close()
+
+
+def test_slots_are_shared_and_an_output_is_leased_once(two_dbs: tuple[Database, Database]) -> None:
+    one = SlotLeases(two_dbs[0], SCOPE, LeaseSettings(limit=2))
+    two = SlotLeases(two_dbs[1], SCOPE, LeaseSettings(limit=2))
+    first = one.try_acquire("out-1")
+    assert first == 0
+    assert two.try_acquire("out-1") is None  # the other holder works on it: wait, never buy it too
+    second = two.try_acquire("out-2")
+    assert second == 1
+    assert one.try_acquire("out-3") is None and two.try_acquire("out-3") is None  # account limit 2 reached
+    assert [(s, subj) for s, _, subj in one.holders()] == [(0, "out-1"), (1, "out-2")]
+    other_scope = SlotLeases(two_dbs[1], "rivya https://rivya.ai", LeaseSettings(limit=1))
+    assert other_scope.try_acquire("out-3") == 0  # another account has its own slots
+    one.release(first)
+    assert two.try_acquire("out-3") == 0
+    two.release(0)  # a holder releases only its own leases
+    one.release(1)
+    assert [subj for _, _, subj in one.holders()] == ["out-2"]
+
+
+def test_a_lease_of_a_vanished_machine_lapses_after_its_ttl(two_dbs: tuple[Database, Database]) -> None:
+    gone = SlotLeases(two_dbs[0], SCOPE, LeaseSettings(limit=1, ttl_s=0.6), holder=OTHER_MACHINE)
+    here = SlotLeases(two_dbs[1], SCOPE, LeaseSettings(limit=1, ttl_s=60))
+    assert gone.try_acquire("out-1") == 0
+    assert here.try_acquire("out-1") is None  # not yet expired: it may still be working
+    asyncio.run(asyncio.sleep(0.8))
+    assert here.try_acquire("out-1") == 0
+
+
+HOLD = textwrap.dedent('''
+    import sys, time
+    from wan_pipeline.money.leases import LeaseSettings, SlotLeases
+    from wan_pipeline.money.ledger import Ledger
+    ledger = Ledger.open(sys.argv[1])
+    leases = SlotLeases(ledger.db, sys.argv[2], LeaseSettings(limit=1, ttl_s=3600))
+    print(leases.try_acquire("out-1"), flush=True)
+    time.sleep(3600)
+''')
+
+
+def test_a_killed_holder_on_this_host_is_reaped_at_once(where: str, tmp_path: Path) -> None:
+    Ledger.open(where).close()
+    script = tmp_path / "hold.py"
+    script.write_text(HOLD, encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, str(script), where, SCOPE], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "0"
+        with Ledger.open(where) as ledger:
+            leases = SlotLeases(ledger.db, SCOPE, LeaseSettings(limit=1, ttl_s=3600))
+            assert leases.try_acquire("out-1") is None  # alive: its lease holds, however long the TTL
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            assert leases.try_acquire("out-1") == 0  # its process is gone: no need to wait out the TTL
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+async def test_a_held_lease_is_renewed_past_its_ttl(two_dbs: tuple[Database, Database]) -> None:
+    holder = SlotLeases(two_dbs[0], SCOPE, LeaseSettings(limit=4, ttl_s=0.4), holder=OTHER_MACHINE)
+    rival = SlotLeases(two_dbs[1], SCOPE, LeaseSettings(limit=4))
+    async with holder.hold("out-1") as slot:
+        assert slot == 0
+        for _ in range(4):  # 1.2 s in all: three TTLs, kept alive by the heartbeat
+            await asyncio.sleep(0.3)
+            assert rival.try_acquire("out-1") is None
+    assert holder.holders() == []  # released on exit
+    assert rival.try_acquire("out-1") == 0
+
+
+async def test_hold_waits_for_an_output_leased_elsewhere(two_dbs: tuple[Database, Database]) -> None:
+    first = SlotLeases(two_dbs[0], SCOPE, LeaseSettings(limit=4, wait_s=0.05))
+    second = SlotLeases(two_dbs[1], SCOPE, LeaseSettings(limit=4, wait_s=0.05))
+    order: list[str] = []
+
+    async def worker(leases: SlotLeases, name: str, pause: float) -> None:
+        async with leases.hold("out-1"):
+            order.append(f"{name} in")
+            await asyncio.sleep(pause)
+            order.append(f"{name} out")
+
+    await asyncio.gather(worker(first, "a", 0.3), worker(second, "b", 0.0))
+    assert order in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
+
+
+RESERVE = textwrap.dedent('''
+    import sys
+    from wan_pipeline.money.ledger import Ledger
+    from wan_pipeline.money.rate import SharedRateGate
+    with Ledger.open(sys.argv[1]) as ledger:
+        gate = SharedRateGate(ledger.db, sys.argv[2], float(sys.argv[3]))
+        print(" ".join(repr(gate.reserve()) for _ in range(int(sys.argv[4]))))
+''')
+
+
+def test_submission_instants_are_reserved_atomically_across_processes(where: str, tmp_path: Path) -> None:
+    """Three processes reserve 20 creates each at 50/s: the 60 instants are all 20 ms apart."""
+    Ledger.open(where).close()
+    script = tmp_path / "reserve.py"
+    script.write_text(RESERVE, encoding="utf-8")
+    procs = [subprocess.Popen([sys.executable, str(script), where, SCOPE, "50", "20"], stdout=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    instants = sorted(float(t) for p in procs for t in p.communicate(timeout=300)[0].split())
+    assert all(p.returncode == 0 for p in procs)
+    assert len(instants) == 60
+    gaps = [b - a for a, b in itertools.pairwise(instants)]
+    assert min(gaps) >= 0.02 - 1e-6
+
+
+def test_a_pause_holds_every_run_on_the_account(two_dbs: tuple[Database, Database]) -> None:
+    a = SharedRateGate(two_dbs[0], SCOPE, 1000)
+    b = SharedRateGate(two_dbs[1], SCOPE, 1000)
+    before = two_dbs[1].now()
+    a.pause(30)  # a 429 with Retry-After: 30 seen by one run
+    assert b.reserve() >= before + 30  # the other run's next create waits too
+    a.pause(1)  # a shorter pause never shortens a longer one
+    assert b.reserve() >= before + 30
