@@ -165,3 +165,22 @@ def test_a_pause_holds_every_run_on_the_account(two_dbs: tuple[Database, Databas
     assert b.reserve() >= before + 30  # the other run's next create waits too
     a.pause(1)  # a shorter pause never shortens a longer one
     assert b.reserve() >= before + 30
+
+
+async def test_a_session_wires_the_shared_limits_into_its_engine(
+    write_spec: object, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from wan_pipeline.execution.session import account_scope, open_session
+    from wan_pipeline.planning.spec import load_spec
+
+    monkeypatch.delenv("WAN_PIPELINE_LEDGER_URL", raising=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "no_instance"))
+    monkeypatch.setenv("WAN_PIPELINE_LEASE_TTL_S", "7")
+    spec = load_spec(write_spec([{"prompt_id": "a", "prompt": "a fox"}], endpoint="emulator"))  # type: ignore[operator]
+    async with open_session(spec) as session:
+        gate, slots = session.engine.gate, session.engine.slots
+        assert isinstance(gate, SharedRateGate) and isinstance(slots, SlotLeases)
+        assert gate.scope == slots.scope == account_scope(session.endpoint) == f"rivya {session.endpoint.base_url}"
+        assert slots.settings.limit == session.engine.settings.max_concurrency and slots.settings.ttl_s == 7
+        assert gate.db is slots.db is session.ledger.db  # in the ledger's own database
+        assert session.engine.calls.gate is gate  # every create and poll is paced by it
