@@ -136,4 +136,7 @@ class SlotLeases:
     async def _beat(self) -> None:
         while True:
             await asyncio.sleep(self.settings.ttl_s / 4)
-            self.renew()
+            try:
+                self.renew()
+            except Exception as exc:  # a database hiccup: the next beat tries again well within the TTL
+                log.warning("could not renew the leases of %s: %s", self.scope, type(exc).__name__)
