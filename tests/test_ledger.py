@@ -288,3 +288,25 @@ def test_open_ledger_follows_the_environment(
     monkeypatch.setenv("WAN_PIPELINE_LEDGER_URL", postgres.create_database("explicit"))
     with open_ledger(spec) as explicit:
         assert explicit.describe() == shared_ledger_url() != url
+
+
+def test_a_batch_commits_once_and_undoes_only_the_operation_that_failed(ledger: Ledger) -> None:
+    """The engine's journal: many operations in one transaction, each in its own savepoint."""
+
+    def refuse() -> None:
+        raise RuntimeError("over budget")
+
+    with ledger.batch() as savepoint:
+        with savepoint():
+            ledger.begin_attempt(attempt("kept"))
+        with pytest.raises(RuntimeError), savepoint():
+            ledger.begin_attempt(attempt("refused"), check=refuse)
+        with savepoint():
+            ledger.update("kept", 1, state=SUBMITTED, task_id="t-1")
+    assert ledger.latest("refused") is None
+    kept = ledger.latest("kept")
+    assert kept is not None and (kept.state, kept.task_id) == (SUBMITTED, "t-1")
+    with pytest.raises(RuntimeError), ledger.batch() as savepoint, savepoint():
+        ledger.begin_attempt(attempt("gone"))
+        raise RuntimeError("the whole batch fails")
+    assert ledger.latest("gone") is None
