@@ -32,7 +32,9 @@ def package_version() -> str:
 def _git(repo: Path, *args: str) -> str | None:
     try:
         done = subprocess.run(
-            ["git", "-C", str(repo), *args],
+            # safe.directory: a checkout owned by another user (a shared CI runner, a container) is still the
+            # code this process runs; without it git refuses to read it and the commit would go unrecorded.
+            ["git", "-c", "safe.directory=*", "-C", str(repo), *args],
             capture_output=True,
             text=True,
             timeout=GIT_TIMEOUT_S,
