@@ -37,17 +37,17 @@ def _fmt(value: Any) -> str:
 
 
 def _hosts(rows: list[dict[str, Any]]) -> str:
-    counts = Counter((r["provider"], r["model"]) for r in rows if r["status"] == "succeeded")
-    attempts = Counter((r["provider"], r["model"]) for r in rows)
+    counts = Counter((r.get("provider"), r.get("model")) for r in rows if r.get("status") == "succeeded")
+    attempts = Counter((r.get("provider"), r.get("model")) for r in rows)
     body = ([p, m, counts[(p, m)], attempts[(p, m)]] for p, m in sorted(attempts))
     return _table(["host", "model", "files", "lineage rows"], body)
 
 
 def _counts(rows: list[dict[str, Any]]) -> str:
-    statuses = sorted({r["status"] for r in rows})
+    statuses = sorted({str(r.get("status")) for r in rows})
     by_mode: dict[str, Counter[str]] = defaultdict(Counter)
     for r in rows:
-        by_mode[r["mode"] or "(no output: orphaned task)"][r["status"]] += 1
+        by_mode[r.get("mode") or "(no output: orphaned task)"][str(r.get("status"))] += 1
     return _table(["mode", *statuses], ([mode, *(by_mode[mode][s] for s in statuses)] for mode in sorted(by_mode)))
 
 
@@ -55,10 +55,11 @@ def _spend(rows: list[dict[str, Any]]) -> str:
     credits: dict[str, float] = defaultdict(float)
     usd: dict[str, float | None] = {}
     for r in rows:
-        source = r["cost_source"] or "unknown"
-        credits[source] += r["credits_final"] or 0.0
-        if r["cost_usd"] is not None:  # a host that reports no USD shows none, not a made-up zero
-            usd[source] = (usd.get(source) or 0.0) + r["cost_usd"]
+        source = r.get("cost_source") or "unknown"
+        credits[source] += r.get("credits_final") or 0.0
+        cost = r.get("cost_usd")
+        if cost is not None:  # a host that reports no USD shows none, not a made-up zero
+            usd[source] = (usd.get(source) or 0.0) + float(cost)
     body: list[list[Any]] = [[s, credits[s], usd.get(s)] for s in sorted(credits)]
     known_usd = [v for v in usd.values() if v is not None]
     body.append(["**total**", sum(credits.values()), sum(known_usd) if known_usd else None])
@@ -70,9 +71,9 @@ def _spend(rows: list[dict[str, Any]]) -> str:
 
 
 def _seeds(rows: list[dict[str, Any]]) -> str:
-    outputs = {r["identity"]: r for r in rows if r["identity"] is not None}.values()
-    derived = Counter(r.get("master_seed") for r in outputs if r["seed_source"] == "derived")
-    row_seeds = sum(1 for r in outputs if r["seed_source"] == "row")
+    outputs = {r.get("identity"): r for r in rows if r.get("identity")}.values()
+    derived = Counter(r.get("master_seed") for r in outputs if r.get("seed_source") == "derived")
+    row_seeds = sum(1 for r in outputs if r.get("seed_source") == "row")
     lines = [f"Every seed is fixed before submission and recorded per row (`seed`); {len(outputs)} planned output(s):"]
     for master, n in sorted(derived.items(), key=lambda kv: str(kv[0])):
         lines.append(
@@ -81,7 +82,7 @@ def _seeds(rows: list[dict[str, Any]]) -> str:
         )
     if row_seeds:
         lines.append(f"- {row_seeds} from the table's own `seed` column (variant v uses seed + v)")
-    reported = sum(1 for r in outputs if r.get("provider_seed") is not None and r["provider_seed"] != r["seed"])
+    reported = sum(1 for r in outputs if r.get("provider_seed") is not None and r.get("provider_seed") != r.get("seed"))
     if reported:
         lines.append(f"- {reported} output(s) where the host reported another seed than sent (`provider_seed`)")
     return "\n".join(lines)
@@ -128,10 +129,16 @@ def _reproduce(dataset: str) -> str:
 
 def dataset_card(table: pa.Table) -> str:
     """The card's Markdown for one dataset's lineage table (the lineage schema version comes from its metadata)."""
-    rows = table.to_pylist()
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-    dataset = rows[0]["dataset"] if rows else "dataset"
-    files = sum(1 for r in rows if r["status"] == "succeeded")
+    return card_markdown(
+        table.to_pylist(), meta.get("wan_pipeline.lineage_schema", "?"), meta.get("wan_pipeline.written_by", "?")
+    )
+
+
+def card_markdown(rows: list[dict[str, Any]], schema_version: str, written_by: str) -> str:
+    """The card for lineage rows (as `lineage_rows` gives them or a lineage file holds them)."""
+    dataset = str(next((r.get("dataset") for r in rows if r.get("dataset")), "dataset"))
+    files = sum(1 for r in rows if r.get("status") == "succeeded")
     sections = [
         f"# {dataset}",
         f"A dataset made with wan-pipeline from Alibaba Wan 2.7 models: {files} file(s), "
@@ -140,8 +147,7 @@ def dataset_card(table: pa.Table) -> str:
         "## Counts by mode and status\n\n" + _counts(rows),
         "## Spend by source of price\n\n" + _spend(rows),
         "## Seed policy\n\n" + _seeds(rows),
-        "## Versions and inputs\n\n"
-        + _versions(rows, meta.get("wan_pipeline.lineage_schema", "?"), meta.get("wan_pipeline.written_by", "?")),
+        "## Versions and inputs\n\n" + _versions(rows, schema_version, written_by),
         "## Reproduce\n\n" + _reproduce(dataset),
     ]
     return "\n\n".join(sections) + "\n"
