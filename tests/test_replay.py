@@ -250,3 +250,17 @@ def test_the_card_counts_hosts_modes_spend_and_seeds_from_the_lineage_alone(tmp_
     assert f"- {derived} derived from master seed `{load_spec(tmp_path / 'examples' / 'demo.yaml').seed}`" in card
     assert f"- {from_table} from the table's own `seed` column" in card
     assert "wan-pipeline replay lineage/lineage.parquet --out demo_replay" in card
+
+
+def test_a_plan_reused_in_process_still_names_the_spec_file_it_was_planned_from(tmp_path: Path) -> None:
+    from wan_pipeline.planning.plan_cache import clear, plan_for
+
+    write_csv(tmp_path / "prompts.csv", [{"prompt_id": "a", "prompt": "a red kite"}])
+    spec_path = _spec(tmp_path)
+    clear()
+    before = plan_for(load_spec(spec_path)).tasks[0].provenance
+    spec_path.write_text("# only a comment changed\n" + spec_path.read_text(encoding="utf-8"), encoding="utf-8")
+    after = plan_for(load_spec(spec_path)).tasks[0].provenance
+    assert before.spec_sha256 != after.spec_sha256 == _sha256(spec_path)
+    assert before.table_sha256 == after.table_sha256 == _sha256(tmp_path / "prompts.csv")
+    clear()

@@ -28,7 +28,8 @@ _lock = threading.Lock()
 
 def plan_for(spec: DatasetSpec) -> Plan:
     """`build_plan(spec)`, or the plan this process already built from identical inputs."""
-    key = f"{spec.base_dir}|{spec.model_dump_json()}"
+    # The spec file's own hash too: a plan's provenance names those bytes, even when only a comment changed.
+    key = f"{spec.base_dir}|{spec.source_sha256}|{spec.model_dump_json()}"
     with _lock:
         hit = _plans.get(key)
     if hit is not None and _signature(_files(spec, hit[1])) == hit[0]:
