@@ -234,34 +234,13 @@ def validate_video(body: Any) -> tuple[float, int, int, float]:
         _url_list(body, "audio_urls", 1, 1)
         duration = _int(body, "duration", 2, 15) or 5
     elif model == I2V:
-        present = frozenset(k for k in ("image_start", "image_end", "video_urls", "audio_urls") if k in body)
-        implied = I2V_COMBOS.get(present)
-        if implied is None:
-            raise Invalid("image_start", "unsupported input combination: give image_start (+ image_end) (+ "
-                                         "audio_urls), or video_urls (+ image_end)")
-        for key in ("image_start", "image_end"):
-            if key in body:
-                _https(body[key], key)
-        _url_list(body, "video_urls", 1, 1)
-        _url_list(body, "audio_urls", 1, 1)
-        mode = body.get("generation_mode")
-        if mode is not None and mode != implied:
-            raise Invalid("generation_mode", f"generation_mode {mode!r} does not match the inputs ({implied})")
+        _image_to_video_inputs(body)
         duration = _int(body, "duration", 2, 15) or 5
         aspect = "16:9"  # the output follows the input; the emulator does not fetch it
     elif model == REFERENCE:
-        if "image_start" in body:
-            _https(body["image_start"], "image_start")
-        images = _url_list(body, "image_urls", 1, 5)
-        videos = _url_list(body, "video_urls", 1, 5)
-        if not images and not videos:
-            raise Invalid("image_urls", "give at least one of image_urls or video_urls")
-        if len(images) + len(videos) > 5:
-            raise Invalid("image_urls", "image_urls and video_urls hold at most 5 items together")
-        _url_list(body, "audio_urls", 1, 5)
-        _voice_bindings(body.get("model_params"), len(images), len(videos))
+        videos = _reference_inputs(body)
         duration = _int(body, "duration", 2, 10 if videos else 15) or 5
-        inputs_s = float(EMULATED_INPUT_CLIP_S * len(videos))
+        inputs_s = float(EMULATED_INPUT_CLIP_S * videos)
     else:  # VIDEO_EDIT
         _url_list(body, "video_urls", 1, 1)
         if "video_urls" not in body:
@@ -274,6 +253,38 @@ def validate_video(body: Any) -> tuple[float, int, int, float]:
         inputs_s = float(EMULATED_INPUT_CLIP_S)
     width, height = video_size(aspect, quality)
     return inputs_s + duration, width, height, float(duration)
+
+
+def _image_to_video_inputs(body: dict[str, Any]) -> None:
+    """image-to-video: one of the documented input combinations, and a generation_mode that matches it."""
+    present = frozenset(k for k in ("image_start", "image_end", "video_urls", "audio_urls") if k in body)
+    implied = I2V_COMBOS.get(present)
+    if implied is None:
+        raise Invalid("image_start", "unsupported input combination: give image_start (+ image_end) (+ "
+                                     "audio_urls), or video_urls (+ image_end)")
+    for key in ("image_start", "image_end"):
+        if key in body:
+            _https(body[key], key)
+    _url_list(body, "video_urls", 1, 1)
+    _url_list(body, "audio_urls", 1, 1)
+    mode = body.get("generation_mode")
+    if mode is not None and mode != implied:
+        raise Invalid("generation_mode", f"generation_mode {mode!r} does not match the inputs ({implied})")
+
+
+def _reference_inputs(body: dict[str, Any]) -> int:
+    """reference-to-video: 1..5 images and videos together (voice bindings checked); the number of videos."""
+    if "image_start" in body:
+        _https(body["image_start"], "image_start")
+    images = _url_list(body, "image_urls", 1, 5)
+    videos = _url_list(body, "video_urls", 1, 5)
+    if not images and not videos:
+        raise Invalid("image_urls", "give at least one of image_urls or video_urls")
+    if len(images) + len(videos) > 5:
+        raise Invalid("image_urls", "image_urls and video_urls hold at most 5 items together")
+    _url_list(body, "audio_urls", 1, 5)
+    _voice_bindings(body.get("model_params"), len(images), len(videos))
+    return len(videos)
 
 
 def _voice_bindings(params: Any, images: int, videos: int) -> None:
