@@ -26,6 +26,7 @@ from wan_pipeline.assets.metadata import partition_metadata
 from wan_pipeline.errors import WanPipelineError
 from wan_pipeline.execution.engine import Outcome, OutcomeSink
 from wan_pipeline.execution.session import open_session
+from wan_pipeline.outputs.storage import Storage
 from wan_pipeline.planning.plan import PlannedTask
 from wan_pipeline.planning.plan_cache import plan_for
 from wan_pipeline.planning.spec import DatasetSpec, SpecSource
@@ -118,17 +119,24 @@ def build_generation_assets(spec: DatasetSpec, source: SpecSource) -> dg.AssetsD
                 group = tracker.add(item)
                 if group is None:
                     continue
-                pid, bad = item.task.prompt_id, [o for o in group if o.status != "stored"]
-                if bad:
-                    failures[pid] = "; ".join(f"v{o.task.variant}: {o.error}" for o in bad)
-                    yield from _failed_events((gen_key, media_key), pid, failures[pid], group)
-                else:
-                    gen_meta, media_meta = partition_metadata(group, store)
-                    yield dg.AssetMaterialization(asset_key=gen_key, partition=pid, metadata=gen_meta)
-                    yield dg.AssetMaterialization(asset_key=media_key, partition=pid, metadata=media_meta)
+                yield from _partition_events((gen_key, media_key), group, store, failures)
         _raise_for(stream.error, failures, len(keys))
 
     return generate
+
+
+def _partition_events(
+    asset_keys: tuple[dg.AssetKey, dg.AssetKey], group: list[Outcome], store: Storage, failures: dict[str, str]
+) -> Iterator[Event]:
+    """A final partition's events: both assets materialized, or observed failed (recorded in `failures`)."""
+    pid, bad = group[0].task.prompt_id, [o for o in group if o.status != "stored"]
+    if bad:
+        failures[pid] = "; ".join(f"v{o.task.variant}: {o.error}" for o in bad)
+        yield from _failed_events(asset_keys, pid, failures[pid], group)
+        return
+    gen_meta, media_meta = partition_metadata(group, store)
+    yield dg.AssetMaterialization(asset_key=asset_keys[0], partition=pid, metadata=gen_meta)
+    yield dg.AssetMaterialization(asset_key=asset_keys[1], partition=pid, metadata=media_meta)
 
 
 class _PartitionTracker:
