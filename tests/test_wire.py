@@ -95,3 +95,19 @@ async def test_downloads_ask_for_unencoded_bodies_so_content_length_is_exact() -
     async with client:
         await wire.download("https://cdn.elsewhere.test/x.png")
     assert seen[0].headers["Accept-Encoding"] == "identity"
+
+
+def test_retry_after_is_read_in_both_of_its_forms() -> None:
+    from datetime import UTC, datetime
+
+    from wan_pipeline.providers.base import HttpReply, retry_after_seconds
+
+    now = datetime(2026, 11, 30, 18, 0, 0, tzinfo=UTC)
+    seconds = HttpReply(429, {"Retry-After": "7"}, b"")
+    date = HttpReply(429, {"retry-after": "Mon, 30 Nov 2026 18:00:12 GMT"}, b"")
+    past = HttpReply(429, {"Retry-After": "Mon, 30 Nov 2026 17:00:00 GMT"}, b"")
+    junk = HttpReply(429, {"Retry-After": "soon"}, b"")
+    assert retry_after_seconds(seconds, now) == 7.0
+    assert retry_after_seconds(date, now) == 12.0
+    assert retry_after_seconds(past, now) == 0.0
+    assert retry_after_seconds(junk, now) is None

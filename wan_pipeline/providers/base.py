@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -248,15 +249,22 @@ class ListsTasks(Protocol):
     def listed(self, reply: HttpReply) -> TaskPage: ...
 
 
-def retry_after_seconds(reply: HttpReply) -> float | None:
-    """Retry-After in seconds (delta form; an HTTP date is treated as 'unknown')."""
+def retry_after_seconds(reply: HttpReply, now: datetime | None = None) -> float | None:
+    """Retry-After in seconds, in either of its forms (RFC 9110 §10.2.3): delay-seconds or an HTTP-date."""
     value = reply.header("Retry-After")
     if value is None:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
-        return None
+        pass
+    try:
+        when = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None  # neither form: unknown, the caller backs off on its own schedule
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)  # an HTTP-date is always GMT
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def error_by_status(reply: HttpReply, code: str, message: str) -> ProviderError:
