@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from wan_pipeline.money.ledger import Attempt, Ledger, StoredOutput
+from wan_pipeline.money.ledger import Attempt, Ledger, StoredOutput, admission_lock
 
 T = TypeVar("T")
 
@@ -147,12 +147,16 @@ class AsyncLedger:
 
         return await self.journal.run(write)
 
-    async def admit_and_update(self, check: Callable[[], None], identity: str, attempt: int, **values: Any) -> None:
-        """`check` (a budget admission) and the write in one transaction; `check` may raise to refuse it."""
+    async def admit_and_update(
+        self, check: Callable[[], None], dataset: str, identity: str, attempt: int, **values: Any
+    ) -> None:
+        """`check` (a budget admission) and the write in one transaction, under the dataset's admission lock
+        (as `begin_attempt` takes it), so a re-armed attempt is admitted atomically across machines too."""
 
         def write() -> None:
-            check()
-            self.sync.update(identity, attempt, **values)
+            with self.sync.db.transaction(admission_lock(dataset)):
+                check()
+                self.sync.update(identity, attempt, **values)
 
         await self.journal.run(write)
 

@@ -110,7 +110,7 @@ class Submitter:
         while True:
             try:
                 await self.ledger.admit_and_update(
-                    lambda: self.budget.admit(task, same.attempt), task.identity, same.attempt,
+                    lambda: self.budget.admit(task, same.attempt), task.dataset, task.identity, same.attempt,
                     state=SUBMITTING, error_code=None, error_class=None, error_message=None, run_id=self.run_id,
                 )  # fmt: skip
                 return call
