@@ -157,6 +157,7 @@ ERROR_TYPES: dict[str, type[ProviderError]] = {
         PollDeadline,
         AmbiguousSubmission,
         BudgetExceeded,
+        StorageUnavailable,
         MediaInvalid,
     )
 }
