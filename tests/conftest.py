@@ -1,22 +1,51 @@
-"""Shared helpers: golden fixtures, a dataset spec + prompt table written to a temporary directory, and
-the real servers some tests need (PostgreSQL, SeaweedFS S3; started on 127.0.0.1, see servers.py)."""
+"""Shared helpers: golden fixtures, the one dataset writer, the one in-process emulator client, and the real
+servers some tests need (PostgreSQL, SeaweedFS S3; started on 127.0.0.1, see servers.py).
+
+- ``write_dataset(directory, rows, **spec_fields)`` writes a prompt table and a spec; ``write_spec`` is the same
+  writer bound to ``tmp_path`` with a small valid default spec, ``e2e_env`` the environment an emulated dataset
+  runs in (state under tmp_path, a fast emulator, no provider variables from the shell).
+- ``state`` / ``client``: an emulator account and an httpx client speaking one provider's protocol to it
+  in-process. A test module picks the protocol and key with ``pytestmark = pytest.mark.emulator(name, headers)``
+  (default: rivya); ``emulator_client(state, name, headers)`` opens more clients on the same account.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
+import random
 import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from PIL import Image
 from servers import PostgresCluster, ensure_bucket, postgres_cluster, seaweedfs
+
+from wan_pipeline.emulator.app import IN_PROCESS_BASE, InProcessTransport, create_app, in_process
+from wan_pipeline.emulator.faults import FaultConfig
+from wan_pipeline.emulator.state import EmulatorConfig, EmulatorState
+from wan_pipeline.execution.calls import Caller
+from wan_pipeline.execution.journal import AsyncLedger, Journal
+from wan_pipeline.execution.pacing import RateGate
+from wan_pipeline.execution.session import open_ledger
+from wan_pipeline.execution.settings import EngineSettings
+from wan_pipeline.execution.wire import Wire
+from wan_pipeline.money.ledger import Ledger
+from wan_pipeline.money.records import new_attempt
+from wan_pipeline.outputs.storage import LocalStorage
+from wan_pipeline.planning.plan import Plan, PlannedTask, build_plan
+from wan_pipeline.planning.spec import load_spec
+from wan_pipeline.providers.base import HttpCall, Provider
+from wan_pipeline.providers.registry import get_provider
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -43,6 +72,44 @@ def png_bytes(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int]
     return out.getvalue()
 
 
+#: every variable a provider adapter reads from the environment (key and base URL)
+PROVIDER_VARIABLES = tuple(
+    f"{provider}_{suffix}" for provider in ("RIVYA", "EVOLINK", "REAPI", "RUNWARE", "DASHSCOPE")
+    for suffix in ("API_KEY", "BASE_URL")
+)
+#: the in-process emulator the e2e tests run against: nothing queued, a short "render"
+FAST_EMULATOR = {"queue_s": 0, "process_s": 0.05}
+SPEC_DEFAULTS: dict[str, Any] = {"name": "demo", "provider": "rivya", "model": "wan-2-7-image", "variants": 1,
+                                 "seed": 20261121}
+
+
+def write_dataset(
+    directory: Path,
+    rows: list[dict[str, Any]] | None,
+    *,
+    table: str | None = None,
+    spec_file: str | None = None,
+    **fields: Any,
+) -> Path:
+    """A dataset on disk: the prompt table `rows` and a spec beside it; returns the spec's path.
+
+    Files are named for the dataset (`<name>.csv`, `<name>.yaml`) unless `table` / `spec_file` say otherwise,
+    so several datasets can share a directory; storage defaults to `./out/<name>` beside the spec for the
+    same reason. Spec fields default to SPEC_DEFAULTS (a rivya wan-2-7-image spec). `rows` None leaves the
+    table to the test (e.g. a Parquet file).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    spec: dict[str, Any] = {**SPEC_DEFAULTS, **fields}
+    spec.setdefault("storage", f"./out/{spec['name']}")
+    table = table or f"{spec['name']}.csv"
+    spec.setdefault("prompts", table)
+    if rows is not None:
+        write_csv(directory / table, rows)
+    path = directory / (spec_file or f"{spec['name']}.yaml")
+    path.write_text(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
 SpecWriter = Callable[..., Path]
 
 
@@ -50,26 +117,12 @@ SpecWriter = Callable[..., Path]
 def write_spec(tmp_path: Path) -> SpecWriter:
     """write_spec(rows, table="prompts.csv", **spec_fields) -> path of spec.yaml in tmp_path.
 
-    `rows` (list of dicts) is written as the CSV prompt table unless it is None (the table is then left
-    to the test, e.g. a Parquet file). Spec fields default to a small valid rivya/wan-2-7-image spec.
+    write_dataset in tmp_path, with the table and spec under fixed names and 16:9 2K images by default.
     """
 
     def _write(rows: list[dict[str, Any]] | None, table: str = "prompts.csv", **fields: Any) -> Path:
-        spec: dict[str, Any] = {
-            "name": "demo",
-            "prompts": table,
-            "provider": "rivya",
-            "model": "wan-2-7-image",
-            "variants": 1,
-            "seed": 20261121,
-            "params": {"aspect_ratio": "16:9", "resolution": "2K"},
-        }
-        spec.update(fields)
-        if rows is not None:
-            write_csv(tmp_path / table, rows)
-        path = tmp_path / "spec.yaml"
-        path.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
-        return path
+        fields.setdefault("params", {"aspect_ratio": "16:9", "resolution": "2K"})
+        return write_dataset(tmp_path, rows, table=table, spec_file="spec.yaml", **fields)
 
     return _write
 
@@ -108,13 +161,9 @@ def generated_dataset(tmp_path_factory: pytest.TempPathFactory) -> GeneratedData
 
     folder = tmp_path_factory.mktemp("generated")
     shutil.copy(EXAMPLES / "media" / "harbor.png", folder / "harbor.png")
-    write_csv(folder / "prompts.csv", GENERATED_ROWS)
-    spec_path = folder / "spec.yaml"
-    spec_path.write_text(yaml.safe_dump({
-        "name": "shots", "prompts": "prompts.csv", "provider": "rivya", "model": "wan-2-7-image",
-        "endpoint": "emulator", "variants": 2, "seed": 5, "params": {"aspect_ratio": "16:9", "resolution": "1K"},
-        "storage": "out",
-    }), encoding="utf-8")
+    spec_path = write_dataset(folder, GENERATED_ROWS, table="prompts.csv", spec_file="spec.yaml", name="shots",
+                              endpoint="emulator", variants=2, seed=5,
+                              params={"aspect_ratio": "16:9", "resolution": "1K"}, storage="out")
     home = folder / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
@@ -161,3 +210,140 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with seaweedfs(tmp_path_factory.mktemp("weed")) as endpoint:
         ensure_bucket(endpoint)
         yield endpoint
+
+
+
+
+@pytest.fixture
+def e2e_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """tmp_path, set up for datasets with `endpoint: emulator`: ledgers and emulator state under tmp_path/state."""
+    monkeypatch.setenv("WAN_PIPELINE_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("WAN_PIPELINE_EMULATOR", json.dumps(FAST_EMULATOR))
+    for var in PROVIDER_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "emulator(protocol, headers): the wire protocol and request headers of the `client` fixture"
+    )
+
+
+def emulator_client(
+    state: EmulatorState, protocol: str = "rivya", headers: dict[str, str] | None = None
+) -> httpx.AsyncClient:
+    """A client for the emulator of `protocol` over the account `state`, in this process (no socket)."""
+    transport = InProcessTransport(create_app(state, protocol))
+    return httpx.AsyncClient(transport=transport, base_url=IN_PROCESS_BASE, headers=headers or {})
+
+
+@pytest.fixture
+def state() -> EmulatorState:
+    """A fresh emulated account: tasks settle 50 ms after they are created."""
+    return EmulatorState(EmulatorConfig(**FAST_EMULATOR))
+
+
+@pytest.fixture
+async def client(request: pytest.FixtureRequest, state: EmulatorState) -> AsyncIterator[httpx.AsyncClient]:
+    marker = request.node.get_closest_marker("emulator")
+    protocol, headers = marker.args if marker is not None else ("rivya", {"Authorization": "Bearer test-key"})
+    async with emulator_client(state, protocol, headers) as opened:
+        yield opened
+
+
+# -- the engine's pieces on the in-process emulator -------------------------------------------------------
+
+#: engine knobs for tests: tiny poll intervals and backoffs, no submission pacing to speak of
+FAST_ENGINE = EngineSettings(
+    max_concurrency=4,
+    submits_per_second=1000.0,
+    poll_initial_s=0.01,
+    poll_max_s=0.05,
+    backoff_base_s=0.01,
+    backoff_max_s=0.05,
+    request_timeout_s=10.0,
+)
+#: one image row per prompt id (rivya's wan-2-7-image costs 5 credits each, FIXED)
+LIGHTHOUSES = [{"prompt_id": f"p{i}", "prompt": f"A lighthouse number {i} at dusk"} for i in range(3)]
+
+
+@dataclass
+class Rig:
+    """A planned dataset, its emulated host (an account the test can inspect and fault) and the collaborators
+    the engine's pieces take — a wire to the host, the ledger, the storage — so a test builds one piece alone."""
+
+    plan: Plan
+    state: EmulatorState
+    provider: Provider
+    wire: Wire
+    ledger: Ledger
+    storage: LocalStorage
+    settings: EngineSettings = FAST_ENGINE
+
+    @property
+    def journal_ledger(self) -> AsyncLedger:
+        """The ledger as the engine's pieces take it; the journal is not started, so calls run inline."""
+        return AsyncLedger(self.ledger, Journal(self.ledger))
+
+    @property
+    def tasks(self) -> list[PlannedTask]:
+        return list(self.plan.tasks)
+
+    def caller(self, gate: RateGate | None = None, **settings: Any) -> Caller:
+        chosen = replace(self.settings, **settings)
+        return Caller(self.provider, self.wire, self.journal_ledger, gate or RateGate(chosen.submits_per_second),
+                      chosen, random.Random(0))  # fmt: skip
+
+    def record(self, task: PlannedTask, attempt_no: int = 1) -> HttpCall:
+        """The create of `task`, recorded as `submitting` the way the engine records it before sending."""
+        key = task.idempotency_key(attempt_no)
+        request = task.request()
+        call = self.provider.submit(request, key)
+        self.ledger.begin_attempt(new_attempt(task, attempt_no, call, self.provider.presubmit_task_id(request, key),
+                                              "test-run"))  # fmt: skip
+        return call
+
+    def faults(self, retry_after_s: float = 0.05, **next_counts: int) -> None:
+        """The next N matching requests of each named kind fail (e.g. `server_error=2`)."""
+        rules = {kind: {"next": n} for kind, n in next_counts.items()}
+        self.state.faults.configure(FaultConfig.model_validate({**rules, "retry_after_s": retry_after_s}))
+
+
+RigFactory = Callable[..., Rig]
+
+
+@pytest.fixture
+async def rig(e2e_env: Path) -> AsyncIterator[RigFactory]:
+    """rig(rows=LIGHTHOUSES, config=EmulatorConfig, api_key=..., transport=wrap, **spec_fields) -> Rig.
+
+    Spec fields default to a rivya wan-2-7-image dataset at 1:1 1K (fast to render); `transport` may wrap the
+    emulator's in-process transport (e.g. to refuse connections). Everything opened is closed at teardown.
+    """
+    numbers = itertools.count(1)
+    async with AsyncExitStack() as stack:
+
+        def build(
+            rows: list[dict[str, Any]] | None = None,
+            *,
+            config: EmulatorConfig | None = None,
+            api_key: str = "test-key",
+            transport: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
+            **fields: Any,
+        ) -> Rig:
+            fields.setdefault("params", {"aspect_ratio": "1:1", "resolution": "1K"})
+            fields.setdefault("name", f"rig{next(numbers)}")  # datasets apart: ledgers and storage by name
+            spec = load_spec(write_dataset(e2e_env, LIGHTHOUSES if rows is None else rows, endpoint="emulator",
+                                           **fields))  # fmt: skip
+            state, inner = in_process(config or EmulatorConfig(**FAST_EMULATOR), spec.provider)
+            client = httpx.AsyncClient(transport=transport(inner) if transport else inner)
+            stack.push_async_callback(client.aclose)
+            provider = get_provider(spec.provider)
+            ledger = open_ledger(spec)
+            stack.callback(ledger.close)
+            wire = Wire(client, IN_PROCESS_BASE, provider.auth_headers(api_key))
+            # an s3:// spec (planning lets URL-only hosts take local files then) keeps its files on local disk here
+            root = e2e_env / "s3" / spec.name if spec.is_s3 else Path(spec.storage_root)
+            return Rig(build_plan(spec), state, provider, wire, ledger, LocalStorage(root))
+
+        yield build

@@ -84,11 +84,6 @@ def copy_examples(dest: Path) -> Path:
     return dest / "examples" / "demo.yaml"
 
 
-def write_spec(path: Path, **fields: Any) -> Path:
-    path.write_text(yaml.safe_dump(fields, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return path
-
-
 def storage_root(spec_path: Path) -> Path:
     spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
     return (spec_path.parent / spec["storage"]).resolve()

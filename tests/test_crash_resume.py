@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_csv
+from conftest import write_dataset
 from e2e_helpers import (
     EmulatorProcess,
     cli_cmd,
@@ -32,7 +32,6 @@ from e2e_helpers import (
     sha256_file,
     stop_group,
     storage_root,
-    write_spec,
 )
 
 API_KEY = "sk-test-XYZ"
@@ -48,15 +47,10 @@ def pycache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _dataset(root: Path, name: str) -> Path:
     """A spec without `endpoint:` (so RIVYA_BASE_URL decides) and a table of ROWS prompts."""
-    root.mkdir(parents=True)
-    write_csv(root / "prompts.csv", [
-        {"prompt_id": f"{name}_{i:02d}", "prompt": f"{subject}, photographed at dusk", "aspect_ratio": "1:1",
-         "note": f"row {i}"}
-        for i, subject in enumerate(SUBJECTS[:ROWS])
-    ])
-    return write_spec(root / "spec.yaml", name=name, prompts="prompts.csv", provider="rivya", model="wan-2-7-image",
-                      variants=1, seed=7, params={"resolution": "1K", "watermark": False},
-                      budget={"max_credits": 1000}, storage="./out")
+    rows = [{"prompt_id": f"{name}_{i:02d}", "prompt": f"{subject}, photographed at dusk", "aspect_ratio": "1:1",
+             "note": f"row {i}"} for i, subject in enumerate(SUBJECTS[:ROWS])]
+    return write_dataset(root, rows, table="prompts.csv", spec_file="spec.yaml", name=name, seed=7,
+                         params={"resolution": "1K", "watermark": False}, budget={"max_credits": 1000}, storage="./out")
 
 
 def _ledger_task_ids(spec: Path) -> dict[str, str | None]:

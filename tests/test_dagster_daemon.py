@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_csv
+from conftest import write_csv, write_dataset
 from dagster import AssetKey, DagsterInstance
 from dagster._core.execution.backfill import BulkActionStatus
 from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 from dagster_graphql.test.utils import execute_dagster_graphql
-from e2e_helpers import ROOT, cli_env, emulator_process, pycache_dir, write_spec
+from e2e_helpers import ROOT, cli_env, emulator_process, pycache_dir
 from servers import S3_BUCKET, PostgresCluster, s3_environ, s3_keys, stop_pid
 
 from wan_pipeline.money.ledger import Ledger
@@ -91,9 +91,9 @@ def test_daemon_runs_a_multi_run_backfill_on_postgres(
     work.mkdir()
     write_csv(work / "prompts.csv", [{"prompt_id": f"p{i:02d}", "prompt": f"study number {i} of a paper boat"}
                                      for i in range(PROMPTS)])
-    spec_path = write_spec(work / "spec.yaml", name="daemon_ds", prompts="prompts.csv", provider="rivya",
-                           model="wan-2-7-image", variants=1, seed=5, params={"resolution": "1K"},
-                           budget={"max_credits": 100000}, storage=f"s3://{S3_BUCKET}/daemon")
+    spec_path = write_dataset(work, None, table="prompts.csv", spec_file="spec.yaml", name="daemon_ds", seed=5,
+                              params={"resolution": "1K"}, budget={"max_credits": 100000},
+                              storage=f"s3://{S3_BUCKET}/daemon")
     workspace = work / "workspace.yaml"
     workspace.write_text(f"load_from:\n  - python_module:\n      module_name: wan_pipeline.definitions\n"
                          f"      working_directory: {ROOT}\n")

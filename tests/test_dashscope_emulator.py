@@ -7,7 +7,6 @@ import base64
 import io
 import json
 import re
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,12 +15,12 @@ from typing import Any
 import av
 import httpx
 import pytest
-import yaml
-from conftest import png_bytes, write_csv
+from conftest import emulator_client, png_bytes, write_dataset
 from PIL import Image
 
 from wan_pipeline import errors as e
-from wan_pipeline.emulator.app import IN_PROCESS_BASE, InProcessTransport, create_app
+from wan_pipeline.emulator import app as emulator_app
+from wan_pipeline.emulator.app import IN_PROCESS_BASE
 from wan_pipeline.emulator.state import EmulatorConfig, EmulatorState
 from wan_pipeline.execution.engine import EngineSettings
 from wan_pipeline.execution.session import open_session
@@ -39,6 +38,7 @@ IMAGE_SYNC = "/api/v1/services/aigc/multimodal-generation/generation"
 VIDEO = "/api/v1/services/aigc/video-generation/video-synthesis"
 TASKS = "/api/v1/tasks"
 KEY = {"Authorization": "Bearer sk-test"}
+pytestmark = pytest.mark.emulator("dashscope", KEY)
 ASYNC = {"X-DashScope-Async": "enable"}
 INITIAL = 100_000
 FAST_ENGINE = EngineSettings(poll_initial_s=0.01, poll_max_s=0.05, backoff_base_s=0.01, backoff_max_s=0.02)
@@ -65,20 +65,8 @@ def data_uri(size: tuple[int, int]) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(size=size)).decode()
 
 
-def make_client(state: EmulatorState) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=InProcessTransport(create_app(state, "dashscope")), base_url=IN_PROCESS_BASE,
-                             headers=KEY)
 
 
-@pytest.fixture
-def state() -> EmulatorState:
-    return EmulatorState(EmulatorConfig(queue_s=0, process_s=0.05))
-
-
-@pytest.fixture
-async def client(state: EmulatorState) -> AsyncIterator[httpx.AsyncClient]:
-    async with make_client(state) as c:
-        yield c
 
 
 async def create(client: httpx.AsyncClient, body: Any = None, path: str = IMAGE,
@@ -154,7 +142,7 @@ async def test_missing_key_is_401_invalid_api_key(client: httpx.AsyncClient, met
 
 
 async def test_wrong_key_is_401_when_keys_are_configured() -> None:
-    async with make_client(EmulatorState(EmulatorConfig(api_keys=["sk-right"]))) as client:
+    async with emulator_client(EmulatorState(EmulatorConfig(api_keys=["sk-right"])), "dashscope", KEY) as client:
         assert assert_error(await create(client), 401, "InvalidApiKey") == "Invalid API-key provided."
         ok = await create(client, headers={"Authorization": "Bearer sk-right"})
         assert ok.status_code == 200
@@ -301,7 +289,7 @@ def age(state: EmulatorState, task_id: str, seconds: float) -> None:
 
 async def test_image_task_goes_pending_running_succeeded_with_the_sheet_shapes() -> None:
     state = EmulatorState(EmulatorConfig(queue_s=60, process_s=60))
-    async with make_client(state) as client:
+    async with emulator_client(state, "dashscope", KEY) as client:
         created = (await create(client)).json()
         assert set(created) == {"output", "request_id"}
         assert set(created["output"]) == {"task_status", "task_id"}
@@ -418,7 +406,10 @@ async def test_same_request_renders_identical_bytes(client: httpx.AsyncClient) -
     first = await run(client, image_body(seed=77))
     second = await run(client, image_body(seed=77))
     other = await run(client, image_body(seed=78))
-    data = [(await client.get(image_urls(t)[0])).content for t in (first, second, other)]
+    data = []
+    for task in (first, second, other):
+        emulator_app._rendered.cache_clear()  # every download renders afresh: determinism, not the cache
+        data.append((await client.get(image_urls(task)[0])).content)
     assert data[0] == data[1] != data[2]
 
 
@@ -427,7 +418,7 @@ async def test_same_request_renders_identical_bytes(client: httpx.AsyncClient) -
 
 async def test_cancel_works_only_while_pending_and_refunds() -> None:
     state = EmulatorState(EmulatorConfig(queue_s=60, process_s=60))
-    async with make_client(state) as client:
+    async with emulator_client(state, "dashscope", KEY) as client:
         task_id = (await create(client)).json()["output"]["task_id"]
         cancelled = await client.post(f"{TASKS}/{task_id}/cancel")
         assert cancelled.status_code == 200 and set(cancelled.json()) == {"request_id"}
@@ -528,7 +519,7 @@ async def test_oss_host_refuses_a_form_without_its_fields(client: httpx.AsyncCli
 
 async def test_tasks_reserve_usd_and_an_empty_account_is_arrearage() -> None:
     state = EmulatorState(EmulatorConfig(queue_s=0, process_s=0.05, initial_credits=0.1))
-    async with make_client(state) as client:
+    async with emulator_client(state, "dashscope", KEY) as client:
         assert (await create(client, image_body(model="wan2.7-image-pro"))).status_code == 200
         message = assert_error(await create(client, video_body(), VIDEO), 400, "Arrearage")
         assert "good standing" in message
@@ -676,30 +667,16 @@ VIDEO_ROWS = [{"prompt_id": "boat", "prompt": "a paper boat drifting down a rain
                "resolution": "720p", "duration": "2", "aspect_ratio": "16:9"}]
 
 
-def write_dataset(directory: Path, name: str, model: str, rows: list[dict[str, Any]], **fields: Any) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    write_csv(directory / "prompts.csv", rows)
-    spec = {"name": name, "prompts": "prompts.csv", "provider": "dashscope", "model": model, "endpoint": "emulator",
-            "variants": 1, "seed": 20261121, "storage": "./out", **fields}
-    path = directory / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-    return path
-
-
-@pytest.fixture
-def e2e_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for var in ("DASHSCOPE_API_KEY", "DASHSCOPE_BASE_URL"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("WAN_PIPELINE_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("WAN_PIPELINE_EMULATOR", '{"queue_s":0,"process_s":0.05}')
-    return tmp_path
+#: the spec fields every dataset of this module shares
+EMULATED = {"provider": "dashscope", "endpoint": "emulator"}
+LIGHTHOUSE = [{"prompt_id": "a", "prompt": "A lighthouse"}]
 
 
 async def test_engine_generates_images_and_video_end_to_end_with_lineage(e2e_env: Path) -> None:
-    image_spec = load_spec(write_dataset(e2e_env / "img", "dashscope_images", "wan2.7-image", IMAGE_ROWS,
-                                         params={"watermark": False}, budget={"max_usd": 1}))
-    video_spec = load_spec(write_dataset(e2e_env / "vid", "dashscope_video", "wan2.7-t2v", VIDEO_ROWS,
-                                         budget={"max_usd": 1}))
+    image_spec = load_spec(write_dataset(e2e_env / "img", IMAGE_ROWS, name="dashscope_images", model="wan2.7-image",
+                                         params={"watermark": False}, budget={"max_usd": 1}, **EMULATED))
+    video_spec = load_spec(write_dataset(e2e_env / "vid", VIDEO_ROWS, name="dashscope_video", model="wan2.7-t2v",
+                                         budget={"max_usd": 1}, **EMULATED))
     expected_sizes: dict[str, tuple[int, int] | None] = {
         "fox": image_size("16:9", "1K"), "mug": (1024, 1024), "comic": (1024, 1024), "desk": (1024, 1024),
         "boat": video_size("16:9", "720p")}
@@ -776,7 +753,7 @@ async def test_engine_never_resends_a_create_whose_answer_was_lost(e2e_env: Path
     # adopts it: one task bought, one request sent, the output stored.
     monkeypatch.setenv("WAN_PIPELINE_EMULATOR", json.dumps({"queue_s": 0, "process_s": 0.05,
                                                             "faults": {"drop": {"next": 1}}}))
-    path = write_dataset(e2e_env, "ds_drop", "wan2.7-image", [{"prompt_id": "a", "prompt": "A lighthouse"}])
+    path = write_dataset(e2e_env, LIGHTHOUSE, name="ds_drop", model="wan2.7-image", **EMULATED)
     state_file = e2e_env / "state" / "ds_drop" / "emulator_state.json"
     first, _ = await run_dataset(path)
     assert [o.status for o in first] == ["failed"]
@@ -794,7 +771,7 @@ async def test_engine_retries_throttling_and_buys_each_output_once(e2e_env: Path
     monkeypatch.setenv("WAN_PIPELINE_EMULATOR", json.dumps({"queue_s": 0, "process_s": 0.05,
                                                             "faults": {"rate_limit": {"next": 2}}}))
     rows = [{"prompt_id": "a", "prompt": "A lighthouse"}, {"prompt_id": "b", "prompt": "A harbour"}]
-    path = write_dataset(e2e_env, "ds_429", "wan2.7-image", rows, params={"resolution": "1K"})
+    path = write_dataset(e2e_env, rows, name="ds_429", model="wan2.7-image", params={"resolution": "1K"}, **EMULATED)
     outcomes, lineage = await run_dataset(path)
     assert [o.status for o in outcomes] == ["stored", "stored"]
     emulated = json.loads((e2e_env / "state" / "ds_429" / "emulator_state.json").read_text(encoding="utf-8"))
@@ -806,8 +783,8 @@ async def test_engine_retries_throttling_and_buys_each_output_once(e2e_env: Path
 async def test_engine_records_a_moderation_failure_as_permanent(e2e_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WAN_PIPELINE_EMULATOR", json.dumps({"queue_s": 0, "process_s": 0.05,
                                                             "faults": {"reject_content": {"next": 1}}}))
-    path = write_dataset(e2e_env, "ds_mod", "wan2.7-t2v", [{"prompt_id": "a", "prompt": "x", "resolution": "720p",
-                                                            "duration": "2"}])
+    path = write_dataset(e2e_env, [{"prompt_id": "a", "prompt": "x", "resolution": "720p", "duration": "2"}],
+                         name="ds_mod", model="wan2.7-t2v", **EMULATED)
     outcomes, lineage = await run_dataset(path)
     assert [o.status for o in outcomes] == ["failed"]
     assert type(outcomes[0].error) is e.ContentRejected
@@ -825,7 +802,7 @@ async def test_local_reference_files_go_through_the_temporary_upload_as_oss_urls
     refs.mkdir()
     Image.new("RGB", (640, 480), (20, 120, 200)).save(refs / "frame.png")
     rows = [{"prompt_id": "edit", "prompt": "paint the wall orange", "reference_images": "refs/frame.png"}]
-    path = write_dataset(e2e_env, "ds_upload", "wan2.7-image", rows, params={"resolution": "1K"})
+    path = write_dataset(e2e_env, rows, name="ds_upload", model="wan2.7-image", params={"resolution": "1K"}, **EMULATED)
     outcomes, lineage = await run_dataset(path)
     assert [o.status for o in outcomes] == ["stored"], [str(o.error) for o in outcomes]
     (row,) = lineage

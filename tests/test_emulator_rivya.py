@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from conftest import png_bytes
+from conftest import emulator_client, png_bytes
 from PIL import Image
 from pydantic import ValidationError
 
 from wan_pipeline.emulator import app as emulator_app
-from wan_pipeline.emulator.app import IN_PROCESS_BASE, InProcessTransport, create_app
+from wan_pipeline.emulator.app import IN_PROCESS_BASE
 from wan_pipeline.emulator.state import EmulatorConfig, EmulatorState
 from wan_pipeline.providers.sizes import image_size
 
 GENERATIONS = "/api/v1/generations"
 KEY = {"Authorization": "Bearer test-key"}
+pytestmark = pytest.mark.emulator("rivya", KEY)
 INITIAL = 100_000
 
 
@@ -28,19 +28,8 @@ def make_body(prompt: str = "A red fox at dawn", **params: Any) -> dict[str, Any
             "params": {"aspect_ratio": "1:1", "resolution": "1K", "watermark": "false", "seed": 1, **params}}
 
 
-def make_client(state: EmulatorState) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=InProcessTransport(create_app(state)), base_url=IN_PROCESS_BASE, headers=KEY)
 
 
-@pytest.fixture
-def state() -> EmulatorState:
-    return EmulatorState(EmulatorConfig(queue_s=0, process_s=0.05))
-
-
-@pytest.fixture
-async def client(state: EmulatorState) -> AsyncIterator[httpx.AsyncClient]:
-    async with make_client(state) as c:
-        yield c
 
 
 async def create(
@@ -95,7 +84,7 @@ async def test_missing_bearer_is_401_api_key_missing(client: httpx.AsyncClient, 
 
 async def test_wrong_key_is_401_api_key_invalid_when_keys_are_configured() -> None:
     state = EmulatorState(EmulatorConfig(queue_s=0, process_s=0.05, api_keys=["right-key"]))
-    async with make_client(state) as client:
+    async with emulator_client(state, "rivya", KEY) as client:
         assert_error(await create(client), 401, "api_key_invalid")
         assert_error(await client.get("/api/v1/credits"), 401, "api_key_invalid")
         ok = await client.post(GENERATIONS, json=make_body(), headers={"Authorization": "Bearer right-key"})
@@ -178,7 +167,7 @@ def age(state: EmulatorState, task_id: str, seconds: float) -> None:
 
 async def test_task_goes_queued_processing_succeeded_with_result_urls() -> None:
     state = EmulatorState(EmulatorConfig(queue_s=60, process_s=60))
-    async with make_client(state) as client:
+    async with emulator_client(state, "rivya", KEY) as client:
         created = (await create(client)).json()
         assert set(created) == {"id", "status", "model", "reserved_credits", "final_credits",
                                 "created_at", "updated_at", "result", "error"}
@@ -242,10 +231,10 @@ async def download_first(client: httpx.AsyncClient, body: dict[str, Any]) -> byt
 async def test_same_request_renders_identical_bytes_in_separate_emulators() -> None:
     config = EmulatorConfig(queue_s=0, process_s=0)
     emulator_app._rendered.cache_clear()  # prove determinism, not caching
-    async with make_client(EmulatorState(config)) as one:
+    async with emulator_client(EmulatorState(config), "rivya", KEY) as one:
         first = await download_first(one, make_body(seed=77))
     emulator_app._rendered.cache_clear()
-    async with make_client(EmulatorState(config)) as two:
+    async with emulator_client(EmulatorState(config), "rivya", KEY) as two:
         second = await download_first(two, make_body(seed=77))
         other_seed = await download_first(two, make_body(seed=78))
     assert first == second
@@ -254,7 +243,7 @@ async def test_same_request_renders_identical_bytes_in_separate_emulators() -> N
 
 async def test_media_of_a_pending_task_is_404() -> None:
     state = EmulatorState(EmulatorConfig(queue_s=60, process_s=60))
-    async with make_client(state) as client:
+    async with emulator_client(state, "rivya", KEY) as client:
         task = (await create(client)).json()
         assert (await client.get(f"/_media/{task['id']}/0.png")).status_code == 404
 
@@ -304,7 +293,7 @@ async def test_each_task_costs_5_credits_and_the_balance_goes_down(client: httpx
 
 async def test_insufficient_balance_is_402_insufficient_credits() -> None:
     state = EmulatorState(EmulatorConfig(queue_s=0, process_s=0.05, initial_credits=7))
-    async with make_client(state) as client:
+    async with emulator_client(state, "rivya", KEY) as client:
         assert (await create(client, make_body(seed=1))).status_code == 200
         message = assert_error(await create(client, make_body(seed=2)), 402, "insufficient_credits")
         assert message == "This task needs 5 credits; balance is 2."

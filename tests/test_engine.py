@@ -7,7 +7,6 @@ it can inject faults and read back what the "provider" received and billed (`sta
 from __future__ import annotations
 
 import asyncio
-import csv
 import hashlib
 import io
 import json
@@ -21,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
+from conftest import write_dataset
 from PIL import Image
 
 from wan_pipeline import errors as e
@@ -105,38 +104,13 @@ class Harness:
             ledger.close()
 
 
-@pytest.fixture(autouse=True)
-def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Ledgers go under tmp_path; no provider variables leak in from the shell."""
-    state = tmp_path / "state"
-    monkeypatch.setenv("WAN_PIPELINE_STATE_DIR", str(state))
-    for var in ("RIVYA_API_KEY", "RIVYA_BASE_URL", "WAN_PIPELINE_EMULATOR"):
-        monkeypatch.delenv(var, raising=False)
-    return state
+#: ledgers under tmp_path, no provider variables from the shell (conftest's e2e_env)
+pytestmark = pytest.mark.usefixtures("e2e_env")
 
 
-def write_dataset(
-    directory: Path, prompts: int, *, variants: int = 1, budget: dict[str, float] | None = None
-) -> Path:
-    """An emulator dataset (spec.yaml + prompts.csv, storage under `directory`); returns the spec path."""
-    with (directory / "prompts.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["prompt_id", "prompt", "note"])
-        writer.writeheader()
-        writer.writerows(
-            {"prompt_id": f"p{i:02d}", "prompt": f"A lighthouse number {i} at dusk", "note": f"row {i}"}
-            for i in range(prompts)
-        )
-    spec: dict[str, Any] = {
-        "name": "engine_test", "prompts": "prompts.csv", "provider": "rivya", "model": "wan-2-7-image",
-        "endpoint": "emulator", "variants": variants, "seed": 20261121,
-        "params": {"aspect_ratio": "1:1", "resolution": "1K"},  # 1K keeps the emulator's rendering fast
-        "storage": str(directory / "out"),
-    }
-    if budget is not None:
-        spec["budget"] = budget
-    path = directory / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-    return path
+def engine_rows(prompts: int) -> list[dict[str, str]]:
+    return [{"prompt_id": f"p{i:02d}", "prompt": f"A lighthouse number {i} at dusk", "note": f"row {i}"}
+            for i in range(prompts)]
 
 
 @pytest.fixture
@@ -144,7 +118,10 @@ def harness(tmp_path: Path) -> Callable[..., Harness]:
     """harness(prompts, config=EmulatorConfig, variants=, budget=) -> a planned dataset and its emulator."""
 
     def build(prompts: int = 3, config: EmulatorConfig | None = None, **spec: Any) -> Harness:
-        return Harness(build_plan(load_spec(write_dataset(tmp_path, prompts, **spec))), config)
+        # 1K keeps the emulator's rendering fast
+        path = write_dataset(tmp_path, engine_rows(prompts), name="engine_test", endpoint="emulator",
+                             params={"aspect_ratio": "1:1", "resolution": "1K"}, **spec)
+        return Harness(build_plan(load_spec(path)), config)
 
     return build
 

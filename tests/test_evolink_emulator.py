@@ -6,19 +6,17 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import av
 import httpx
 import pytest
-import yaml
-from conftest import write_csv
+from conftest import emulator_client, write_dataset
 from PIL import Image
 
 from wan_pipeline import errors as e
-from wan_pipeline.emulator.app import IN_PROCESS_BASE, InProcessTransport, create_app
+from wan_pipeline.emulator.app import IN_PROCESS_BASE
 from wan_pipeline.emulator.state import EmulatorConfig, EmulatorState
 from wan_pipeline.execution.engine import EngineSettings
 from wan_pipeline.execution.session import open_session
@@ -43,6 +41,7 @@ IMAGES = "/v1/images/generations"
 VIDEOS = "/v1/videos/generations"
 TASKS = "/v1/tasks"
 KEY = {"Authorization": "Bearer test-key"}
+pytestmark = pytest.mark.emulator("evolink", KEY)
 INITIAL = 100_000
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -56,20 +55,8 @@ def video_body(**fields: Any) -> dict[str, Any]:
             "aspect_ratio": "16:9", "seed": 1, **fields}
 
 
-def make_client(state: EmulatorState) -> httpx.AsyncClient:
-    app = create_app(state, "evolink")
-    return httpx.AsyncClient(transport=InProcessTransport(app), base_url=IN_PROCESS_BASE, headers=KEY)
 
 
-@pytest.fixture
-def state() -> EmulatorState:
-    return EmulatorState(EmulatorConfig(queue_s=0, process_s=0.05))
-
-
-@pytest.fixture
-async def client(state: EmulatorState) -> AsyncIterator[httpx.AsyncClient]:
-    async with make_client(state) as c:
-        yield c
 
 
 async def create(client: httpx.AsyncClient, body: dict[str, Any] | None = None, path: str = IMAGES) -> httpx.Response:
@@ -125,7 +112,7 @@ async def test_credits_endpoint_answers_auth_errors_with_an_integer_code(client:
 
 async def test_wrong_key_is_refused_when_keys_are_configured() -> None:
     state = EmulatorState(EmulatorConfig(queue_s=0, process_s=0.05, api_keys=["sk-evo-right"]))
-    async with make_client(state) as client:
+    async with emulator_client(state, "evolink", KEY) as client:
         assert_error(await create(client), 401, "unauthorized", "authentication_error")
         ok = await client.post(IMAGES, json=image_body(), headers={"Authorization": "Bearer sk-evo-right"})
         assert ok.status_code == 200
@@ -275,7 +262,7 @@ def age(state: EmulatorState, task_id: str, seconds: float) -> None:
 
 async def test_image_task_goes_pending_processing_completed_with_the_seed_fields() -> None:
     state = EmulatorState(EmulatorConfig(queue_s=60, process_s=60))
-    async with make_client(state) as client:
+    async with emulator_client(state, "evolink", KEY) as client:
         created = (await create(client)).json()
         # Seed 002's create response plus the sheet's `usage`: images are pre-charged on n.
         assert set(created) == {"created", "id", "model", "object", "progress", "status", "task_info", "type",
@@ -341,7 +328,7 @@ async def test_no_idempotency_every_post_is_a_new_task(client: httpx.AsyncClient
 
 async def test_insufficient_balance_is_402_insufficient_quota() -> None:
     state = EmulatorState(EmulatorConfig(queue_s=0, process_s=0.05, initial_credits=0.5))
-    async with make_client(state) as client:
+    async with emulator_client(state, "evolink", KEY) as client:
         assert (await create(client, video_body(duration=5), VIDEOS)).status_code == 200  # 0.43
         err = assert_error(await create(client, video_body(duration=5), VIDEOS), 402, "insufficient_quota",
                            "insufficient_quota")
@@ -413,7 +400,7 @@ async def test_video_is_a_real_mp4_of_the_asked_size_and_duration(client: httpx.
 
 async def test_media_of_a_pending_task_is_404() -> None:
     state = EmulatorState(EmulatorConfig(queue_s=60, process_s=60))
-    async with make_client(state) as client:
+    async with emulator_client(state, "evolink", KEY) as client:
         task = (await create(client)).json()
         assert (await client.get(f"/_media/{task['id']}/0.png")).status_code == 404
 
@@ -564,22 +551,9 @@ FAST = EngineSettings(poll_initial_s=0.01, poll_max_s=0.05, backoff_base_s=0.01,
                       submits_per_second=1000.0)
 
 
-@pytest.fixture
-def e2e_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("WAN_PIPELINE_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("WAN_PIPELINE_EMULATOR", json.dumps({"queue_s": 0, "process_s": 0.05}))
-    for var in ("EVOLINK_API_KEY", "EVOLINK_BASE_URL"):
-        monkeypatch.delenv(var, raising=False)
-    return tmp_path
-
-
-def write_dataset(directory: Path, name: str, model: str, rows: list[dict[str, Any]], **fields: Any) -> Path:
-    write_csv(directory / f"{name}.csv", rows)
-    spec = {"name": name, "prompts": f"{name}.csv", "provider": "evolink", "model": model, "endpoint": "emulator",
-            "variants": 1, "seed": 20261121, "storage": str(directory / "out" / name), **fields}
-    path = directory / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-    return path
+#: the spec fields every dataset of this module shares
+EMULATED = {"provider": "evolink", "endpoint": "emulator"}
+LIGHTHOUSE = [{"prompt_id": "a", "prompt": "A lighthouse"}]
 
 
 async def run_dataset(path: Path) -> tuple[list[Any], list[dict[str, Any]]]:
@@ -598,7 +572,8 @@ async def test_engine_generates_an_image_dataset_end_to_end(e2e_env: Path) -> No
         {"prompt_id": "edit", "prompt": "Make it night", "reference_images": '["https://example.com/photo.jpg"]',
          "prompt_extend": "true", "note": "kept as metadata"},
     ]
-    path = write_dataset(e2e_env, "evo_images", "wan-2.7-image-pro", rows, params={"resolution": "1K"})
+    path = write_dataset(e2e_env, rows, name="evo_images", model="wan-2.7-image-pro", params={"resolution": "1K"},
+                         **EMULATED)
     outcomes, lineage = await run_dataset(path)
     assert [o.status for o in outcomes] == ["stored"] * 3, [str(o.error) for o in outcomes]
     sizes = {}
@@ -629,7 +604,7 @@ async def test_engine_generates_an_image_dataset_end_to_end(e2e_env: Path) -> No
 async def test_engine_generates_a_video_dataset_with_its_cost(e2e_env: Path) -> None:
     rows = [{"prompt_id": "kite", "prompt": "A kite over dunes"},
             {"prompt_id": "boat", "prompt": "A paper boat on a stream", "aspect_ratio": "9:16"}]
-    path = write_dataset(e2e_env, "evo_video", "wan2.7-text-to-video", rows,
+    path = write_dataset(e2e_env, rows, name="evo_video", model="wan2.7-text-to-video", **EMULATED,
                          params={"duration": 2, "resolution": "720p"}, budget={"max_usd": 1})
     outcomes, lineage = await run_dataset(path)
     assert [o.status for o in outcomes] == ["stored", "stored"], [str(o.error) for o in outcomes]
@@ -655,7 +630,7 @@ async def test_engine_resubmits_a_failed_generation_and_lineage_keeps_both_attem
 ) -> None:
     monkeypatch.setenv("WAN_PIPELINE_EMULATOR", json.dumps({"queue_s": 0, "process_s": 0.05,
                                                             "faults": {"fail_task": {"next": 1}}}))
-    path = write_dataset(e2e_env, "evo_retry", "wan-2.7-image", [{"prompt_id": "a", "prompt": "A lighthouse"}])
+    path = write_dataset(e2e_env, LIGHTHOUSE, name="evo_retry", model="wan-2.7-image", **EMULATED)
     outcomes, lineage = await run_dataset(path)
     assert [o.status for o in outcomes] == ["stored"]
     assert sorted((r["attempt"], r["status"], r["error_code"]) for r in lineage) == [
@@ -666,7 +641,7 @@ async def test_engine_resubmits_a_failed_generation_and_lineage_keeps_both_attem
 async def test_engine_stops_on_content_rejection(e2e_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WAN_PIPELINE_EMULATOR", json.dumps({"queue_s": 0, "process_s": 0.05,
                                                             "faults": {"reject_content": {"next": 1}}}))
-    path = write_dataset(e2e_env, "evo_reject", "wan-2.7-image", [{"prompt_id": "a", "prompt": "A lighthouse"}])
+    path = write_dataset(e2e_env, LIGHTHOUSE, name="evo_reject", model="wan-2.7-image", **EMULATED)
     outcomes, lineage = await run_dataset(path)
     assert [o.status for o in outcomes] == ["failed"]
     assert type(outcomes[0].error) is e.ContentRejected
@@ -681,7 +656,7 @@ async def test_engine_never_resends_a_create_whose_answer_was_lost(
     # this run nor the next sends it again (the user decides, e.g. with --resubmit-ambiguous).
     monkeypatch.setenv("WAN_PIPELINE_EMULATOR", json.dumps({"queue_s": 0, "process_s": 0.05,
                                                             "faults": {"drop": {"next": 1}}}))
-    path = write_dataset(e2e_env, "evo_drop", "wan-2.7-image", [{"prompt_id": "a", "prompt": "A lighthouse"}])
+    path = write_dataset(e2e_env, LIGHTHOUSE, name="evo_drop", model="wan-2.7-image", **EMULATED)
     state_file = e2e_env / "state" / "evo_drop" / "emulator_state.json"
     first, _ = await run_dataset(path)
     assert [o.status for o in first] == ["failed"]

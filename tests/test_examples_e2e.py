@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from e2e_helpers import copy_examples, media_files, pycache_dir, read_lineage, run_cli, sha256_file, write_spec
+from conftest import write_dataset
+from e2e_helpers import copy_examples, media_files, pycache_dir, read_lineage, run_cli, sha256_file
 
 from wan_pipeline.outputs.media import inspect_media
 from wan_pipeline.planning.plan import build_plan
@@ -82,8 +83,8 @@ def test_provider_text_to_video_generates_end_to_end(provider: str, tmp_path: Pa
     else:
         text = "prompt_id,prompt\n" + "\n".join(rows)
     (tmp_path / "prompts.csv").write_text(text + "\n", encoding="utf-8")
-    spec = write_spec(tmp_path / "video.yaml", name=f"{provider}_t2v", prompts="prompts.csv", provider=provider,
-                      model=model, endpoint="emulator", seed=7, params=params, storage="./out")
+    spec = write_dataset(tmp_path, None, table="prompts.csv", spec_file="video.yaml", name=f"{provider}_t2v",
+                         provider=provider, model=model, endpoint="emulator", seed=7, params=params, storage="./out")
     generate_and_check(spec, tmp_path, pycache)
     lineage = read_lineage(spec)
     assert set(lineage["mime_type"]) == {"video/mp4"}

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_csv
+from conftest import write_dataset
 from e2e_helpers import (
     cli_cmd,
     cli_env,
@@ -27,7 +27,6 @@ from e2e_helpers import (
     sha256_file,
     stop_group,
     storage_root,
-    write_spec,
 )
 
 API_KEY = "sk-storm-0123"
@@ -41,12 +40,10 @@ def pycache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _spec(root: Path) -> Path:
-    root.mkdir(parents=True)
-    write_csv(root / "prompts.csv", [{"prompt_id": f"storm_{i:02d}", "prompt": f"A lighthouse in storm number {i}"}
-                                     for i in range(ROWS)])
+    rows = [{"prompt_id": f"storm_{i:02d}", "prompt": f"A lighthouse in storm number {i}"} for i in range(ROWS)]
     # No `endpoint:`: DASHSCOPE_BASE_URL points at the emulator process.
-    return write_spec(root / "spec.yaml", name="storm", prompts="prompts.csv", provider="dashscope",
-                      model="wan2.7-image", seed=11, params={"resolution": "1K"}, storage="./out")
+    return write_dataset(root, rows, table="prompts.csv", spec_file="spec.yaml", name="storm", provider="dashscope",
+                         model="wan2.7-image", seed=11, params={"resolution": "1K"}, storage="./out")
 
 
 def _kill_after_new_tasks(proc: subprocess.Popen[bytes], created: int, wanted: int, count: object) -> bool:

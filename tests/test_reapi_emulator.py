@@ -8,19 +8,17 @@ import io
 import json
 import random
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import av
 import httpx
 import pytest
-import yaml
-from conftest import write_csv
+from conftest import emulator_client, write_dataset
 from PIL import Image
 
 from wan_pipeline import errors as e
-from wan_pipeline.emulator.app import IN_PROCESS_BASE, InProcessTransport, create_app, in_process
+from wan_pipeline.emulator.app import IN_PROCESS_BASE, in_process
 from wan_pipeline.emulator.faults import FaultConfig
 from wan_pipeline.emulator.reapi import EMULATED_USD_PER_IMAGE, EMULATED_USD_PER_SECOND
 from wan_pipeline.emulator.state import EmulatorConfig, EmulatorState, EmuTask
@@ -40,6 +38,7 @@ IMAGES = "/api/v1/images/generations"
 VIDEOS = "/api/v1/videos/generations"
 TASKS = "/api/v1/tasks"
 KEY = {"Authorization": "Bearer rk_live_test"}
+pytestmark = pytest.mark.emulator("reapi", KEY)
 INITIAL = 100_000
 STD_CREDITS = round(EMULATED_USD_PER_IMAGE["wan2.7-image"] * 1000)
 PRO_CREDITS = round(EMULATED_USD_PER_IMAGE["wan2.7-image-pro"] * 1000)
@@ -55,20 +54,8 @@ def video_body(**fields: Any) -> dict[str, Any]:
             **fields}
 
 
-def make_client(state: EmulatorState) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=InProcessTransport(create_app(state, "reapi")), base_url=IN_PROCESS_BASE,
-                             headers=KEY)
 
 
-@pytest.fixture
-def state() -> EmulatorState:
-    return EmulatorState(EmulatorConfig(queue_s=0, process_s=0.05))
-
-
-@pytest.fixture
-async def client(state: EmulatorState) -> AsyncIterator[httpx.AsyncClient]:
-    async with make_client(state) as c:
-        yield c
 
 
 async def create(client: httpx.AsyncClient, body: Any = None, path: str = IMAGES, key: str | None = None
@@ -134,7 +121,7 @@ async def test_authorization_that_is_not_bearer_is_401_10002(client: httpx.Async
 
 async def test_wrong_key_is_401_10003_when_keys_are_configured() -> None:
     state = EmulatorState(EmulatorConfig(queue_s=0, process_s=0.05, api_keys=["rk_live_right"]))
-    async with make_client(state) as client:
+    async with emulator_client(state, "reapi", KEY) as client:
         assert_error(await create(client), 401, 10003)
         ok = await client.post(IMAGES, json=image_body(), headers={"Authorization": "Bearer rk_live_right"})
         assert ok.status_code == 200
@@ -281,7 +268,7 @@ def age(state: EmulatorState, task_id: str, seconds: float) -> None:
 
 async def test_task_is_processing_until_completed_with_the_envelopes_of_the_sheet() -> None:
     state = EmulatorState(EmulatorConfig(queue_s=60, process_s=60))
-    async with make_client(state) as client:
+    async with emulator_client(state, "reapi", KEY) as client:
         created = (await create(client)).json()
         assert list(created) == ["id", "model", "status", "created_at"]  # seed 003's submit response
         assert re.fullmatch(r"task_[0-9a-f]{32}", created["id"])
@@ -520,29 +507,15 @@ VIDEO_ROWS = [{"prompt_id": "boat", "prompt": "a paper boat drifting down a rain
                "duration": "2"}]
 
 
-def write_dataset(directory: Path, name: str, model: str, rows: list[dict[str, Any]], **fields: Any) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    write_csv(directory / "prompts.csv", rows)
-    spec = {"name": name, "prompts": "prompts.csv", "provider": "reapi", "model": model, "endpoint": "emulator",
-            "variants": 1, "seed": 20261121, "storage": "./out", **fields}
-    path = directory / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-    return path
-
-
-@pytest.fixture
-def e2e_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for var in ("REAPI_API_KEY", "REAPI_BASE_URL"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("WAN_PIPELINE_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("WAN_PIPELINE_EMULATOR", '{"queue_s":0,"process_s":0.05}')
-    return tmp_path
+#: the spec fields every dataset of this module shares
+EMULATED = {"provider": "reapi", "endpoint": "emulator"}
 
 
 async def test_engine_generates_images_and_video_end_to_end_with_lineage(e2e_env: Path) -> None:
-    image_spec = load_spec(write_dataset(e2e_env / "img", "reapi_images", "wan2.7-image-pro", IMAGE_ROWS,
-                                         params={"watermark": False}))
-    video_spec = load_spec(write_dataset(e2e_env / "vid", "reapi_video", "wan2.7-video", VIDEO_ROWS))
+    image_spec = load_spec(write_dataset(e2e_env / "img", IMAGE_ROWS, name="reapi_images", model="wan2.7-image-pro",
+                                         params={"watermark": False}, **EMULATED))
+    video_spec = load_spec(write_dataset(e2e_env / "vid", VIDEO_ROWS, name="reapi_video", model="wan2.7-video",
+                                         **EMULATED))
     expected_sizes = {"flower_shop": image_size("16:9", "2K"), "pair": image_size("1:1", "1K"),
                       "comic": image_size("3:2", "1K"), "boat": video_size("16:9", "720p")}
     expected_modes = {"flower_shop": "text_to_image", "pair": "text_to_image", "comic": "group",
@@ -601,7 +574,8 @@ async def test_engine_generates_images_and_video_end_to_end_with_lineage(e2e_env
 
 
 async def test_an_engine_rerun_submits_nothing_again(e2e_env: Path) -> None:
-    spec = load_spec(write_dataset(e2e_env / "img", "reapi_rerun", "wan2.7-image", IMAGE_ROWS[:2]))
+    path = write_dataset(e2e_env / "img", IMAGE_ROWS[:2], name="reapi_rerun", model="wan2.7-image", **EMULATED)
+    spec = load_spec(path)
     plan = build_plan(spec)
     for _ in range(2):
         async with open_session(spec, FAST_ENGINE) as session:
@@ -613,7 +587,8 @@ async def test_an_engine_rerun_submits_nothing_again(e2e_env: Path) -> None:
 
 async def test_engine_does_not_resend_a_create_whose_answer_was_lost(e2e_env: Path) -> None:
     """reAPI has no deduplication, so a create that may have landed is never sent again automatically."""
-    spec = load_spec(write_dataset(e2e_env / "img", "reapi_drop", "wan2.7-image", IMAGE_ROWS[:1]))
+    path = write_dataset(e2e_env / "img", IMAGE_ROWS[:1], name="reapi_drop", model="wan2.7-image", **EMULATED)
+    spec = load_spec(path)
     plan = build_plan(spec)
     config = EmulatorConfig(queue_s=0, process_s=0.02, faults=FaultConfig(drop={"next": 1}))
     state, transport = in_process(config, "reapi")

@@ -13,8 +13,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import write_csv
-from e2e_helpers import ROOT, cli_env, emulator_process, pycache_dir, run_cli, storage_root, write_spec
+from conftest import write_dataset
+from e2e_helpers import ROOT, cli_env, emulator_process, pycache_dir, run_cli, storage_root
 
 from wan_pipeline import __version__
 
@@ -28,16 +28,15 @@ def pycache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _dataset(root: Path) -> Path:
     """Two variants per prompt; derived and row seeds, parameters per row, a metadata column."""
-    root.mkdir(parents=True)
-    write_csv(root / "prompts.csv", [
+    rows = [
         {"prompt_id": "lighthouse", "prompt": "A lighthouse in fog, long exposure", "aspect_ratio": "16:9",
          "shot": "wide"},
         {"prompt_id": "ramen", "prompt": "A bowl of ramen, steam, \"overhead\" view", "seed": "1234",
          "shot": "close"},
         {"prompt_id": "crane", "prompt": "一只纸鹤，柔和的窗光", "aspect_ratio": "1:1", "watermark": "false"},
-    ])
-    return write_spec(root / "spec.yaml", name="kept", prompts="prompts.csv", provider="rivya",
-                      model="wan-2-7-image", variants=2, seed=99, params={"resolution": "1K"}, storage="./out")
+    ]
+    return write_dataset(root, rows, table="prompts.csv", spec_file="spec.yaml", name="kept", variants=2, seed=99,
+                         params={"resolution": "1K"}, storage="./out")
 
 
 def _generate(spec: Path, env: dict[str, str], cwd: Path, log: Path) -> dict[str, Any]:

@@ -8,18 +8,16 @@ import base64
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import av
 import httpx
 import pytest
-import yaml
-from conftest import load_fixture, png_bytes, write_csv
+from conftest import emulator_client, load_fixture, png_bytes, write_dataset
 from PIL import Image
 
-from wan_pipeline.emulator.app import IN_PROCESS_BASE, InProcessTransport, create_app
+from wan_pipeline.emulator.app import IN_PROCESS_BASE
 from wan_pipeline.emulator.state import EmulatorConfig, EmulatorState
 from wan_pipeline.execution.engine import EngineSettings
 from wan_pipeline.execution.session import open_session
@@ -32,6 +30,7 @@ from wan_pipeline.providers.params import NeutralParams
 from wan_pipeline.providers.runware import PROVIDER as RUNWARE
 
 KEY = {"Authorization": "Bearer test-key"}
+pytestmark = pytest.mark.emulator("runware", KEY)
 INITIAL = 100_000
 IMAGE = "alibaba:wan@2.7-image"
 VIDEO = "alibaba:wan@2.7"
@@ -56,20 +55,8 @@ def video_task(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in task.items() if v is not None}
 
 
-def make_client(state: EmulatorState, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=InProcessTransport(create_app(state, "runware")), base_url=IN_PROCESS_BASE,
-                             headers=KEY if headers is None else headers)
 
 
-@pytest.fixture
-def state() -> EmulatorState:
-    return EmulatorState(EmulatorConfig(queue_s=0, process_s=0.05))
-
-
-@pytest.fixture
-async def client(state: EmulatorState) -> AsyncIterator[httpx.AsyncClient]:
-    async with make_client(state) as c:
-        yield c
 
 
 async def post(client: httpx.AsyncClient, *tasks: dict[str, Any]) -> httpx.Response:
@@ -122,7 +109,7 @@ async def test_missing_key_is_401_missing_api_key(client: httpx.AsyncClient) -> 
 
 async def test_wrong_key_is_401_invalid_api_key_with_the_sheets_message() -> None:
     state = EmulatorState(EmulatorConfig(queue_s=0, process_s=0.05, api_keys=["right-key"]))
-    async with make_client(state) as client:
+    async with emulator_client(state, "runware", KEY) as client:
         err = assert_errors(await post(client, image_task()), 401, "invalidApiKey")
         assert err == load_fixture("runware/sheet_error_invalid_api_key.json")["errors"][0]
         ok = await client.post("/v1", json=[image_task()], headers={"Authorization": "Bearer right-key"})
@@ -131,7 +118,7 @@ async def test_wrong_key_is_401_invalid_api_key_with_the_sheets_message() -> Non
 
 async def test_authentication_element_first_in_the_array_authenticates() -> None:
     state = EmulatorState(EmulatorConfig(queue_s=0, process_s=0.05, api_keys=["right-key"]))
-    async with make_client(state, headers={}) as client:
+    async with emulator_client(state, "runware", {}) as client:
         task = image_task()
         ok = await post(client, {"taskType": "authentication", "apiKey": "right-key"}, task)
         assert ok.status_code == 200, ok.text
@@ -247,7 +234,7 @@ async def test_region_edit_with_the_sheets_boxes_is_accepted(client: httpx.Async
 
 async def test_async_task_acks_then_processing_then_success_with_url_seed_and_cost() -> None:
     state = EmulatorState(EmulatorConfig(queue_s=60, process_s=60))
-    async with make_client(state) as client:
+    async with emulator_client(state, "runware", KEY) as client:
         task = image_task()
         ack = await post(client, task)
         assert ack.status_code == 200
@@ -460,7 +447,7 @@ async def test_adapter_submit_accepted_poll_state_round_trip(state: EmulatorStat
                            reference_images=body["inputs"]["referenceImages"])
     refs = tuple(Reference(kind="image", source=u, url=u) for u in body["inputs"]["referenceImages"])
     request = GenerationRequest(IMAGE, body["positivePrompt"], params, refs)
-    async with make_client(state, headers={}) as client:
+    async with emulator_client(state, "runware", {}) as client:
         wire = Wire(client, IN_PROCESS_BASE, RUNWARE.auth_headers("k"))
         call = RUNWARE.submit(request, "wanp-kites-1")
         accepted = RUNWARE.accepted(await wire.send(call))
@@ -488,7 +475,7 @@ async def test_adapter_upload_round_trip_feeds_reference_images(state: EmulatorS
     path = tmp_path / "ref.png"
     path.write_bytes(png_bytes(size=(64, 64)))
     ref = Reference(kind="image", source="ref.png", path=path, mime_type="image/png")
-    async with make_client(state, headers={}) as client:
+    async with emulator_client(state, "runware", {}) as client:
         wire = Wire(client, IN_PROCESS_BASE, RUNWARE.auth_headers("k"))
         call = RUNWARE.upload(IMAGE, ref, path.read_bytes())
         assert call is not None
@@ -520,17 +507,14 @@ async def test_adapter_reads_the_emulators_failures_and_errors(client: httpx.Asy
 # -- end to end: plan → engine → storage → lineage ------------------------------------------------
 
 
-def write_runware_spec(directory: Path, name: str, model: str, rows: list[dict[str, Any]],
-                       params: dict[str, Any], budget: dict[str, float] | None = None) -> Path:
-    write_csv(directory / f"{name}.csv", rows)
-    spec: dict[str, Any] = {"name": name, "prompts": f"{name}.csv", "provider": "runware", "model": model,
-                            "endpoint": "emulator", "variants": 1, "seed": 20261121, "params": params,
-                            "storage": str(directory / "out" / name)}
-    if budget is not None:
-        spec["budget"] = budget
-    path = directory / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-    return path
+#: the spec fields every dataset of this module shares
+EMULATED = {"provider": "runware", "endpoint": "emulator"}
+ONE_K = {"aspect_ratio": "1:1", "resolution": "1K"}
+
+
+def reference_png(directory: Path) -> None:
+    """`ref.png` beside the specs, for rows whose reference_images name it."""
+    (directory / "ref.png").write_bytes(png_bytes(size=(120, 90)))
 
 
 FAST = EngineSettings(poll_initial_s=0.01, poll_max_s=0.05, backoff_base_s=0.01, backoff_max_s=0.02,
@@ -549,17 +533,8 @@ async def run_spec(path: Path) -> tuple[Any, list[Any], list[dict[str, Any]], di
     return plan, outcomes, rows, emu.report()
 
 
-@pytest.fixture
-def e2e_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("WAN_PIPELINE_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("WAN_PIPELINE_EMULATOR", '{"queue_s":0,"process_s":0.05}')
-    for var in ("RUNWARE_API_KEY", "RUNWARE_BASE_URL"):
-        monkeypatch.delenv(var, raising=False)
-    (tmp_path / "ref.png").write_bytes(png_bytes(size=(120, 90)))
-    return tmp_path
-
-
 async def test_engine_end_to_end_image_model_stores_decodable_files_and_lineage(e2e_env: Path) -> None:
+    reference_png(e2e_env)
     rows = [
         {"prompt_id": "fox", "prompt": "A red fox at dawn"},
         {"prompt_id": "wide", "prompt": "A wide desert", "aspect_ratio": "16:9"},
@@ -567,8 +542,7 @@ async def test_engine_end_to_end_image_model_stores_decodable_files_and_lineage(
         {"prompt_id": "kites", "prompt": "Kites in the marked sky", "reference_images": '["ref.png"]',
          "regions": "[[[10, 10, 60, 40]]]", "color_palette": json.dumps(PALETTE)},
     ]
-    spec = write_runware_spec(e2e_env, "rw_images", IMAGE, rows, {"aspect_ratio": "1:1", "resolution": "1K"},
-                              budget={"max_usd": 5})
+    spec = write_dataset(e2e_env, rows, name="rw_images", model=IMAGE, params=ONE_K, budget={"max_usd": 5}, **EMULATED)
     plan, outcomes, lineage, rep = await run_spec(spec)
 
     assert [o.status for o in outcomes] == ["stored"] * 4, [str(o.error) for o in outcomes]
@@ -596,11 +570,13 @@ async def test_engine_end_to_end_image_model_stores_decodable_files_and_lineage(
 
 
 async def test_engine_end_to_end_video_model(e2e_env: Path) -> None:
+    reference_png(e2e_env)
     rows = [
         {"prompt_id": "boat", "prompt": "A paper boat drifting down a street"},
         {"prompt_id": "wake", "prompt": "The scene comes alive", "reference_images": '["ref.png"]'},
     ]
-    spec = write_runware_spec(e2e_env, "rw_videos", VIDEO, rows, {"resolution": "720p", "duration": 2})
+    spec = write_dataset(e2e_env, rows, name="rw_videos", model=VIDEO, params={"resolution": "720p", "duration": 2},
+                         **EMULATED)
     _, outcomes, lineage, rep = await run_spec(spec)
 
     assert [o.status for o in outcomes] == ["stored"] * 2, [str(o.error) for o in outcomes]
@@ -619,8 +595,8 @@ async def test_engine_end_to_end_video_model(e2e_env: Path) -> None:
 async def test_rerun_submits_nothing_and_a_crash_before_the_answer_is_adopted_by_get_response(
     e2e_env: Path,
 ) -> None:
-    spec_path = write_runware_spec(e2e_env, "rw_resume", IMAGE, [{"prompt_id": "a", "prompt": "A lighthouse"}],
-                                   {"aspect_ratio": "1:1", "resolution": "1K"})
+    spec_path = write_dataset(e2e_env, [{"prompt_id": "a", "prompt": "A lighthouse"}], name="rw_resume", model=IMAGE,
+                              params=ONE_K, **EMULATED)
     spec = load_spec(spec_path)
     (task,) = build_plan(spec).tasks
     # Another process recorded the attempt (SUBMITTING, with its taskUUID) and sent it, then died.
@@ -680,8 +656,7 @@ def emulate(monkeypatch: pytest.MonkeyPatch, **faults: Any) -> None:
 
 def one_image_spec(directory: Path, name: str, prompts: int = 1) -> Path:
     rows = [{"prompt_id": f"p{i}", "prompt": f"A lighthouse number {i}"} for i in range(prompts)]
-    return write_runware_spec(directory, name, IMAGE, rows, {"aspect_ratio": "1:1", "resolution": "1K"},
-                              budget={"max_usd": 1})
+    return write_dataset(directory, rows, name=name, model=IMAGE, params=ONE_K, budget={"max_usd": 1}, **EMULATED)
 
 
 @pytest.mark.parametrize("fault", ["rate_limit", "server_error"])
@@ -751,16 +726,19 @@ async def test_a_dropped_create_is_adopted_by_get_response(e2e_env: Path, monkey
 async def test_sync_delivery_through_provider_params_finishes_at_submission(e2e_env: Path) -> None:
     rows = [{"prompt_id": "s", "prompt": "A quiet harbor"}]
     params = {"aspect_ratio": "1:1", "resolution": "1K", "provider_params": {"deliveryMethod": "sync"}}
-    _, outcomes, lineage, rep = await run_spec(write_runware_spec(e2e_env, "rw_sync", IMAGE, rows, params))
+    _, outcomes, lineage, rep = await run_spec(write_dataset(e2e_env, rows, name="rw_sync", model=IMAGE, params=params,
+                                                             **EMULATED))
     assert [o.status for o in outcomes] == ["stored"]
     assert json.loads(lineage[0]["request_json"])[0]["deliveryMethod"] == "sync"
     assert (lineage[0]["cost_usd"], rep["tasks_created"]) == (0.03, 1)
 
 
 async def test_engine_makes_reference_to_video_from_an_uploaded_image_and_a_size(e2e_env: Path) -> None:
+    reference_png(e2e_env)
     rows = [{"prompt_id": "r2v", "prompt": "The character from image 1 walks through a market",
              "reference_images": '["ref.png"]', "aspect_ratio": "9:16"}]
-    path = write_runware_spec(e2e_env, "rw_r2v", VIDEO, rows, {"resolution": "720p", "duration": 2})
+    path = write_dataset(e2e_env, rows, name="rw_r2v", model=VIDEO, params={"resolution": "720p", "duration": 2},
+                         **EMULATED)
     _, outcomes, lineage, rep = await run_spec(path)
     assert [o.status for o in outcomes] == ["stored"], [str(o.error) for o in outcomes]
     (row,) = lineage

@@ -15,8 +15,8 @@ from wan_pipeline import errors as e
 from wan_pipeline.providers.base import GenerationRequest, HttpReply, Mode, Reference, TaskStatus
 from wan_pipeline.providers.params import NeutralParams
 from wan_pipeline.providers.registry import get_provider
-from wan_pipeline.providers.runware import PLATFORM_OPTIONS, image_pixels, task_uuid_for
 from wan_pipeline.providers.runware import PROVIDER as RUNWARE
+from wan_pipeline.providers.runware import image_pixels, task_uuid_for
 
 IMAGE = "alibaba:wan@2.7-image"
 PRO = "alibaba:wan@2.7-image-pro"
@@ -51,8 +51,6 @@ def seed_request(fixture: str, **extra: Any) -> tuple[dict[str, Any], Generation
 
 def test_registry_returns_the_runware_adapter() -> None:
     assert get_provider("runware") is RUNWARE
-    assert (RUNWARE.key_env, RUNWARE.base_env, RUNWARE.default_base) == (
-        "RUNWARE_API_KEY", "RUNWARE_BASE_URL", "https://api.runware.ai")
     assert RUNWARE.models() == (IMAGE, PRO, VIDEO)
 
 
@@ -191,9 +189,10 @@ def test_auth_header_is_a_bearer_token_added_by_the_engine_only() -> None:
     assert "Authorization" not in RUNWARE.submit(GenerationRequest(IMAGE, "p", NeutralParams(seed=1)), "k").headers
 
 
-def test_platform_options_are_async_delivery_with_cost() -> None:
-    assert PLATFORM_OPTIONS == {"deliveryMethod": "async", "includeCost": True}
-    assert "safety" not in RUNWARE.submit(GenerationRequest(IMAGE, "p", NeutralParams(seed=1)), "k").json_body[0]
+def test_every_task_asks_for_async_delivery_with_its_cost_and_nothing_else_unasked() -> None:
+    (task,) = RUNWARE.submit(GenerationRequest(IMAGE, "p", NeutralParams(seed=1)), "k").json_body
+    assert (task["deliveryMethod"], task["includeCost"]) == ("async", True)
+    assert "safety" not in task
 
 
 @pytest.mark.parametrize(

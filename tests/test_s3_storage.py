@@ -16,7 +16,7 @@ import boto3
 import httpx
 import pyarrow.parquet as pq
 import pytest
-import yaml
+from conftest import write_dataset
 from PIL import Image
 from servers import S3_ACCESS, S3_BUCKET, S3_SECRET
 
@@ -72,16 +72,11 @@ def test_s3_storage_round_trip_and_presigned_url_serves_the_bytes(s3_env: str) -
 def write_reapi_dataset(root: Path, storage: str) -> Path:
     (root / "refs").mkdir(parents=True, exist_ok=True)
     (root / "refs" / "room.png").write_bytes(png(7, (640, 480)))
-    (root / "prompts.csv").write_text(
-        "prompt_id,prompt,reference_images\n"
-        "plain,A lighthouse at dusk,\n"
-        'edit,"Make the room blue, keep the window",refs/room.png\n',
-        encoding="utf-8",
-    )
-    spec = {"name": "s3_reapi", "prompts": "prompts.csv", "provider": "reapi", "model": "wan2.7-image",
-            "endpoint": "emulator", "seed": 5, "params": {"resolution": "1K"}, "storage": storage}
-    (root / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
-    return root / "spec.yaml"
+    rows = [{"prompt_id": "plain", "prompt": "A lighthouse at dusk", "reference_images": ""},
+            {"prompt_id": "edit", "prompt": "Make the room blue, keep the window", "reference_images": "refs/room.png"}]
+    return write_dataset(root, rows, table="prompts.csv", spec_file="spec.yaml", name="s3_reapi", provider="reapi",
+                         model="wan2.7-image", endpoint="emulator", seed=5, params={"resolution": "1K"},
+                         storage=storage)
 
 
 def test_url_only_host_gets_local_reference_as_presigned_s3_url_and_outputs_land_in_s3(

@@ -21,8 +21,8 @@ from typing import Any
 
 import psycopg2
 import pytest
-from conftest import write_csv
-from e2e_helpers import cli_cmd, cli_env, emulator_process, pycache_dir, write_spec
+from conftest import write_csv, write_dataset
+from e2e_helpers import cli_cmd, cli_env, emulator_process, pycache_dir
 from servers import S3_BUCKET, PostgresCluster, s3_environ, s3_keys
 
 from wan_pipeline.money.ledger import Ledger
@@ -54,9 +54,9 @@ def machine(root: Path, name: str, prefix: str, shared: dict[str, str], pycache:
     work = root / "work"
     write_csv(work / "prompts.csv", [{"prompt_id": f"p{i:02d}", "prompt": f"a {s} at dusk, film photo"}
                                      for i, s in enumerate(SUBJECTS[:rows])])
-    spec = write_spec(work / "spec.yaml", name=name, prompts="prompts.csv", provider="dashscope",
-                      model="wan2.7-image", variants=1, seed=11, params={"resolution": "1K", "watermark": False},
-                      budget={"max_usd": round(rows * PRICE_USD, 4)}, storage=f"s3://{S3_BUCKET}/{prefix}")
+    spec = write_dataset(work, None, table="prompts.csv", spec_file="spec.yaml", name=name, provider="dashscope",
+                         model="wan2.7-image", seed=11, params={"resolution": "1K", "watermark": False},
+                         budget={"max_usd": round(rows * PRICE_USD, 4)}, storage=f"s3://{S3_BUCKET}/{prefix}")
     env = cli_env(root / "dagster_home", pycache, HOME=str(root / "home"),
                   WAN_PIPELINE_STATE_DIR=str(root / "state"), **shared)
     return Machine(root, spec, env)

@@ -35,6 +35,10 @@ class RateGate:
     def pause(self, seconds: float) -> None:
         self._pause_until = max(self._pause_until, time.monotonic() + seconds)
 
+    def remaining_pause(self) -> float:
+        """Seconds every call through this gate still waits (0 when not paused)."""
+        return max(0.0, self._pause_until - time.monotonic())
+
     async def before_call(self) -> None:
         delay = self._pause_until - time.monotonic()
         if delay > 0:
