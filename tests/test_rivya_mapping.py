@@ -252,10 +252,12 @@ def test_rate_limited_takes_retry_after_from_the_header() -> None:
     assert err.retry_after_s == 7.0
 
 
-def test_retry_after_header_name_is_case_insensitive_and_dates_are_unknown() -> None:
+def test_retry_after_header_name_is_case_insensitive_and_dates_count_from_now() -> None:
     assert RIVYA.error(reply(429, envelope("rate_limited"), {"retry-after": "2.5"})).retry_after_s == 2.5
-    dated = reply(429, envelope("rate_limited"), {"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"})
-    assert RIVYA.error(dated).retry_after_s is None
+    passed = reply(429, envelope("rate_limited"), {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
+    assert RIVYA.error(passed).retry_after_s == 0.0  # an HTTP-date already past: retry now
+    ahead = reply(429, envelope("rate_limited"), {"Retry-After": "Fri, 01 Jan 2100 00:00:00 GMT"})
+    assert (RIVYA.error(ahead).retry_after_s or 0) > 3600
     assert RIVYA.error(reply(429, envelope("rate_limited"))).retry_after_s is None
 
 
