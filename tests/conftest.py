@@ -347,3 +347,18 @@ async def rig(e2e_env: Path) -> AsyncIterator[RigFactory]:
             return Rig(build_plan(spec), state, provider, wire, ledger, LocalStorage(root))
 
         yield build
+
+
+@pytest.fixture
+def fast_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """Fast engine and emulator; nothing from the developer's environment (read when defs are built)."""
+    from e2e_helpers import FAST_EMULATOR as CLI_FAST_EMULATOR
+    from e2e_helpers import FAST_ENGINE as CLI_FAST_ENGINE
+
+    for name in list(os.environ):
+        if name.startswith(("WAN_PIPELINE_", "RIVYA_")):
+            monkeypatch.delenv(name)
+    for name, value in CLI_FAST_ENGINE.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("WAN_PIPELINE_EMULATOR", CLI_FAST_EMULATOR)
+    return monkeypatch

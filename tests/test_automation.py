@@ -7,12 +7,11 @@ and the report are requested. After a run that already refreshed them (as the CL
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
 import pytest
-from e2e_helpers import FAST_EMULATOR, FAST_ENGINE, copy_examples
+from e2e_helpers import copy_examples
 
 from wan_pipeline.assets.dataset import generate_job_name, lineage_job_name, prompt_table_job_name
 from wan_pipeline.definitions import build_definitions
@@ -23,13 +22,7 @@ def _requested(result: dg.EvaluateAutomationConditionsResult) -> set[str]:
     return {key.to_user_string() for key in result._requested_partitions_by_asset_key}
 
 
-def test_lineage_follows_generation_however_launched(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith(("WAN_PIPELINE_", "RIVYA_")):
-            monkeypatch.delenv(name)
-    for name, value in FAST_ENGINE.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("WAN_PIPELINE_EMULATOR", FAST_EMULATOR)
+def test_lineage_follows_generation_however_launched(fast_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     spec_path = copy_examples(tmp_path)
     spec = load_spec(spec_path)
     defs = build_definitions([spec_path])

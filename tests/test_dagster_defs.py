@@ -8,7 +8,6 @@ partitions materialized and name the bad ones; a re-run resubmits only what may 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,6 @@ import pytest
 from dagster._core.definitions.backfill_policy import BackfillPolicyType
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from e2e_helpers import (
-    FAST_EMULATOR,
-    FAST_ENGINE,
     copy_examples,
     emulator_state_file,
     read_emulator_state,
@@ -35,18 +32,6 @@ DEMO_PROMPTS = ["fox_dawn", "tea_house", "panorama", "skyscraper", "portrait", "
                 "robot", "market", "logo_free", "bakery"]
 CHECKS = {"outputs_exist_and_decode", "every_planned_output_stored", "no_identity_submitted_twice",
           "spend_within_budget"}
-
-
-@pytest.fixture
-def fast_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    """Fast engine and emulator; nothing from the developer's environment (read when defs are built)."""
-    for name in list(os.environ):
-        if name.startswith(("WAN_PIPELINE_", "RIVYA_")):
-            monkeypatch.delenv(name)
-    for name, value in FAST_ENGINE.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("WAN_PIPELINE_EMULATOR", FAST_EMULATOR)
-    return monkeypatch
 
 
 @pytest.fixture

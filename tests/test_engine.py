@@ -20,14 +20,14 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import write_dataset
+from conftest import FAST_ENGINE, write_dataset
 from PIL import Image
 
 from wan_pipeline import errors as e
 from wan_pipeline.emulator.app import IN_PROCESS_BASE, InProcessTransport, in_process
 from wan_pipeline.emulator.faults import FaultConfig
 from wan_pipeline.emulator.state import EmulatorConfig
-from wan_pipeline.execution.engine import EngineSettings, Outcome, TaskEngine
+from wan_pipeline.execution.engine import Outcome, TaskEngine
 from wan_pipeline.execution.session import open_ledger
 from wan_pipeline.execution.wire import Wire
 from wan_pipeline.money.ledger import FAILED, STORED, SUBMITTED, SUBMITTING, Attempt, Ledger
@@ -40,15 +40,7 @@ from wan_pipeline.providers.registry import get_provider
 CREDITS_PER_TASK = 5  # rivya wan-2-7-image, FIXED (catalog and emulator agree)
 API_KEY = "emulator-test-key"
 
-FAST = EngineSettings(
-    max_concurrency=4,
-    submits_per_second=1000.0,
-    poll_initial_s=0.01,
-    poll_max_s=0.05,
-    backoff_base_s=0.01,
-    backoff_max_s=0.05,
-    request_timeout_s=10.0,
-)
+FAST = FAST_ENGINE
 
 
 def fast_emulator(**changes: Any) -> EmulatorConfig:
