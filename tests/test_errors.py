@@ -72,3 +72,9 @@ def test_the_ledger_uses_the_one_list_of_ambiguous_errors() -> None:
     # one list (errors.AMBIGUOUS); the ledger's SQL reads its names, sorted, from it
     assert e.names(e.AMBIGUOUS) == ledger.AMBIGUOUS_ERRORS
     assert list(e.names(e.AMBIGUOUS)) == sorted(cls.__name__ for cls in e.AMBIGUOUS)
+
+
+def test_a_storage_failure_is_ambiguous_and_still_counts_against_the_budget() -> None:
+    # a storage error says nothing about the host's task: it may exist (and be billed)
+    assert e.StorageUnavailable in e.AMBIGUOUS
+    assert "StorageUnavailable" in ledger.AMBIGUOUS_ERRORS

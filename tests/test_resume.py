@@ -144,3 +144,18 @@ def test_the_docstring_table_matches_step_for() -> None:
     for state, named, failure, step in rows:
         for recorded in examples(state, named, failure):
             assert step_for(recorded) is step, (state, named, failure, recorded)
+
+
+# -- a failure of our own storage is not the host's answer ---------------------------------------------
+
+
+@pytest.mark.parametrize("task_id", [None, "task_1"])
+def test_a_storage_failure_resumes_the_same_attempt_and_never_buys_again(task_id: str | None) -> None:
+    # The storage (not the provider) could not answer, so the host's task may have succeeded: the attempt is
+    # ambiguous — looked up again with its own key and task id — never settled, which would start attempt 3
+    # with a new key and buy the output again.
+    recorded = attempt(FAILED, task_id, e.StorageUnavailable, n=2)
+    assert failure_of(recorded) is Failure.AMBIGUOUS
+    assert first_attempt(recorded) == 2
+    assert record_for(recorded, first_attempt(recorded)) is recorded
+    assert step_for(recorded) is (Step.ASK_BY_NAME if task_id else Step.RESEND)

@@ -167,8 +167,12 @@ ERROR_TYPES: dict[str, type[ProviderError]] = {
 #: Failures that will not change by asking again with the same request.
 PERMANENT: frozenset[type[ProviderError]] = frozenset({ContentRejected, RejectedByProvider, IdempotencyConflict})
 #: Failures after which the provider may hold (and bill) a task we never heard about: the same key must be
-#: reused, and such an attempt without a task id still counts against the budget.
-AMBIGUOUS: frozenset[type[ProviderError]] = frozenset({Transient, RateLimited, AmbiguousSubmission})
+#: reused, and such an attempt without a task id still counts against the budget. StorageUnavailable is one:
+#: our storage, not the host, failed to answer, so the host's task may well have succeeded — it is looked up
+#: and fetched again, never bought anew (a "settled" failure would start a new attempt with a new key).
+AMBIGUOUS: frozenset[type[ProviderError]] = frozenset(
+    {Transient, RateLimited, AmbiguousSubmission, StorageUnavailable}
+)
 #: Failures that prove the create was not acted on (it was refused before any work).
 DEFINITELY_NOT_SENT: frozenset[type[ProviderError]] = frozenset(
     {RateLimited, BudgetExceeded, InsufficientCredits, AuthenticationFailed}
