@@ -22,7 +22,7 @@ from wan_pipeline.assets.keys import key
 from wan_pipeline.cli.console import EXIT_INVALID, StepFailed, say
 from wan_pipeline.cli.home import ensure_dagster_home
 from wan_pipeline.cli.progress import LiveProgress, Snapshot
-from wan_pipeline.cli.runs import close_orphaned_runs, run_tags
+from wan_pipeline.cli.runs import close_orphaned_runs, run_tags, unrecorded_partitions
 from wan_pipeline.execution.session import open_ledger
 from wan_pipeline.money.ledger import FAILED, STORED, SUBMITTED, SUBMITTING, SUCCEEDED
 from wan_pipeline.outputs.status import output_states
@@ -62,6 +62,7 @@ def launch_generation(
     if not table.success:
         raise StepFailed("prompt_table failed:\n" + _failure_text(table), EXIT_INVALID)
     outcome, todo = _todo(spec, plan, selected)
+    todo.update(unrecorded_partitions(instance, spec, plan, selected, todo))  # published by their runs, unbought
     policy = defs.resolve_assets_def(key(spec, "media")).backfill_policy
     chunks = backfill_chunks(instance.get_dynamic_partitions(spec.partitions_name), todo, policy)
     if not chunks:

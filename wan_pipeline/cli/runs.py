@@ -1,17 +1,24 @@
-"""Run bookkeeping for the CLI: tag our in-process runs, and close the ones a killed process left open.
+"""Run bookkeeping for the CLI: tag our in-process runs, close the ones a killed process left open, and
+find the partitions the instance has not recorded.
 
 A `generate` killed with SIGKILL leaves its Dagster run STARTED forever; the next `generate` on the same
-host marks such runs failed (the ledger, not the run, is what resumes the work).
+host marks such runs failed (the ledger, not the run, is what resumes the work). Its last stored partitions
+may not have reached the instance either (a partition is published moments after its last output is stored);
+the next `generate` runs them again, and the engine, finding their files stored, publishes them without buying.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 
 import dagster as dg
 
 from wan_pipeline.assets.dagster_compat import mark_run_failed
+from wan_pipeline.assets.keys import key
+from wan_pipeline.planning.plan import Plan
+from wan_pipeline.planning.spec import DatasetSpec
 
 DATASET_TAG = "wan_pipeline/dataset"
 HOST_TAG = "wan_pipeline/host"
@@ -53,3 +60,20 @@ def close_orphaned_runs(instance: dg.DagsterInstance, dataset: str) -> list[str]
             )
             closed.append(run.run_id)
     return closed
+
+
+def unrecorded_partitions(
+    instance: dg.DagsterInstance, spec: DatasetSpec, plan: Plan, selected: list[str] | None, todo: Mapping[str, int]
+) -> dict[str, int]:
+    """Selected partitions whose outputs are all stored (not in `todo`) but that the instance does not show
+    materialized — stored in a killed run's last moments, or an instance that is new or was wiped — each
+    with 0 outputs to make: the ledger, not the instance, says what exists."""
+    wanted = set(selected) if selected else None
+    recorded = set(instance.get_materialized_partitions(key(spec, "media"))) & set(
+        instance.get_materialized_partitions(key(spec, "generations"))
+    )
+    return {
+        pid: 0
+        for pid in plan.prompt_ids
+        if pid not in todo and pid not in recorded and (wanted is None or pid in wanted)
+    }
