@@ -204,6 +204,15 @@ def pg_url(postgres: PostgresCluster) -> str:
     return postgres.create_database()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh ledger location on each backend: a SQLite path, or the URL of an empty PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "ledger.sqlite")
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    return cluster.create_database("ledger")
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A SeaweedFS S3 endpoint (real signature checking) with the test bucket created."""

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from wan_pipeline.errors import AMBIGUOUS, names
+from wan_pipeline.money import totals
 from wan_pipeline.money.database import Database, PostgresDatabase, SqliteDatabase, Statements, is_postgres_url
 from wan_pipeline.money.migrations import migrate
+from wan_pipeline.money.totals import Totals
 
 T = TypeVar("T")
 
@@ -36,10 +38,6 @@ FAILED = "failed"
 #: names of the error classes after which the provider may hold (and bill) a task we never heard about
 #: (errors.AMBIGUOUS, the one list): such a failed attempt without a task id still counts against the budget
 AMBIGUOUS_ERRORS = names(AMBIGUOUS)
-_SURELY_UNBILLED = (
-    "state = 'failed' AND task_id IS NULL AND error_class IS NOT NULL "
-    f"AND error_class NOT IN ({', '.join(repr(c) for c in AMBIGUOUS_ERRORS)})"
-)
 
 
 #: a `submitting` record older than this was left by a process that died mid-create (requests time out sooner)
@@ -135,14 +133,14 @@ class StoredOutput:
 
 
 def surely_unbilled(a: Attempt) -> bool:
-    """Failed before the provider could have created a task (the SQL in `committed_credits` agrees)."""
+    """Failed before the provider could have created a task (`money.totals.unbilled_sql` agrees)."""
     return (
         a.state == FAILED and a.task_id is None and a.error_class is not None and a.error_class not in AMBIGUOUS_ERRORS
     )
 
 
 def held_credits(a: Attempt) -> float:
-    """What one attempt contributes to `Ledger.committed_credits`."""
+    """What one attempt contributes to `Ledger.committed_credits` (`money.totals.held_credits_sql` agrees)."""
     if a.credits_final is not None:
         return a.credits_final
     if surely_unbilled(a):
@@ -305,25 +303,20 @@ class Ledger:
         return [Orphan(*row) for row in rows]
 
     # -- money ---------------------------------------------------------------------------------
+    def totals(self, dataset: str) -> Totals:
+        """The dataset's committed money as the database keeps it (`money.totals`): one row, any N."""
+        return totals.read(self.db, dataset)
+
+    def recount_totals(self, dataset: str) -> Totals:
+        """The same, summed from every attempt of the dataset (O(N)): for audits and tests."""
+        return totals.recount(self.db, dataset)
+
     def committed_credits(self, dataset: str) -> float:
         """Credits spent or held: settled amounts where known, else reserved, else our estimate."""
-        rows = self.db.query(
-            f"""SELECT COALESCE(SUM(CASE
-                   WHEN credits_final IS NOT NULL THEN credits_final
-                   WHEN {_SURELY_UNBILLED} THEN 0
-                   WHEN credits_reserved IS NOT NULL THEN credits_reserved
-                   ELSE COALESCE(credits_estimate, 0) END), 0)
-               FROM attempts WHERE dataset=?""",
-            (dataset,),
-        )
-        return float(rows[0][0])
+        return self.totals(dataset).credits
 
     def committed_usd(self, dataset: str) -> float:
-        rows = self.db.query(
-            f"SELECT COALESCE(SUM(cost_usd), 0) FROM attempts WHERE dataset=? AND NOT ({_SURELY_UNBILLED})",
-            (dataset,),
-        )
-        return float(rows[0][0])
+        return self.totals(dataset).usd
 
     def latest_state_counts(self, dataset: str) -> dict[str, int]:
         """How many outputs (identities) have their latest attempt in each state: one aggregate query, for
@@ -339,18 +332,12 @@ class Ledger:
 
     def highest_charge(self, dataset: str) -> float | None:
         """The highest per-task charge the host has reported for this dataset (reserved or final), if any."""
-        # CASE, not the two-argument MAX (SQLite) or GREATEST (PostgreSQL): the same SQL on both backends
-        rows = self.db.query(
-            "SELECT MAX(CASE WHEN COALESCE(credits_reserved, 0) > COALESCE(credits_final, 0) "
-            "THEN credits_reserved ELSE COALESCE(credits_final, 0) END) FROM attempts "
-            "WHERE dataset=? AND (credits_reserved > 0 OR credits_final > 0)",
-            (dataset,),
-        )
-        return None if rows[0][0] is None else float(rows[0][0])
+        return self.totals(dataset).highest_charge
 
     def charges_unknown_in_flight(self, dataset: str, exclude: tuple[str, int]) -> int:
         """Creates in flight (or answered) whose charge is neither reported nor estimated yet. A `submitting`
-        record untouched for IN_FLIGHT_STALE_S was left by a process that died: not in flight any more."""
+        record untouched for IN_FLIGHT_STALE_S was left by a process that died: not in flight any more.
+        Reads only the dataset's `submitting`/`submitted` rows (index `attempts_state`): those in flight, not N."""
         cutoff = (datetime.now(UTC) - timedelta(seconds=IN_FLIGHT_STALE_S)).isoformat(timespec="milliseconds")
         rows = self.db.query(
             "SELECT COUNT(*) FROM attempts WHERE dataset=? AND state IN (?, ?) AND credits_reserved IS NULL "
@@ -363,7 +350,7 @@ class Ledger:
 
 def admission_lock(dataset: str) -> str:
     """The lock every budget admission of one dataset takes (its committed spend is per dataset)."""
-    return f"wan_pipeline:budget:{dataset}"
+    return f"{totals.ADMISSION_LOCK_PREFIX}{dataset}"
 
 
 def _marks(cols: list[str]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from wan_pipeline.errors import ConfigError
+from wan_pipeline.money import totals
 from wan_pipeline.money.database import Database
 
 ATTEMPTS = """
@@ -136,12 +137,20 @@ def _v5_provenance(db: Database) -> None:
             db.execute(f"ALTER TABLE attempts ADD COLUMN {column} {db.types[kind]}")
 
 
+def _v6_totals(db: Database) -> None:
+    """Per-dataset running totals of committed money kept by triggers (`money.totals`), counted once here from
+    the attempts already recorded; an index that finds a dataset's attempts in flight without reading the rest."""
+    db.execute("CREATE INDEX IF NOT EXISTS attempts_state ON attempts (dataset, state)")
+    totals.install(db)
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     _v1_tables,
     _v2_call_json,
     _v3_shared_limits,
     _v4_orphans_and_sent_at,
     _v5_provenance,
+    _v6_totals,
 ]
 LATEST = len(MIGRATIONS)
 
@@ -157,7 +166,7 @@ def migrate(db: Database) -> int:
     if db.dialect == "sqlite" and "ledger_schema" in _sqlite_tables(db):
         # the common case, without taking the write lock: already current
         current = int(db.query("SELECT MAX(version) FROM ledger_schema")[0][0] or 0)
-        if current == LATEST:
+        if current == LATEST and totals.installed(db) == totals.definition(db):
             return current
     with db.transaction("wan_pipeline:migrate"):
         before = schema_version(db)
@@ -169,6 +178,10 @@ def migrate(db: Database) -> int:
         for version in range(before + 1, LATEST + 1):
             MIGRATIONS[version - 1](db)
             db.execute("INSERT INTO ledger_schema (version) VALUES (?)", (version,))
+        if totals.installed(db) != totals.definition(db):
+            # written by a version whose money expressions differ (e.g. another list of ambiguous errors):
+            # the triggers are replaced and the totals counted again, once
+            totals.install(db)
     return before
 
 
