@@ -160,7 +160,7 @@ def test_demo_generate_is_complete_verified_and_idempotent(
     assert "credits final: 120\n" in proc.stdout
     total_bytes = int(re.search(r"bytes: (\d+)", proc.stdout).group(1))  # type: ignore[union-attr]
     assert total_bytes == sum(f.stat().st_size for f in files)
-    proc = run_cli("lineage", str(demo), "--json", env=env, cwd=cwd)
+    proc = run_cli("lineage", str(demo), "--full", "--json", env=env, cwd=cwd)  # rebuilt from scratch: the same
     _ok(proc)
     report = json.loads(proc.stdout)
     assert report["bytes"] == total_bytes

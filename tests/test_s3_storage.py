@@ -24,6 +24,7 @@ from wan_pipeline.errors import InvalidInput, StorageUnavailable
 from wan_pipeline.execution.engine import EngineSettings
 from wan_pipeline.execution.references import ReferencePreparer
 from wan_pipeline.execution.session import open_ledger, open_session
+from wan_pipeline.outputs.audit import audit_outputs
 from wan_pipeline.outputs.lineage import LINEAGE_PATH, write_lineage
 from wan_pipeline.outputs.storage import LocalStorage, S3Storage, Storage, open_storage
 from wan_pipeline.planning.plan import build_plan
@@ -60,6 +61,11 @@ def test_s3_storage_round_trip_and_presigned_url_serves_the_bytes(s3_env: str) -
     assert storage.get("media/a/file.png") == data
     assert storage.size("media/a/file.png") == len(data)
     assert storage.size("media/a/absent.png") is None
+    stamp = storage.stamps("media/")
+    assert list(stamp) == ["media/a/file.png"]  # one listing, relative to the storage's prefix
+    storage.put("media/a/file.png", png(2), "image/png")
+    assert storage.stamps("media/")["media/a/file.png"] != stamp["media/a/file.png"]  # new content, new ETag
+    storage.put("media/a/file.png", data, "image/png")
 
     url = storage.presign("media/a/file.png")
     assert url.startswith(f"{s3_env}/{BUCKET}/roundtrip/media/a/file.png?") and "Signature" in url
@@ -106,6 +112,16 @@ def test_url_only_host_gets_local_reference_as_presigned_s3_url_and_outputs_land
         with Image.open(io.BytesIO(data)) as img:
             img.load()
             assert (img.width, img.height) == (row["width"], row["height"])
+
+    # The file audit reads each object once, then only what changed (its ETag), and still finds it.
+    with open_ledger(spec) as ledger:
+        first, second = (audit_outputs(ledger, spec.name, storage) for _ in range(2))
+        key = table[0]["media_uri"].removeprefix(f"s3://{BUCKET}/datasets/s3_reapi/")
+        storage.put(key, png(99), "image/png")
+        third = audit_outputs(ledger, spec.name, storage)
+    assert (first.read, second.read, third.read) == (2, 0, 1)
+    assert first.problems == second.problems == [] and third.problems == [f"{table[0]['media_uri']}: SHA-256 differs "
+                                                                          "from lineage"]  # fmt: skip
 
     # Lineage and the ledger record the s3:// URI the presigned URL signs, never the signature itself.
     edit = next(r for r in table if r["prompt_id"] == "edit")

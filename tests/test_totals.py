@@ -183,11 +183,19 @@ def test_a_process_killed_mid_transaction_leaves_totals_and_attempts_together(
 
 
 def _forget_totals(ledger: Ledger) -> None:
-    """Takes the ledger back to schema 5, as a version before the totals left it."""
+    """Takes the ledger back to schema 5, as a version before the totals and the change numbers left it."""
     db = ledger.db
-    for name in ("attempts_totals_insert", "attempts_totals_update", "attempts_totals_delete"):
-        db.execute(f"DROP TRIGGER {name}" + (" ON attempts" if db.dialect == "postgresql" else ""))
-    for statement in ("DROP TABLE dataset_totals", "DROP TABLE ledger_derived", "DROP INDEX attempts_state",
+    if db.dialect == "postgresql":
+        triggers = db.query("SELECT DISTINCT trigger_name, event_object_table FROM information_schema.triggers "
+                            "WHERE trigger_schema = 'wan_pipeline'")  # fmt: skip
+    else:
+        triggers = db.query("SELECT name, tbl_name FROM sqlite_master WHERE type='trigger'")
+    assert len(triggers) >= 3
+    for name, table in triggers:
+        db.execute(f"DROP TRIGGER {name}" + (f" ON {table}" if db.dialect == "postgresql" else ""))
+    for statement in ("DROP INDEX attempts_state", "DROP INDEX attempts_changes",
+                      "ALTER TABLE attempts DROP COLUMN change_seq", "DROP TABLE dataset_totals",
+                      "DROP TABLE ledger_derived", "DROP TABLE ledger_meta",
                       "DELETE FROM ledger_schema WHERE version >= 6"):  # fmt: skip
         db.execute(statement)
 

@@ -16,9 +16,10 @@ from wan_pipeline.planning.spec import load_spec
 
 @click.command("lineage")
 @click.argument("spec_path", metavar="SPEC")
+@click.option("--full", is_flag=True, help="Rebuild every row from the ledger (default: only what changed).")
 @json_option
 @verbose_option
-def lineage(spec_path: str, as_json: bool) -> int:
+def lineage(spec_path: str, full: bool, as_json: bool) -> int:
     """Write and summarise the lineage Parquet (--json: the summary and every row)."""
     from wan_pipeline.execution.session import open_ledger
     from wan_pipeline.outputs.lineage import write_lineage
@@ -26,7 +27,7 @@ def lineage(spec_path: str, as_json: bool) -> int:
 
     spec = load_spec(spec_path)
     with open_ledger(spec) as ledger:
-        uri, table = write_lineage(ledger, spec.name, open_storage(spec.storage_root))
+        uri, table = write_lineage(ledger, spec.name, open_storage(spec.storage_root), full=full)
     frame = table.to_pandas()
     summary = _summary(frame)
     if as_json:

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from wan_pipeline.errors import AMBIGUOUS, names
-from wan_pipeline.money import totals
+from wan_pipeline.money import changes, totals
+from wan_pipeline.money.changes import ChangeMark
 from wan_pipeline.money.database import Database, PostgresDatabase, SqliteDatabase, Statements, is_postgres_url
 from wan_pipeline.money.migrations import migrate
 from wan_pipeline.money.totals import Totals
@@ -213,8 +214,14 @@ class Ledger:
         found = self.attempts(identity)
         return found[-1] if found else None
 
-    def all_attempts(self, dataset: str | None = None) -> list[Attempt]:
-        where, args = ("WHERE dataset=?", (dataset,)) if dataset is not None else ("", ())
+    def all_attempts(self, dataset: str | None = None, changed_since: int | None = None) -> list[Attempt]:
+        """Every attempt (of one dataset; with `changed_since`, only those written after that point of the
+        dataset's change counter, found through an index: `money.changes`)."""
+        where, args = "", list[Any]()
+        if dataset is not None:
+            where, args = "WHERE dataset=?", [dataset]
+        if dataset is not None and changed_since is not None:
+            where, args = "WHERE dataset=? AND change_seq > ?", [dataset, changed_since]
         rows = self.db.query(f"SELECT {_A} FROM attempts {where} ORDER BY prompt_id, variant, attempt", args)
         return [Attempt(*row) for row in rows]
 
@@ -273,16 +280,22 @@ class Ledger:
         )
         return [StoredOutput(*row) for row in rows]
 
-    def all_outputs(self, dataset: str | None = None) -> list[StoredOutput]:
-        """Every stored output (of one dataset: a shared ledger holds many)."""
+    def all_outputs(self, dataset: str | None = None, changed_since: int | None = None) -> list[StoredOutput]:
+        """Every stored output (of one dataset: a shared ledger holds many; with `changed_since`, those of the
+        attempts `all_attempts` gives for it)."""
         if dataset is None:
             return [StoredOutput(*row) for row in self.db.query(f"SELECT {_O} FROM outputs")]
+        since, args = ("", (dataset,)) if changed_since is None else (" AND a.change_seq > ?", (dataset, changed_since))
         rows = self.db.query(
             f"SELECT {', '.join('o.' + c for c in _OUTPUT_COLS)} FROM outputs o JOIN attempts a "
-            "ON a.identity = o.identity AND a.attempt = o.attempt WHERE a.dataset=?",
-            (dataset,),
+            f"ON a.identity = o.identity AND a.attempt = o.attempt WHERE a.dataset=?{since}",
+            args,
         )
         return [StoredOutput(*row) for row in rows]
+
+    def change_mark(self, dataset: str) -> ChangeMark:
+        """Where the dataset's records stand now (`money.changes`): what `changed_since` takes next time."""
+        return changes.mark(self.db, dataset)
 
     # -- orphans -------------------------------------------------------------------------------
     def record_orphan(self, o: Orphan) -> None:

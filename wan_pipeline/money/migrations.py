@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from wan_pipeline.errors import ConfigError
-from wan_pipeline.money import totals
+from wan_pipeline.money import changes, totals
 from wan_pipeline.money.database import Database
 
 ATTEMPTS = """
@@ -144,6 +144,19 @@ def _v6_totals(db: Database) -> None:
     totals.install(db)
 
 
+def _v7_changes(db: Database) -> None:
+    """A per-dataset change counter and each attempt's number in it (`money.changes`), for incremental readers.
+    Attempts already recorded keep number 0: a reader without a mark from this ledger starts from scratch."""
+    if "change_seq" not in db.columns("attempts"):
+        db.execute(f"ALTER TABLE attempts ADD COLUMN change_seq {db.types['int']} NOT NULL DEFAULT 0")
+    have = db.columns(totals.TABLE)
+    for column in ("changes", "deletions"):
+        if column not in have:
+            db.execute(f"ALTER TABLE {totals.TABLE} ADD COLUMN {column} {db.types['int']} NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX IF NOT EXISTS attempts_changes ON attempts (dataset, change_seq)")
+    changes.install(db)
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     _v1_tables,
     _v2_call_json,
@@ -151,6 +164,7 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     _v4_orphans_and_sent_at,
     _v5_provenance,
     _v6_totals,
+    _v7_changes,
 ]
 LATEST = len(MIGRATIONS)
 
@@ -166,7 +180,7 @@ def migrate(db: Database) -> int:
     if db.dialect == "sqlite" and "ledger_schema" in _sqlite_tables(db):
         # the common case, without taking the write lock: already current
         current = int(db.query("SELECT MAX(version) FROM ledger_schema")[0][0] or 0)
-        if current == LATEST and totals.installed(db) == totals.definition(db):
+        if current == LATEST and _triggers_current(db):
             return current
     with db.transaction("wan_pipeline:migrate"):
         before = schema_version(db)
@@ -182,7 +196,13 @@ def migrate(db: Database) -> int:
             # written by a version whose money expressions differ (e.g. another list of ambiguous errors):
             # the triggers are replaced and the totals counted again, once
             totals.install(db)
+        if not changes.is_current(db):
+            changes.install(db)
     return before
+
+
+def _triggers_current(db: Database) -> bool:
+    return totals.installed(db) == totals.definition(db) and changes.is_current(db)
 
 
 def _sqlite_tables(db: Database) -> set[str]:

@@ -145,7 +145,8 @@ def _changed(db: Database) -> str:
 
 #: the columns an update must name for the totals to possibly change
 _AMOUNT_COLUMNS = "dataset, state, task_id, error_class, credits_estimate, credits_reserved, credits_final, cost_usd"
-_TRIGGERS = ("attempts_totals_insert", "attempts_totals_update", "attempts_totals_delete")
+_TRIGGERS = tuple((name, "attempts") for name in ("attempts_totals_insert", "attempts_totals_update",
+                                                    "attempts_totals_delete"))  # fmt: skip
 
 
 def trigger_ddl(db: Database) -> list[str]:
@@ -192,31 +193,42 @@ def definition(db: Database) -> str:
     return hashlib.sha256("\n".join(trigger_ddl(db)).encode()).hexdigest()
 
 
-def installed(db: Database) -> str | None:
-    """The digest recorded by the last `install`, if any (None before the totals existed)."""
-    rows = db.query(f"SELECT definition_sha256 FROM ledger_derived WHERE name='{_NAME}'")
+def installed(db: Database, name: str = _NAME) -> str | None:
+    """The digest recorded when triggers named `name` were last installed (None before they existed)."""
+    rows = db.query("SELECT definition_sha256 FROM ledger_derived WHERE name=?", (name,))
     return str(rows[0][0]) if rows else None
+
+
+def record_installed(db: Database, name: str, digest: str) -> None:
+    db.execute("DELETE FROM ledger_derived WHERE name=?", (name,))
+    db.execute("INSERT INTO ledger_derived (name, definition_sha256) VALUES (?, ?)", (name, digest))
+
+
+def replace_triggers(db: Database, triggers: tuple[tuple[str, str], ...], ddl: list[str]) -> None:
+    """Drops the (trigger, table) pairs, then runs `ddl` (which creates them anew)."""
+    for name, table in triggers:
+        db.execute(f"DROP TRIGGER IF EXISTS {name}" + (f" ON {table}" if db.dialect == "postgresql" else ""))
+    for statement in ddl:
+        db.execute(statement)
 
 
 def install(db: Database) -> None:
     """(Re)creates the triggers and recounts every dataset's totals; inside the caller's write transaction.
 
     On PostgreSQL, replacing a trigger locks the attempts table against writers until the transaction
-    commits, so no write can slip between the recount and the triggers that take over from it."""
+    commits, so no write can slip between the recount and the triggers that take over from it. The rows'
+    other counters (`money.changes`) are kept."""
     db.execute(db.ddl(TOTALS_DDL))
     db.execute(db.ddl(DERIVED_DDL))
-    for name in _TRIGGERS:
-        db.execute(f"DROP TRIGGER IF EXISTS {name}" + (" ON attempts" if db.dialect == "postgresql" else ""))
-    for ddl in trigger_ddl(db):
-        db.execute(ddl)
-    db.execute(f"DELETE FROM {TABLE}")
+    replace_triggers(db, _TRIGGERS, trigger_ddl(db))
+    db.execute(f"UPDATE {TABLE} SET credits_nano = 0, usd_nano = 0, highest_charge = NULL")
     db.execute(
         f"INSERT INTO {TABLE} (dataset, credits_nano, usd_nano, highest_charge) SELECT dataset, "
         f"SUM({_nano(db, held_credits_sql())}), SUM({_nano(db, held_usd_sql())}), MAX({charge_sql()}) "
-        "FROM attempts GROUP BY dataset"
+        "FROM attempts WHERE TRUE GROUP BY dataset ON CONFLICT (dataset) DO UPDATE SET "
+        "credits_nano = excluded.credits_nano, usd_nano = excluded.usd_nano, highest_charge = excluded.highest_charge"
     )
-    db.execute(f"DELETE FROM ledger_derived WHERE name='{_NAME}'")
-    db.execute(f"INSERT INTO ledger_derived (name, definition_sha256) VALUES ('{_NAME}', '{definition(db)}')")
+    record_installed(db, _NAME, definition(db))
 
 
 def read(db: Database, dataset: str) -> Totals:

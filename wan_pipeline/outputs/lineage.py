@@ -3,7 +3,8 @@ per task the host holds that no output claims (`status` "orphaned", with its tas
 
 Built from the ledger alone, so it also covers outputs of rows since edited or removed. Credits and
 USD of a task with several outputs are split evenly across its rows, so column sums equal what the
-provider charged.
+provider charged. Built incrementally on the previous file: only attempts whose records changed since
+its change mark (`money.changes`) are recomputed, and the result equals a build from scratch.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from wan_pipeline.code_version import code_version
+from wan_pipeline.money.changes import ChangeMark
 from wan_pipeline.money.ledger import FAILED, STORED, Attempt, Ledger, Orphan, StoredOutput, surely_unbilled
 from wan_pipeline.outputs.card import write_card
 from wan_pipeline.outputs.storage import Storage
@@ -82,6 +85,10 @@ SCHEMA = pa.schema(
 LINEAGE_SCHEMA_VERSION = 2
 SCHEMA_KEY = b"wan_pipeline.lineage_schema"
 WRITER_KEY = b"wan_pipeline.written_by"
+#: the ledger's change mark the table was built at (JSON: ledger id, dataset, changes, deletions)
+MARK_KEY = b"wan_pipeline.lineage_mark"
+#: the rows' order (orphans follow, by creation time): a total order, so any build gives the same table
+ROW_ORDER = [(c, "ascending") for c in ("prompt_id", "variant", "attempt", "identity", "output_index")]
 CONTRACT_COLUMNS = [
     "dataset",
     "prompt_id",
@@ -135,11 +142,17 @@ def _share(value: float | None, parts: int) -> float | None:
 
 
 def lineage_rows(ledger: Ledger, dataset: str) -> list[dict[str, Any]]:
+    """Every row, as dicts (in the table's order)."""
+    return list(lineage_table(ledger, dataset).to_pylist())
+
+
+def _attempt_rows(attempts: list[Attempt], outputs: list[StoredOutput]) -> list[dict[str, Any]]:
+    """The rows of these attempts: one per stored output of a stored attempt, else one for the attempt."""
     rows: list[dict[str, Any]] = []
     outputs_by_attempt: dict[tuple[str, int], list[StoredOutput]] = {}
-    for out in ledger.all_outputs():
+    for out in outputs:
         outputs_by_attempt.setdefault((out.identity, out.attempt), []).append(out)
-    for a in ledger.all_attempts(dataset):
+    for a in attempts:
         outs = sorted(outputs_by_attempt.get((a.identity, a.attempt), []), key=lambda o: o.output_index)
         base = _attempt_row(a)
         if a.state == STORED and outs:
@@ -165,8 +178,6 @@ def lineage_rows(ledger: Ledger, dataset: str) -> list[dict[str, Any]]:
                 )
         else:
             rows.append({**base, "status": "failed" if a.state == FAILED else "pending", "output_index": None})
-    claimed = {a.task_id for a in ledger.all_attempts(dataset) if a.task_id}
-    rows.extend(_orphan_row(o) for o in ledger.orphans(dataset) if o.task_id not in claimed)
     return rows
 
 
@@ -238,15 +249,78 @@ def _attempt_row(a: Attempt) -> dict[str, Any]:
     }
 
 
-def lineage_table(ledger: Ledger, dataset: str) -> pa.Table:
-    """The rows, with the schema version and the writing code's version in the Parquet metadata."""
-    metadata = {SCHEMA_KEY: str(LINEAGE_SCHEMA_VERSION).encode(), WRITER_KEY: code_version().encode()}
-    return pa.Table.from_pylist(lineage_rows(ledger, dataset), schema=SCHEMA.with_metadata(metadata))
+def lineage_table(ledger: Ledger, dataset: str, previous: pa.Table | None = None) -> pa.Table:
+    """The rows, with the schema version, the writing code's version and the ledger's change mark in the
+    Parquet metadata. Given the table an earlier build made (`previous`), only the attempts whose records
+    changed since its mark are recomputed from the ledger; its other rows are kept as they are, and the result
+    is the same table a build from scratch gives (docs/lineage.md, "Incremental builds")."""
+    mark = ledger.change_mark(dataset)  # first: every record numbered up to it is visible to what follows
+    since = _resumable_from(previous, mark)
+    if previous is None or since is None:
+        attempts, outputs, kept = ledger.all_attempts(dataset), ledger.all_outputs(dataset), None
+    else:
+        attempts = ledger.all_attempts(dataset, changed_since=since)
+        outputs = ledger.all_outputs(dataset, changed_since=since)
+        kept = _unchanged_rows(previous, attempts)
+    fresh = pa.Table.from_pylist(_attempt_rows(attempts, outputs), schema=SCHEMA)
+    rows = (pa.concat_tables([kept, fresh]) if kept is not None else fresh).sort_by(ROW_ORDER)
+    orphans = [o for o in ledger.orphans(dataset) if not _claimed(o.task_id, rows)]
+    table = pa.concat_tables([rows, pa.Table.from_pylist([_orphan_row(o) for o in orphans], schema=SCHEMA)])
+    return table.combine_chunks().replace_schema_metadata(_metadata(mark))
 
 
-def write_lineage(ledger: Ledger, dataset: str, storage: Storage) -> tuple[str, pa.Table]:
-    """lineage/lineage.parquet, and the dataset card lineage/DATASET.md beside it."""
-    table = lineage_table(ledger, dataset)
+def _metadata(mark: ChangeMark) -> dict[bytes, bytes]:
+    return {
+        SCHEMA_KEY: str(LINEAGE_SCHEMA_VERSION).encode(),
+        WRITER_KEY: code_version().encode(),
+        MARK_KEY: mark.to_json().encode(),
+    }
+
+
+def _resumable_from(previous: pa.Table | None, mark: ChangeMark) -> int | None:
+    """The change number `previous` was built at, when its unchanged rows can be kept: written by this code
+    (same schema, same code version) from an earlier state of the same ledger's records, nothing deleted since."""
+    if previous is None or not previous.schema.equals(SCHEMA, check_metadata=False):
+        return None
+    meta = previous.schema.metadata or {}
+    if meta.get(SCHEMA_KEY) != str(LINEAGE_SCHEMA_VERSION).encode() or meta.get(WRITER_KEY) != code_version().encode():
+        return None
+    earlier = ChangeMark.from_json(meta.get(MARK_KEY, b""))
+    return earlier.changes if earlier is not None and mark.continues(earlier) else None
+
+
+def _unchanged_rows(previous: pa.Table, changed: list[Attempt]) -> pa.Table:
+    """The earlier build's rows of attempts that did not change (orphan rows are always recomputed)."""
+    rows = previous.replace_schema_metadata(None)
+    rows = rows.filter(pc.not_equal(rows["status"], ORPHANED))
+    if changed:
+        keys = pc.binary_join_element_wise(rows["identity"], pc.cast(rows["attempt"], pa.string()), "#")
+        gone = pa.array([f"{a.identity}#{a.attempt}" for a in changed], pa.string())
+        rows = rows.filter(pc.invert(pc.is_in(keys, value_set=gone)))
+    return rows
+
+
+def _claimed(task_id: str, rows: pa.Table) -> bool:
+    return bool(pc.any(pc.equal(rows["task_id"], task_id)).as_py())
+
+
+def read_lineage_file(storage: Storage) -> pa.Table | None:
+    """The lineage table last written to `storage`, or None when there is none that can be read."""
+    try:
+        return pq.read_table(io.BytesIO(storage.get(LINEAGE_PATH)))
+    except Exception:  # missing, unreadable or not Parquet: the next build starts from scratch
+        return None
+
+
+def write_lineage(ledger: Ledger, dataset: str, storage: Storage, full: bool = False) -> tuple[str, pa.Table]:
+    """lineage/lineage.parquet, and the dataset card lineage/DATASET.md beside it.
+
+    Incremental unless `full`: built on the file already there (only changed attempts recomputed), and
+    neither file is rewritten when the table comes out the same."""
+    previous = None if full else read_lineage_file(storage)
+    table = lineage_table(ledger, dataset, previous)
+    if previous is not None and table.equals(previous, check_metadata=True):
+        return storage.uri(LINEAGE_PATH), table
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     uri = storage.put(LINEAGE_PATH, buf.getvalue(), "application/vnd.apache.parquet")

@@ -24,6 +24,11 @@ class Storage(Protocol):
         storage could not answer (a failed check is not a missing file)."""
         ...
 
+    def stamps(self, prefix: str) -> dict[str, str]:
+        """A stamp for every file under `prefix` (relpath -> stamp), in one listing: the stamp changes whenever
+        the file's content may have (local: size, mtime, inode; S3: size and ETag)."""
+        ...
+
 
 class LocalStorage:
     def __init__(self, root: str | Path) -> None:
@@ -66,6 +71,19 @@ class LocalStorage:
             ) from exc
         return st.st_size if p.is_file() else None
 
+    def stamps(self, prefix: str) -> dict[str, str]:
+        found: dict[str, str] = {}
+        top = self.path(prefix)
+        for folder, _, files in os.walk(top):
+            for name in files:
+                path = Path(folder) / name
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue  # gone meanwhile: not stamped, so whoever needs it reads it
+                found[path.relative_to(self.root).as_posix()] = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+        return found
+
 
 class S3Storage:
     """S3 through a boto3 client (from dagster_aws.s3.S3Resource.get_client())."""
@@ -106,6 +124,15 @@ class S3Storage:
                 message=f"could not check s3://{self.bucket}/{self.key(relpath)}: {type(exc).__name__} {code}".rstrip(),
             ) from exc
         return int(head["ContentLength"])
+
+    def stamps(self, prefix: str) -> dict[str, str]:
+        found: dict[str, str] = {}
+        start = self.key(prefix)
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
+            for obj in page.get("Contents", []):
+                found[str(obj["Key"])[strip:]] = f"{obj['Size']}:{obj['ETag']}"
+        return found
 
     def presign(self, relpath: str, expires_s: int = 24 * 3600) -> str:
         return str(
