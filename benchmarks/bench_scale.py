@@ -246,10 +246,20 @@ def bench_first(rows: int, latency: float) -> dict[str, Any]:
                 first = time.perf_counter() - start
                 break
             time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait()
+        _stop(proc)
     return {"what": "first-submission", "rows": rows, "plan_s": round(plan_s, 2),
             "first_submission_s": None if first is None else round(first, 2)}  # fmt: skip
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """End a `generate` the benchmark no longer needs: SIGTERM, then SIGKILL (a run in progress can outlast
+    SIGTERM by the whole generation)."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def bench_rss(n: int, latency: float) -> dict[str, Any]:

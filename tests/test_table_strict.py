@@ -57,3 +57,13 @@ def test_a_byte_order_mark_is_not_part_of_the_first_column(write_spec: SpecWrite
 def test_unclosed_quote_is_refused_naming_the_line(write_spec: SpecWriter, tmp_path: Path) -> None:
     problems = problems_for(write_spec, tmp_path, 'prompt_id,prompt\na,"A lighthouse\n')
     assert problems and all(p.row is not None for p in problems)
+
+
+def test_only_newlines_end_lines_not_form_feeds_or_unicode_separators(write_spec: SpecWriter, tmp_path: Path) -> None:
+    # Unquoted, as Python's csv module writes them: a prompt keeps them, and the lines after them count right.
+    text = "prompt_id,prompt,aspect_ratio\na,A fox\u2028at dawn,16:9\nb,Page\x0cbreak\x85here,16:9\nc,A harbour,7:5\n"
+    (problem,) = problems_for(write_spec, tmp_path, text)
+    assert (problem.row, problem.column) == (4, "aspect_ratio")
+    (tmp_path / "prompts.csv").write_text(text.replace("7:5", "1:1"), encoding="utf-8")
+    plan = build_plan(load_spec(write_spec(None)))
+    assert [r.prompt for r in plan.rows] == ["A fox\u2028at dawn", "Page\x0cbreak\x85here", "A harbour"]

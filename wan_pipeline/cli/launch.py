@@ -19,13 +19,14 @@ from wan_pipeline.assets.backfill import backfill_chunks, range_tags
 from wan_pipeline.assets.dataset import dataset_definitions, generate_job_name, lineage_job_name, prompt_table_job_name
 from wan_pipeline.assets.generation import FAILED_PARTITIONS
 from wan_pipeline.assets.keys import key
+from wan_pipeline.assets.prompt_table import partition_order
 from wan_pipeline.cli.console import EXIT_INVALID, StepFailed, say
 from wan_pipeline.cli.home import ensure_dagster_home
 from wan_pipeline.cli.progress import LiveProgress, Snapshot
 from wan_pipeline.cli.runs import close_orphaned_runs, run_tags, unrecorded_partitions
 from wan_pipeline.execution.session import open_ledger
 from wan_pipeline.money.ledger import FAILED, STORED, SUBMITTED, SUBMITTING, SUCCEEDED
-from wan_pipeline.outputs.status import output_states
+from wan_pipeline.outputs.status import unstored_by_prompt
 from wan_pipeline.planning.plan import Plan
 from wan_pipeline.planning.spec import DatasetSpec
 
@@ -64,7 +65,7 @@ def launch_generation(
     outcome, todo = _todo(spec, plan, selected)
     todo.update(unrecorded_partitions(instance, spec, plan, selected, todo))  # published by their runs, unbought
     policy = defs.resolve_assets_def(key(spec, "media")).backfill_policy
-    chunks = backfill_chunks(instance.get_dynamic_partitions(spec.partitions_name), todo, policy)
+    chunks = backfill_chunks(partition_order(instance, spec), todo, policy)
     if not chunks:
         say("  nothing to generate: every selected output is already stored", to_err=True)
     else:
@@ -90,13 +91,10 @@ def _chunk_size(policy: dg.BackfillPolicy | None) -> str:
 def _todo(spec: DatasetSpec, plan: Plan, selected: list[str] | None) -> tuple[RunOutcome, dict[str, int]]:
     """The selected partitions with an output not yet stored, and how many outputs each still needs."""
     with open_ledger(spec) as ledger:
-        states = output_states(plan, ledger)
-        before = {f"{a.identity}#{a.attempt}" for a in ledger.all_attempts(spec.name) if a.task_id}
+        attempts = ledger.all_attempts(spec.name)  # once: the same rows give both answers
+    before = {f"{a.identity}#{a.attempt}" for a in attempts if a.task_id}
     wanted = set(selected) if selected else None
-    todo: dict[str, int] = {}
-    for s in states:
-        if s.state != "stored" and (wanted is None or s.task.prompt_id in wanted):
-            todo[s.task.prompt_id] = todo.get(s.task.prompt_id, 0) + 1
+    todo = {p: n for p, n in unstored_by_prompt(plan, attempts).items() if wanted is None or p in wanted}
     return RunOutcome(before=before), todo
 
 

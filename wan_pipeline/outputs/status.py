@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from wan_pipeline.money.ledger import (
@@ -62,6 +63,23 @@ def output_states(plan: Plan, ledger: Ledger) -> list[OutputState]:
             )
         )
     return out
+
+
+def unstored_by_prompt(plan: Plan, attempts: Iterable[Attempt]) -> dict[str, int]:
+    """How many outputs of each prompt (= partition) are not stored yet, in plan order; prompts with every
+    output stored are left out. The state `output_states` would give, without building one per output: this
+    is what `generate` works out for 100,000 outputs before its first submission."""
+    last: dict[str, Attempt] = {}
+    for a in attempts:
+        seen = last.get(a.identity)
+        if seen is None or a.attempt > seen.attempt:
+            last[a.identity] = a
+    stored = {identity for identity, a in last.items() if a.state == STORED}
+    todo: dict[str, int] = {}
+    for task in plan.tasks:
+        if task.identity not in stored:
+            todo[task.prompt_id] = todo.get(task.prompt_id, 0) + 1
+    return todo
 
 
 def counts(states: list[OutputState]) -> Counter[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import re
@@ -22,17 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pydantic import ValidationError
 
 from wan_pipeline.errors import InvalidInput, Problem
-from wan_pipeline.providers.params import BOOL_PARAMS, INT_PARAMS, JSON_PARAMS, PARAM_NAMES, NeutralParams
+from wan_pipeline.planning.row_params import RowParams
+from wan_pipeline.providers.params import PARAM_NAMES, NeutralParams
 
 #: prompt ids name Dagster partitions (which refuse control characters and "...") and, slugged, files
 PROMPT_ID_MAX = 128
 FORBIDDEN_IN_ID = re.compile(r"[\x00-\x1f\x7f/\\]|\.\.\.")
 SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-TRUE_WORDS = {"true", "1", "yes", "y", "on"}
-FALSE_WORDS = {"false", "0", "no", "n", "off"}
+#: columns that are not user metadata
+NOT_EXTRA = PARAM_NAMES | {"prompt", "prompt_id"}
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,9 @@ def read_table(path: Path) -> RawTable:
 
 def _read_csv(file: str, text: str) -> RawTable:
     """Strict CSV: a header of distinct names, then rows of exactly that many cells (blank lines skipped)."""
-    reader = csv.reader(text.splitlines(keepends=True), strict=True)
+    # Lines end at \n or \r only (as csv expects): str.splitlines would also split at form feeds, U+2028 and
+    # the like, cutting an unquoted cell that holds one and miscounting the lines after it.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     problems: list[Problem] = []
     header: list[str] | None = None
     records: list[tuple[int, dict[str, Any]]] = []
@@ -128,30 +131,45 @@ def check_rows(path: Path, defaults: NeutralParams, base_dir: Path) -> tuple[lis
     Rows with problems are returned too, so later checks (the provider's limits) can still report what
     else is wrong with them in the same pass; a row is valid when no problem names its row number.
     """
+    table = check_table(path, defaults, base_dir)
+    return table.rows, table.problems
+
+
+@dataclass(frozen=True)
+class CheckedTable:
+    rows: list[PromptRow]
+    problems: list[Problem]
+    #: per row, its parameters without its own seed; rows whose other parameter cells are equal share one
+    #: object (planning works out what depends on the parameters alone once per object)
+    shared: list[NeutralParams]
+
+
+def check_table(path: Path, defaults: NeutralParams, base_dir: Path) -> CheckedTable:
+    """`check_rows`, with which rows share their parameters."""
     table = read_table(path)
     file = str(path)
-    problems: list[Problem] = []
     if "prompt" not in table.columns:
         raise InvalidInput([Problem(file, None, "prompt", "required column is missing")])
     if not table.records:
         raise InvalidInput([Problem(file, None, None, "the table has no rows")])
 
-    rows: list[PromptRow] = []
+    out = CheckedTable([], [], [])
     seen: dict[str, int] = {}
     where = "row" if path.suffix.lower() == ".parquet" else "line"
+    row_params = RowParams(file, set(table.columns), defaults, base_dir)
     for rownum, record in table.records:
         row_problems: list[Problem] = []
-        cells = {str(k): _clean(v) for k, v in record.items()}
+        cells = {k: _clean(v) for k, v in record.items()}  # read_table's names are text already
 
         prompt = cells.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             row_problems.append(Problem(file, rownum, "prompt", "prompt is empty"))
             prompt = ""
 
-        raw_params, params = _row_params(file, rownum, cells, defaults, row_problems)
-        row_problems.extend(_reference_problems(file, rownum, params, base_dir))
+        checked = row_params.check(rownum, cells)
+        row_problems.extend(checked.problems)
 
-        prompt_id = _row_prompt_id(file, rownum, cells, prompt, raw_params, row_problems)
+        prompt_id = _row_prompt_id(file, rownum, cells, prompt, checked.raw, row_problems)
         if prompt_id in seen:
             row_problems.append(
                 Problem(
@@ -161,34 +179,11 @@ def check_rows(path: Path, defaults: NeutralParams, base_dir: Path) -> tuple[lis
         else:
             seen[prompt_id] = rownum
 
-        extra = {k: v for k, v in cells.items() if k not in PARAM_NAMES | {"prompt", "prompt_id"}}
-        problems.extend(row_problems)
-        rows.append(PromptRow(rownum, prompt_id, prompt, params, extra))
-
-    return rows, problems
-
-
-def _row_params(file: str, rownum: int, cells: dict[str, Any], defaults: NeutralParams,
-                problems: list[Problem]) -> tuple[dict[str, Any], NeutralParams]:
-    """One row's parameter cells, coerced (`raw`), and merged over the spec defaults; problems are appended."""
-    raw_params: dict[str, Any] = {}
-    for name in sorted(PARAM_NAMES & cells.keys()):
-        value = cells[name]
-        if value is None:
-            continue
-        try:
-            raw_params[name] = _coerce(name, value)
-        except ValueError as exc:
-            problems.append(Problem(file, rownum, name, str(exc)))
-
-    try:
-        params = defaults.merged(NeutralParams.model_validate(raw_params))
-    except ValidationError as exc:
-        param_problems = _pydantic_problems(file, rownum, exc)
-        problems.extend(param_problems)
-        # Keep checking the columns that are fine (e.g. reference files) in this same pass.
-        params = _partial_params(defaults, raw_params, {p.column for p in param_problems})
-    return raw_params, params
+        extra = {k: v for k, v in cells.items() if k not in NOT_EXTRA}
+        out.problems.extend(row_problems)
+        out.rows.append(PromptRow(rownum, prompt_id, prompt, checked.params, extra))
+        out.shared.append(checked.shared)
+    return out
 
 
 def _row_prompt_id(file: str, rownum: int, cells: dict[str, Any], prompt: str, raw_params: dict[str, Any],
@@ -203,14 +198,6 @@ def _row_prompt_id(file: str, rownum: int, cells: dict[str, Any], prompt: str, r
     if reason is not None:
         problems.append(Problem(file, rownum, "prompt_id", reason))
     return str(prompt_id)
-
-
-def _partial_params(defaults: NeutralParams, raw: dict[str, Any], failed: set[str | None]) -> NeutralParams:
-    """The row's parameters without the columns that failed validation (spec defaults if that fails too)."""
-    try:
-        return defaults.merged(NeutralParams.model_validate({k: v for k, v in raw.items() if k not in failed}))
-    except ValidationError:
-        return defaults
 
 
 def prompt_id_problem(value: object) -> str | None:
@@ -236,6 +223,8 @@ def safe_name(prompt_id: str) -> str:
 
 def _clean(value: Any) -> Any:
     """Empty CSV cells and Parquet nulls mean 'not set'."""
+    if type(value) is str:  # every CSV cell: the common case first
+        return value if value.strip() else None
     if value is None:
         return None
     if isinstance(value, float) and math.isnan(value):
@@ -245,70 +234,6 @@ def _clean(value: Any) -> Any:
     if hasattr(value, "tolist"):  # numpy scalars and arrays from Parquet
         return value.tolist()
     return value
-
-
-def _coerce(name: str, value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if name in JSON_PARAMS:
-        if name == "reference_images" and not text.startswith("["):
-            return [text]  # a single path needs no JSON brackets
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"not valid JSON ({exc.msg} at character {exc.pos})") from exc
-    if name in BOOL_PARAMS:
-        low = text.lower()
-        if low in TRUE_WORDS:
-            return True
-        if low in FALSE_WORDS:
-            return False
-        raise ValueError(f"'{text}' is not true/false")
-    if name in INT_PARAMS:
-        try:
-            number = float(text)
-        except ValueError:
-            raise ValueError(f"'{text}' is not a whole number") from None
-        if not number.is_integer():
-            raise ValueError(f"'{text}' is not a whole number")
-        return int(number)
-    return text
-
-
-def _pydantic_problems(file: str, rownum: int, exc: ValidationError) -> list[Problem]:
-    out = []
-    for err in exc.errors():
-        loc = [str(x) for x in err["loc"]]
-        column = loc[0] if loc else None
-        detail = ".".join(loc[1:])
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "literal_error" or err["type"] == "enum":
-            msg = f"'{err.get('input')}' is not allowed: {msg}"
-        elif err["type"] in {"less_than_equal", "greater_than_equal", "too_long", "too_short"}:
-            msg = f"'{err.get('input')}' is out of range: {msg}"
-        out.append(Problem(file, rownum, column, f"{detail}: {msg}" if detail else msg))
-    return out
-
-
-def _reference_problems(file: str, rownum: int, params: NeutralParams, base_dir: Path) -> list[Problem]:
-    problems = []
-    refs = [("reference_images", r) for r in params.reference_images or []]
-    if params.reference_video:
-        refs.append(("reference_video", params.reference_video))
-    for column, ref in refs:
-        if ref.startswith("https://") or ref.startswith("http://"):
-            continue
-        path = (base_dir / ref).resolve()
-        if not path.is_file():
-            problems.append(Problem(file, rownum, column, f"reference file '{ref}' not found (looked at {path})"))
-            continue
-        try:
-            with path.open("rb") as fh:
-                fh.read(1)
-        except OSError as exc:
-            problems.append(Problem(file, rownum, column, f"reference file '{ref}' is unreadable: {exc}"))
-    return problems
 
 
 def _content_id(prompt: str, params: dict[str, Any]) -> str:
