@@ -271,9 +271,11 @@ def _check_budget_covers_nothing_impossible(plan: Plan) -> None:
         ("max_credits", spec.budget.max_credits, "credits"),
     )
     for name, limit, unit in caps:
+        if limit is None:  # no cap, nothing to check (and no pass over every task)
+            continue
         unpriced = sorted({t.prompt_id for t in plan.tasks
                            if (t.estimate.usd if unit == "usd" else t.estimate.credits) is None})
-        if limit is None or not unpriced or _learnable(spec, provider.charge_on_create, info.usd_per_credit, unit):
+        if not unpriced or _learnable(spec, provider.charge_on_create, info.usd_per_credit, unit):
             continue
         # An unknown price would count as zero and the cap would never bind: refuse rather than pretend.
         key = pricing_key(info, unit)
@@ -288,12 +290,12 @@ def _check_budget_covers_nothing_impossible(plan: Plan) -> None:
         ))
     if problems:
         raise InvalidInput(problems)
-    for name, limit, figures in (
-        ("max_credits", spec.budget.max_credits, [t.estimate.credits for t in plan.tasks]),
-        ("max_usd", spec.budget.max_usd, [t.estimate.usd for t in plan.tasks]),
-    ):
+    for name, limit in (("max_credits", spec.budget.max_credits), ("max_usd", spec.budget.max_usd)):
+        if limit is None:
+            continue
+        figures = (t.estimate.credits if name == "max_credits" else t.estimate.usd for t in plan.tasks)
         cheapest = min((f for f in figures if f is not None), default=None)
-        if limit is not None and cheapest is not None and cheapest > limit:
+        if cheapest is not None and cheapest > limit:
             word = "credits" if name == "max_credits" else "USD"
             raise InvalidInput([Problem(spec.spec_file, spec_line(spec, f"budget.{name}"), f"budget.{name}",
                                         f"{limit:g} {word} cannot pay for one task ({cheapest:g} {word})")])
