@@ -150,7 +150,7 @@ def test_the_fingerprint_template_fills_its_holes_byte_for_byte() -> None:
     refs = ()
     for params in (NeutralParams(aspect_ratio="1:1"), NeutralParams(seed=3, negative_prompt='a "quote" \\ é')):
         template = FingerprintTemplate("dashscope", "wan2.7-image", params, refs)
-        for prompt in PROMPTS + ["", "\x00wan-pipeline:prompt\x00"]:
+        for prompt in [*PROMPTS, "", "\x00wan-pipeline:prompt\x00"]:
             for seed in (0, 7, 2_147_483_647):
                 seeded = params.model_copy(update={"seed": seed})
                 assert template(prompt, seed) == fingerprint("dashscope", "wan2.7-image", prompt, seeded, refs)
