@@ -509,3 +509,15 @@ def test_video_usage_is_the_output_seconds_and_tier() -> None:
                                                                                             resolution="1080p")
     assert ds.billed_usage({"image_count": 3}) == Usage(images=3)
     assert ds.billed_usage(None) is None
+
+
+def test_a_finished_task_reports_its_latency_on_the_hosts_clock() -> None:
+    done = {"request_id": "r", "output": {"task_id": "t", "task_status": "SUCCEEDED", "submit_time":
+            "2026-03-26 17:16:01.663", "scheduled_time": "2026-03-26 17:16:01.716", "end_time":
+            "2026-03-26 17:16:22.961", "choices": [{"message": {"content": [{"image": "https://x/y.png"}]}}]}}
+    assert DASHSCOPE.state(reply(200, done)).host_latency_s == pytest.approx(21.298)
+    running = {"request_id": "r", "output": {"task_id": "t", "task_status": "RUNNING",
+               "submit_time": "2026-03-26 17:16:01.663"}}
+    assert DASHSCOPE.state(reply(200, running)).host_latency_s is None
+    garbled = {"request_id": "r", "output": {**done["output"], "end_time": "soon"}}
+    assert DASHSCOPE.state(reply(200, garbled)).host_latency_s is None

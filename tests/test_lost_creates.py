@@ -245,3 +245,54 @@ def test_the_create_slot_is_freed_by_a_dead_holder_or_an_expired_lease(tmp_path:
         elsewhere = CreateSlots(first, holder="another-machine|1|x")
         assert elsewhere.take("s", 600) and not b.take("s", 60)  # alive as far as we can tell: its lease holds
         assert elsewhere.take("s", -1) and b.take("s", 60)  # a lease that ran out frees it
+
+
+def test_a_streak_of_creates_takes_the_ledger_slot_once_and_gives_it_back(
+    plan: Plan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The slot stays ours while creates of this engine wait their turn (one create still in flight at a time),
+    and is free for another process once the run ends."""
+    takes: list[str] = []
+    original = CreateSlots.take
+
+    def counting(self: CreateSlots, slot: str, lease_s: float) -> bool:
+        takes.append(slot)
+        return original(self, slot, lease_s)
+
+    monkeypatch.setattr(CreateSlots, "take", counting)
+    host = Host()
+    counter = CreateCounter(host.transport)
+
+    async def run() -> list[Outcome]:
+        async with open_session(plan.spec, FAST, transport=counter) as session:
+            return await session.engine.run(list(plan.tasks))
+
+    assert statuses(asyncio.run(run())) == ["stored"] * 4
+    assert counter.peaks == [1, 1, 1, 1]
+    assert len(takes) < 4  # 4 creates (the first also settles the list, in the same streak)
+    with open_ledger(plan.spec) as ledger:
+        assert original(CreateSlots(ledger, holder="another-machine|1|x"), takes[0], 60)
+
+
+def test_each_create_is_sent_only_after_the_previous_task_id_is_committed(
+    plan: Plan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task id is written after the slot passes on, but the journal commits in order: by the time the next
+    create's send mark is durable (it is awaited before sending), the previous create's task id is too."""
+    host = Host()
+    seen: list[tuple[int, int]] = []  # (creates the host received, task ids durable in the ledger) at each create
+
+    class Probe(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.method == "POST" and "generation" in request.url.path:
+                with open_ledger(plan.spec) as ledger:  # a separate connection: sees only what is committed
+                    durable = sum(1 for a in ledger.all_attempts("lost") if a.task_id)
+                seen.append((host.state.report()["submit_requests"], durable))
+            return await host.transport.handle_async_request(request)
+
+    async def run() -> list[Outcome]:
+        async with open_session(plan.spec, FAST, transport=Probe()) as session:
+            return await session.engine.run(list(plan.tasks))
+
+    assert statuses(asyncio.run(run())) == ["stored"] * 4
+    assert seen == [(n, n) for n in range(4)]

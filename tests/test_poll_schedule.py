@@ -74,3 +74,34 @@ def test_each_host_has_declared_limits_the_resource_uses_unless_configured(name:
     assert (derived.max_concurrency, derived.submits_per_second) == (limits.max_concurrency, limits.submits_per_second)
     configured = ProviderResource(max_concurrency=64, submits_per_second=9.0).settings(name)
     assert (configured.max_concurrency, configured.submits_per_second) == (64, 9.0)
+
+
+def test_a_cold_start_batch_finishing_together_does_not_walk_the_estimate_below_the_latency() -> None:
+    """64 tasks polled at the cold-start delay all hit at once: they say L <= 2.5 s, nothing about L itself."""
+    schedule = PollSchedule(EngineSettings(poll_initial_s=2.5, poll_max_s=10), host_min_interval_s=1.0)
+    first = schedule.first_delay(KEY)
+    for _ in range(64):
+        schedule.observe(KEY, first, first_poll_hit=True, first_poll_s=first)
+    assert schedule.expected(KEY) == pytest.approx(2.5 * 0.97, rel=0.01)  # one step, not 64
+
+
+def test_host_reported_latencies_put_the_first_poll_just_after_the_task_ends() -> None:
+    rng = random.Random(3)
+    schedule = PollSchedule(EngineSettings(poll_initial_s=2.5, poll_max_s=10), host_min_interval_s=1.0)
+    latencies = [rng.uniform(1.95, 2.05) for _ in range(2000)]
+    polls, overshoot = [], []
+    for latency in latencies:
+        t, n, delay = 0.0, 0, schedule.first_delay(KEY)
+        first_at = delay
+        while True:
+            t += delay
+            n += 1
+            if t >= latency:
+                schedule.observe(KEY, t, first_poll_hit=n == 1, first_poll_s=first_at, host_latency_s=latency)
+                break
+            delay = schedule.next_delay(KEY, n - 1)
+        polls.append(n)
+        overshoot.append(t - latency)
+    steady_polls, steady_over = polls[100:], overshoot[100:]
+    assert sum(steady_polls) / len(steady_polls) <= 1.1
+    assert sum(steady_over) / len(steady_over) <= 0.05 * 2.0

@@ -184,3 +184,62 @@ async def test_a_session_wires_the_shared_limits_into_its_engine(
         assert slots.settings.limit == session.engine.settings.max_concurrency and slots.settings.ttl_s == 7
         assert gate.db is slots.db is session.ledger.db  # in the ledger's own database
         assert session.engine.calls.gate is gate  # every create and poll is paced by it
+
+
+async def test_another_runs_pause_is_honoured_without_a_read_per_call(
+    two_dbs: tuple[Database, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls read the account's pause at most every PAUSE_REFRESH_S; a pause set elsewhere holds the next
+    call after that."""
+    from wan_pipeline.money import rate
+
+    a = SharedRateGate(two_dbs[0], SCOPE, 1000)
+    b = SharedRateGate(two_dbs[1], SCOPE, 1000)
+    reads = 0
+    original = SharedRateGate._read_pause
+
+    def counting(self: SharedRateGate) -> tuple[float, float]:
+        nonlocal reads
+        reads += 1
+        return original(self)
+
+    monkeypatch.setattr(SharedRateGate, "_read_pause", counting)
+    for _ in range(50):
+        await b.before_call()
+    assert reads == 1
+    slept: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    a.pause(30)
+    monkeypatch.setattr(rate, "PAUSE_REFRESH_S", 0.0)
+    monkeypatch.setattr(rate.asyncio, "sleep", fake_sleep)
+    await b.before_call()
+    assert slept and slept[-1] > 25
+
+
+async def test_submission_instants_reserved_ahead_are_never_sent_in_a_burst(
+    two_dbs: tuple[Database, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a high rate a run reserves a block of instants at once; each send lies within the interval of an
+    instant of its own, and one the run was too late for is dropped, not used: however the run falls behind
+    its block, no window of time holds more sends than the rate allows."""
+    from wan_pipeline.money import rate
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(rate.time, "time", lambda: clock[0])
+    monkeypatch.setattr(two_dbs[0], "now", lambda: clock[0])
+    gate = SharedRateGate(two_dbs[0], SCOPE, 100)  # 10 ms apart: blocks of 10 instants
+    sent: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        clock[0] += max(0.0, seconds)
+
+    monkeypatch.setattr(rate.asyncio, "sleep", fake_sleep)
+    for i in range(60):
+        await gate.before_submit()
+        sent.append(clock[0])
+        clock[0] += (0.05, 0.0, 0.004, 0.013)[i % 4]  # the run falls behind now and then
+    for start in sent:
+        assert sum(start <= t < start + 0.1 for t in sent) <= 10 + 1

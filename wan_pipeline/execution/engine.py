@@ -51,10 +51,11 @@ class TaskEngine:
         rng: random.Random | None = None,
         gate: Pacer | None = None,
         slots: Slots | None = None,
+        journal: Journal | None = None,
     ) -> None:
         settings = settings or EngineSettings()
         self.provider, self.settings = provider, settings
-        self.journal = Journal(ledger)
+        self.journal = journal or Journal(ledger)
         self.ledger = AsyncLedger(ledger, self.journal)
         self.on_event: EventSink = on_event or (lambda kind, task, detail: None)
         rng = rng or random.Random()
@@ -97,6 +98,7 @@ class TaskEngine:
             await self._sweep_orphans(tasks)
             return outcomes
         finally:
+            await self.submitter.turns.give_back()
             # every queued write (counters included) is committed before the run answers
             await asyncio.to_thread(self.journal.close)
 

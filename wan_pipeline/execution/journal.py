@@ -57,12 +57,24 @@ class Journal:
 
     async def run(self, fn: Callable[[], T]) -> T:
         """Run `fn` (ledger reads and writes) in the journal's transaction; returns once it is committed."""
-        if self._thread is None:
-            return fn()  # not started (tests that drive pieces directly): plain synchronous ledger calls
+        return await self.enqueue(fn)
+
+    def enqueue(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        """Queue `fn` now, in order, and answer a future settled once it is committed.
+
+        Operations commit in the order they were queued (a later one never commits before an earlier one),
+        so a caller may queue a write, let another task go on, and rely on that task's later awaited write
+        being durable only once this one is too."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        if self._thread is None:  # not started (tests that drive pieces directly): plain synchronous calls
+            try:
+                future.set_result(fn())
+            except Exception as exc:
+                future.set_exception(exc)
+            return future
         self._queue.put(_Op(fn, future, loop))
-        return await future
+        return future
 
     def post(self, fn: Callable[[], object]) -> None:
         """Queue a write nobody waits for (counters): committed with the next batch, in order."""
@@ -140,12 +152,16 @@ class AsyncLedger:
 
     async def update(self, identity: str, attempt: int, **values: Any) -> Attempt | None:
         """Writes the columns and answers the attempt as it now stands (one trip through the journal)."""
+        return await self.update_queued(identity, attempt, **values)
+
+    def update_queued(self, identity: str, attempt: int, **values: Any) -> asyncio.Future[Attempt | None]:
+        """`update`, queued now (in order with every later write) and answered when committed."""
 
         def write() -> Attempt | None:
             self.sync.update(identity, attempt, **values)
             return self.sync.latest(identity)
 
-        return await self.journal.run(write)
+        return self.journal.enqueue(write)
 
     async def admit_and_update(
         self, check: Callable[[], None], dataset: str, identity: str, attempt: int, **values: Any

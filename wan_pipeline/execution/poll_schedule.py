@@ -5,10 +5,15 @@ second between a task finishing and our noticing it is a slot of concurrency was
 either overshoots (first poll at 2.5 s for a 2 s task: 25 %) or polls many times. Here:
 
 - cold start (nothing finished yet for this model/mode): `poll_initial_s`, then ×`poll_growth`;
-- once a task has finished, the first poll of the next one goes at the expected completion E;
-- a hit (done at the first poll) moves E a little earlier, a miss (still pending at E) moves it later.
-  While E has never missed it falls fast (×0.97: it started from an overshooting cold-start figure);
-  afterwards slowly (×0.998), so misses stay rare (about 4 %) and the overshoot a few percent of L.
+- where the host reports how long a task took on its side (DashScope's `submit_time`..`end_time`), the
+  first poll goes at a high quantile of the recent host latencies plus a small margin. Our clock starts
+  when the create's answer arrives, after the host's own start, so polling at the host's latency lands
+  just after the task's end: overshoot is the latency's spread, not a guess;
+- otherwise the latency is only bracketed by our polls. A first poll that found the task done says L ≤ the
+  age it was polled at: E drops to that age and, if the poll was at E, a little below it (×0.97 until E has
+  ever missed, then ×0.998, so misses stay rare, about 4 %). A miss moves E up (×1.05), never past the age
+  the task was then seen done at. Hits of tasks polled later than E (the cold-start batch) carry no news
+  about E and do not lower it further: 64 of them at once must not walk E far below L;
 - after a miss the task is asked again in steps of 5 % of E, never closer than the host's documented
   cadence (`Provider.min_poll_interval_s`, capped by `poll_max_s`) and never further apart than `poll_max_s`.
 
@@ -17,7 +22,8 @@ Polls per task stay near 1 (the minimum); the overshoot stays under ~10 % of the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 from wan_pipeline.execution.settings import EngineSettings
 
@@ -25,12 +31,19 @@ _FAST_DECAY = 0.97
 _SLOW_DECAY = 0.998
 _MISS_GROWTH = 1.05
 _RETRY_FRACTION = 0.05
+#: host-reported latencies kept per key, the quantile of them polled at, and the margin added
+_HOST_WINDOW = 64
+_HOST_QUANTILE = 0.95
+_HOST_MARGIN_S = 0.02
+#: a first poll within this factor of E counts as "polled at E"
+_AT_E = 1.02
 
 
 @dataclass
 class _Estimate:
     expected_s: float
     missed: bool = False
+    host: deque[float] = field(default_factory=lambda: deque(maxlen=_HOST_WINDOW))
 
 
 class PollSchedule:
@@ -54,13 +67,33 @@ class PollSchedule:
         growth = self.settings.poll_growth ** (retry_no + (1 if est is None else 0))
         return min(max(base * growth, self.floor_s), self.settings.poll_max_s)
 
-    def observe(self, key: str, done_after_s: float, first_poll_hit: bool) -> None:
-        """A task of `key` was seen finished `done_after_s` after its submission."""
+    def observe(
+        self,
+        key: str,
+        done_after_s: float,
+        first_poll_hit: bool,
+        first_poll_s: float | None = None,
+        host_latency_s: float | None = None,
+    ) -> None:
+        """A task of `key` was seen finished `done_after_s` after its submission; its first poll went at
+        `first_poll_s` (default: `done_after_s`); the host says it took `host_latency_s`, if it says."""
         est = self._learned.get(key)
+        if host_latency_s is not None and host_latency_s >= 0:
+            est = self._learned.setdefault(key, _Estimate(done_after_s))
+            est.host.append(host_latency_s)
+            ordered = sorted(est.host)
+            est.expected_s = ordered[min(len(ordered) - 1, int(_HOST_QUANTILE * len(ordered)))] + _HOST_MARGIN_S
+            return
+        polled_at = done_after_s if first_poll_s is None else first_poll_s
         if est is None:
             self._learned[key] = _Estimate(done_after_s)
+        elif est.host:
+            return  # host-reported latencies decide for this key
         elif first_poll_hit:
-            est.expected_s *= _SLOW_DECAY if est.missed else _FAST_DECAY
+            at_e = polled_at <= est.expected_s * _AT_E
+            est.expected_s = min(est.expected_s, polled_at)
+            if at_e:
+                est.expected_s *= _SLOW_DECAY if est.missed else _FAST_DECAY
         else:
             est.missed = True
             # L > E, and L <= done_after_s: step up, never past what was seen

@@ -41,14 +41,15 @@ class Poller:
         age = _age_s(attempt.submitted_at)
         # a task found finished (or stored) earlier is asked at once
         delay = self.schedule.first_delay(key, age) if attempt.state == SUBMITTED else 0.0
-        polls = 0
+        polls, first_poll_s = 0, age + delay
         while True:
             await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             snap = await self._poll_once(attempt.task_id)
             polls += 1
             if snap is not None and snap.status != TaskStatus.PENDING:
                 if fresh:
-                    self.schedule.observe(key, age + time.monotonic() - started, first_poll_hit=polls == 1)
+                    self.schedule.observe(key, age + time.monotonic() - started, first_poll_hit=polls == 1,
+                                          first_poll_s=first_poll_s, host_latency_s=snap.host_latency_s)  # fmt: skip
                 await self.record(task, attempt, snap)
                 return snap
             if time.monotonic() >= deadline:

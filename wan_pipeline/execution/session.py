@@ -11,7 +11,9 @@ import httpx
 
 from wan_pipeline.execution.endpoints import Endpoint, in_process_emulator, resolve_endpoint, state_dir
 from wan_pipeline.execution.engine import EngineSettings, EventSink, TaskEngine
+from wan_pipeline.execution.journal import Journal
 from wan_pipeline.execution.wire import Wire
+from wan_pipeline.money.database import Runner
 from wan_pipeline.money.leases import LeaseSettings, SlotLeases
 from wan_pipeline.money.ledger import Ledger
 from wan_pipeline.money.location import shared_ledger_url
@@ -32,15 +34,17 @@ def account_scope(endpoint: Endpoint) -> str:
     return f"{endpoint.provider} {endpoint.base_url}"
 
 
-def shared_limits(ledger: Ledger, endpoint: Endpoint, settings: EngineSettings) -> tuple[SharedRateGate, SlotLeases]:
+def shared_limits(
+    ledger: Ledger, endpoint: Endpoint, settings: EngineSettings, runner: Runner | None = None
+) -> tuple[SharedRateGate, SlotLeases]:
     """Submit pacing and concurrency for every run sharing this ledger (all machines, on PostgreSQL).
 
     `max_concurrency` and `submits_per_second` are then limits of the account, not of one run; a lease of a
     killed run lapses after WAN_PIPELINE_LEASE_TTL_S seconds (default 60)."""
     scope = account_scope(endpoint)
     ttl = float(os.environ.get("WAN_PIPELINE_LEASE_TTL_S") or 60)
-    gate = SharedRateGate(ledger.db, scope, settings.submits_per_second)
-    return gate, SlotLeases(ledger.db, scope, LeaseSettings(limit=settings.max_concurrency, ttl_s=ttl))
+    gate = SharedRateGate(ledger.db, scope, settings.submits_per_second, runner)
+    return gate, SlotLeases(ledger.db, scope, LeaseSettings(limit=settings.max_concurrency, ttl_s=ttl), runner=runner)
 
 
 @dataclass
@@ -72,7 +76,9 @@ async def open_session(
         async with httpx.AsyncClient(transport=transport, limits=limits, follow_redirects=True) as client:
             wire = Wire(client, endpoint.base_url, provider.auth_headers(endpoint.api_key))
             settings = settings or EngineSettings()
-            gate, slots = shared_limits(ledger, endpoint, settings)
+            # their database calls ride the engine's journal: one commit shared with the ledger's writes
+            journal = Journal(ledger)
+            gate, slots = shared_limits(ledger, endpoint, settings, journal)
             engine = TaskEngine(
                 provider,
                 wire,
@@ -84,6 +90,7 @@ async def open_session(
                 on_event=on_event,
                 gate=gate,
                 slots=slots,
+                journal=journal,
             )
             yield Session(spec, endpoint, ledger, storage, engine)
     finally:

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from wan_pipeline import errors as e
 from wan_pipeline.execution.calls import Caller
+from wan_pipeline.execution.create_turns import CreateTurns
 from wan_pipeline.execution.journal import AsyncLedger
 from wan_pipeline.execution.outcome import EventSink, Halt
 from wan_pipeline.execution.polling import Poller
@@ -25,7 +26,7 @@ from wan_pipeline.money.ledger import SUBMITTED, SUBMITTING, Attempt, utcnow
 from wan_pipeline.money.records import failure_values, new_attempt
 from wan_pipeline.money.slots import CreateSlots
 from wan_pipeline.planning.plan import PlannedTask
-from wan_pipeline.providers.base import HttpCall, ListsTasks, Provider, TaskStatus
+from wan_pipeline.providers.base import HttpCall, ListsTasks, Provider, TaskSnapshot, TaskStatus
 
 
 class Submitter:
@@ -45,8 +46,8 @@ class Submitter:
         self.provider, self.ledger, self.calls = provider, ledger, calls
         self.references, self.poller, self.budget = references, poller, budget
         self.settings, self.halt, self.run_id, self.on_event = settings, halt, run_id, on_event
-        self._one_create = asyncio.Lock()
-        self.slots = CreateSlots(ledger.sync)
+        lease_s = settings.request_timeout_s * (settings.http_retries + 2)
+        self.turns = CreateTurns(CreateSlots(ledger.sync), ledger.journal, lease_s)
         self.finder = TaskFinder(provider, ledger, calls) if isinstance(provider, ListsTasks) else None
         self._verdicts: dict[tuple[str, str], dict[tuple[str, int], Verdict]] = {}
 
@@ -145,47 +146,57 @@ class Submitter:
         return replace(rebuilt, json_body=json.loads(same.request_json))
 
     async def _send(self, task: PlannedTask, attempt_no: int, call: HttpCall) -> tuple[Attempt, int]:
-        # Hosts without idempotency keys: one create in flight at a time, so a lost answer has its own window.
         if self.provider.supports_idempotency_key:
-            return await self._send_now(task, attempt_no, call)
+            created = await self._create(task, attempt_no, call)
+            if isinstance(created, Attempt):
+                return created, 1
+            return await self._submitted(task, await self._record_task_id(task, attempt_no, created), created), 1
+        # No idempotency keys: one create in flight at a time, so a lost answer has its own window. The task id
+        # is queued before the slot passes on but awaited after: the journal commits in order, and the next
+        # create awaits its own send mark before sending, so this id is durable before the next create leaves.
         async with self._create_slot(task):
-            return await self._send_now(task, attempt_no, call)
+            created = await self._create(task, attempt_no, call)
+            if isinstance(created, Attempt):
+                return created, 1
+            recorded = self._record_task_id(task, attempt_no, created)
+        return await self._submitted(task, await recorded, created), 1
 
     @asynccontextmanager
     async def _create_slot(self, task: PlannedTask) -> AsyncIterator[None]:
-        """The dataset's one create slot: this process's lock, then the ledger's slot shared by every process
-        (a holder that died frees it: same machine at once, another machine when its lease runs out)."""
-        slot = f"create:{task.provider}:{task.dataset}"
-        lease_s = self.settings.request_timeout_s * (self.settings.http_retries + 2)
-        async with self._one_create:
-            while not await self.ledger.journal.run(lambda: self.slots.take(slot, lease_s)):
-                await asyncio.sleep(0.05)
-            try:
-                yield
-            finally:
-                await self.ledger.journal.run(lambda: self.slots.give_back(slot))
+        """The dataset's one create slot (`create_turns`): a holder that died frees it, on the same machine at
+        once, on another machine when its lease runs out."""
+        async with self.turns.turn(f"create:{task.provider}:{task.dataset}"):
+            yield
 
-    async def _send_now(self, task: PlannedTask, attempt_no: int, call: HttpCall) -> tuple[Attempt, int]:
+    async def _create(self, task: PlannedTask, attempt_no: int, call: HttpCall) -> TaskSnapshot | Attempt:
+        """The create call: the host's answer, or the record of a task adopted after a lost answer. The send
+        mark is durable before the call leaves (`Caller.send`)."""
         try:
             wire_call = self.references.signed(call)  # recorded with s3:// URIs, sent freshly signed
-            snap = self.provider.accepted(await self.calls.send(wire_call, submission=(task.identity, attempt_no)))
+            return self.provider.accepted(await self.calls.send(wire_call, submission=(task.identity, attempt_no)))
         except e.ProviderError as err:
             self.halt.trip(err)
             adopted = await self._adopt_after_lost_answer(task, attempt_no, err)
             if adopted is not None:
-                return adopted, 1
+                return adopted
             await self.ledger.update(task.identity, attempt_no, **failure_values(err))
             raise
-        latest = await self.ledger.update(
+
+    def _record_task_id(
+        self, task: PlannedTask, attempt_no: int, snap: TaskSnapshot
+    ) -> asyncio.Future[Attempt | None]:
+        return self.ledger.update_queued(
             task.identity, attempt_no, state=SUBMITTED, task_id=snap.task_id, submitted_at=utcnow(),
             credits_reserved=snap.credits_reserved,
         )  # fmt: skip
+
+    async def _submitted(self, task: PlannedTask, latest: Attempt | None, snap: TaskSnapshot) -> Attempt:
         self.on_event("submitted", task, snap.task_id)
         assert latest is not None
         if snap.status != TaskStatus.PENDING:  # a synchronous host answered with the result itself
             latest = await self.poller.record(task, latest, snap)
             assert latest is not None
-        return latest, 1
+        return latest
 
     async def _adopt_after_lost_answer(
         self, task: PlannedTask, attempt_no: int, err: e.ProviderError

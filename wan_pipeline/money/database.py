@@ -13,13 +13,14 @@ clocks still agree on lease expiry and submission pacing.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from wan_pipeline.errors import ConfigError
@@ -29,6 +30,21 @@ PG_SCHEMA = "wan_pipeline"
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 Row = tuple[Any, ...]
+T = TypeVar("T")
+
+
+class Runner(Protocol):
+    """Where async code runs a database call: a worker thread by default; in the engine, its journal
+    (`execution.journal.Journal`), which shares one commit among every queued call."""
+
+    async def run(self, fn: Callable[[], T]) -> T: ...
+
+
+class InThread:
+    """The default `Runner`: each call on a worker thread, so a commit never stalls the event loop."""
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.to_thread(fn)
 
 
 class Database(ABC):

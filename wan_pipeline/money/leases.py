@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from wan_pipeline.money.database import Database
+from wan_pipeline.money.database import Database, InThread, Runner
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +60,20 @@ def _gone_neighbour(holder: str, me: str) -> bool:
 class SlotLeases:
     """`async with leases.hold(subject)`: one slot of the account's `limit`, and the subject to ourselves."""
 
-    def __init__(self, db: Database, scope: str, settings: LeaseSettings, holder: str | None = None) -> None:
+    def __init__(
+        self, db: Database, scope: str, settings: LeaseSettings, holder: str | None = None, runner: Runner | None = None
+    ) -> None:
         self.db, self.scope, self.settings = db, scope, settings
         self.holder = holder or holder_name()
+        self.runner: Runner = runner or InThread()
         self._held: set[int] = set()
         self._heartbeat: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
     async def hold(self, subject: str) -> AsyncIterator[int]:
         """Waits for a free slot while nobody else holds `subject`; released on exit (or lapses if we die)."""
-        # Database work runs in a thread: a commit (an fsync on SQLite) must not stall the event loop's polls.
-        while (slot := await asyncio.to_thread(self.try_acquire, subject)) is None:
+        # Database work runs off the loop (`runner`): a commit (an fsync on SQLite) must not stall its polls.
+        while (slot := await self.runner.run(lambda: self.try_acquire(subject))) is None:
             await asyncio.sleep(self.settings.wait_s)
         self._held.add(slot)
         self._start_heartbeat()
@@ -80,7 +83,7 @@ class SlotLeases:
             self._held.discard(slot)
             if not self._held:
                 self._stop_heartbeat()
-            await asyncio.shield(asyncio.to_thread(self.release, slot))
+            await asyncio.shield(self.runner.run(lambda: self.release(slot)))
 
     def try_acquire(self, subject: str) -> int | None:
         """A slot number, or None when every slot is taken or another holder has `subject`."""
@@ -137,6 +140,6 @@ class SlotLeases:
         while True:
             await asyncio.sleep(self.settings.ttl_s / 4)
             try:
-                self.renew()
+                await self.runner.run(self.renew)
             except Exception as exc:  # a database hiccup: the next beat tries again well within the TTL
                 log.warning("could not renew the leases of %s: %s", self.scope, type(exc).__name__)

@@ -146,6 +146,8 @@ class TaskSnapshot:
     provider_seed: int | None = None
     progress: float | None = None
     usage: Usage | None = None
+    #: seconds the task took on the host's own clock (its submit to its end), where the host reports both
+    host_latency_s: float | None = None
     raw: Any = None
 
 

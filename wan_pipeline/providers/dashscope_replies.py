@@ -6,6 +6,7 @@ Split out of `dashscope.py` (which holds the request side); the wire facts and c
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from wan_pipeline import errors as e
@@ -82,7 +83,19 @@ def read_state(reply: HttpReply) -> TaskSnapshot:
         raise e.Transient(code="unknown_status", message=f"unknown task_status '{status}'")
     usage = billed_usage(data.get("usage")) if task_status == TaskStatus.SUCCEEDED else None
     return TaskSnapshot(task_id=task_id, status=task_status, output_urls=urls, error=error, cost_usd=cost,
-                        usage=usage, raw=data)
+                        usage=usage, host_latency_s=_host_latency(output), raw=data)
+
+
+def _host_latency(output: dict[str, Any]) -> float | None:
+    """`end_time` - `submit_time` of a finished task (sheet "Task states": "YYYY-MM-DD hh:mm:ss.fff", both on the
+    host's clock, so their difference holds whatever our clock says); None when either is missing or unreadable."""
+    try:
+        start = datetime.strptime(str(output["submit_time"]), "%Y-%m-%d %H:%M:%S.%f")
+        end = datetime.strptime(str(output["end_time"]), "%Y-%m-%d %H:%M:%S.%f")
+    except (KeyError, ValueError):
+        return None
+    latency = (end - start).total_seconds()
+    return latency if latency >= 0 else None
 
 
 def read_task_page(reply: HttpReply) -> TaskPage:
