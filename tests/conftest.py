@@ -36,6 +36,7 @@ from wan_pipeline.emulator.state import EmulatorConfig, EmulatorState
 from wan_pipeline.execution.calls import Caller
 from wan_pipeline.execution.journal import AsyncLedger, Journal
 from wan_pipeline.execution.pacing import RateGate
+from wan_pipeline.execution.poll_schedule import forget_learned
 from wan_pipeline.execution.session import open_ledger
 from wan_pipeline.execution.settings import EngineSettings
 from wan_pipeline.execution.wire import Wire
@@ -48,6 +49,14 @@ from wan_pipeline.providers.base import HttpCall, Provider
 from wan_pipeline.providers.registry import get_provider
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_poll_schedules() -> Iterator[None]:
+    """What one test's engines learned about a host's latency is not carried into the next test."""
+    forget_learned()
+    yield
+    forget_learned()
 
 
 def load_fixture(relative: str) -> Any:

@@ -13,7 +13,15 @@ Everything else uses what `import dagster` exports. Two things have no public fo
   `generate` in `store_event`, 7 ms an event). `PooledSqliteEventLogStorage` is the same storage — same
   files, same schema, readable by a stock webserver — keeping one small pool per recently used shard. The
   instance the CLI creates names it in its dagster.yaml (`cli/home.py`); `_connect` is the private method it
-  overrides, so tests/test_dagster_storage.py runs Dagster's own storage contract against it.
+  overrides; tests/test_side_by_side_runs.py has a stock instance read what it wrote, from runs in threads.
+- **Runs side by side in one process.** Two things in Dagster assume one run per process. Capturing steps'
+  stdout redirects the process's file descriptors for the step's duration, so two runs would trade streams;
+  and every run start calls `logging.config.dictConfig` (`get_yaml_python_handlers`, even with no
+  `python_logs` configured), which holds the logging module's lock while it takes every handler's lock — and
+  another run's event handler holds its own lock while it writes an event, which may need the module's lock
+  (a logger cache miss): a lock-order deadlock, seen here within minutes. `prepare_side_by_side` allows it
+  only for an instance that captures nothing and has no `python_logs` handlers, and then skips that call on
+  this instance object (it configures nothing in that case).
 - **Closing a run from outside its process.** A SIGKILLed `generate` leaves its run STARTED. The webserver's
   GraphQL can terminate runs, but the CLI has no webserver; `DagsterInstance.report_run_failed` is the
   instance method the webserver and daemons use for this and is not marked public.
@@ -28,6 +36,7 @@ from typing import Any
 
 import dagster as dg
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.noop_compute_log_manager import NoOpComputeLogManager
 from dagster._core.storage.sql import create_engine
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from sqlalchemy.engine import Connection, Engine
@@ -48,7 +57,7 @@ def mark_run_failed(instance: dg.DagsterInstance, run: dg.DagsterRun, message: s
 
 
 #: shards (run databases and the index) whose pools stay open; older ones are closed as runs come and go
-_OPEN_SHARDS = 8
+_OPEN_SHARDS = 32
 
 
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
@@ -64,26 +73,34 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
 
     @contextmanager
     def _connect(self, shard: str) -> Iterator[Connection]:
+        # The lock guards only making a shard's engine: holding it while connecting (Dagster's way) would put it
+        # inside the logging locks of runs side by side (see prepare_side_by_side). The pool is thread-safe.
+        engine = self._engines.get(shard)
+        if engine is None:
+            engine = self._open(shard)
+        with engine.connect() as conn, conn.begin():
+            yield conn
+
+    def _open(self, shard: str) -> Engine:
         with self._db_lock:
             engine = self._engines.get(shard)
-            if engine is None:
-                engine = create_engine(
-                    self.conn_string_for_shard(shard),
-                    poolclass=QueuePool,
-                    pool_size=1,
-                    max_overflow=4,  # the storage opens a second connection to a shard inside a first
-                    connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
-                )
-                if shard not in self._initialized_dbs:
-                    self._initdb(engine)
-                    self._initialized_dbs.add(shard)
-                self._engines[shard] = engine
-                while len(self._engines) > _OPEN_SHARDS:
-                    self._engines.popitem(last=False)[1].dispose()
-            else:
-                self._engines.move_to_end(shard)
-            with engine.connect() as conn, conn.begin():
-                yield conn
+            if engine is not None:
+                return engine
+            engine = create_engine(
+                self.conn_string_for_shard(shard),
+                poolclass=QueuePool,
+                pool_size=1,
+                max_overflow=4,  # the storage opens a second connection to a shard inside a first
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+            )
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+            self._engines[shard] = engine
+            if len(self._engines) > _OPEN_SHARDS:
+                # the least recently opened shard; a connection still checked out of it closes on return
+                self._engines.pop(next(iter(self._engines))).dispose()
+            return engine
 
     def dispose(self) -> None:
         super().dispose()
@@ -91,3 +108,13 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             for engine in self._engines.values():
                 engine.dispose()
             self._engines.clear()
+
+
+def prepare_side_by_side(instance: dg.DagsterInstance) -> bool:
+    """True when runs may execute side by side in this process on `instance` (see the module docstring)."""
+    if not isinstance(instance.compute_log_manager, NoOpComputeLogManager):
+        return False
+    if instance.get_python_log_dagster_handler_config():
+        return False
+    instance.get_yaml_python_handlers = list  # type: ignore[method-assign]
+    return True

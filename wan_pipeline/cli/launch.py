@@ -8,7 +8,9 @@ Results are read back as data: each run's step failure carries the failed partit
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import dagster as dg
 
 from wan_pipeline.assets.backfill import backfill_chunks, range_tags
+from wan_pipeline.assets.dagster_compat import prepare_side_by_side
 from wan_pipeline.assets.dataset import dataset_definitions, generate_job_name, lineage_job_name, prompt_table_job_name
 from wan_pipeline.assets.generation import FAILED_PARTITIONS
 from wan_pipeline.assets.keys import key
@@ -24,11 +27,13 @@ from wan_pipeline.cli.console import EXIT_INVALID, StepFailed, say
 from wan_pipeline.cli.home import ensure_dagster_home
 from wan_pipeline.cli.progress import LiveProgress, Snapshot
 from wan_pipeline.cli.runs import close_orphaned_runs, run_tags, unrecorded_partitions
+from wan_pipeline.execution.endpoints import resolve_endpoint
 from wan_pipeline.execution.session import open_ledger
 from wan_pipeline.money.ledger import FAILED, STORED, SUBMITTED, SUBMITTING, SUCCEEDED
 from wan_pipeline.outputs.status import unstored_by_prompt
 from wan_pipeline.planning.plan import Plan
 from wan_pipeline.planning.spec import DatasetSpec
+from wan_pipeline.resources.provider import provider_resource_from_env
 
 
 @dataclass
@@ -69,10 +74,12 @@ def launch_generation(
     if not chunks:
         say("  nothing to generate: every selected output is already stored", to_err=True)
     else:
-        say(f"  {len(chunks)} run(s) of at most {_chunk_size(policy)} partition(s), as a backfill would", to_err=True)
-        with LiveProgress(_counters(spec), sum(todo.values())):
-            for chunk in chunks:
-                result = execute(generate_job_name(spec), range_tags(chunk[0], chunk[-1]))
+        lanes = _lanes(instance, spec, policy, len(chunks))
+        say(f"  {len(chunks)} run(s) of at most {_chunk_size(policy)} partition(s), as a backfill would, "
+            f"{lanes} at a time", to_err=True)  # fmt: skip
+        with LiveProgress(_counters(spec), sum(todo.values())), ThreadPoolExecutor(lanes, "wan-run") as pool:
+            runs = pool.map(lambda chunk: execute(generate_job_name(spec), range_tags(chunk[0], chunk[-1])), chunks)
+            for result in runs:
                 _read_run(result, outcome)
     outcome.run_failed |= not execute(lineage_job_name(spec)).success
     return outcome
@@ -82,6 +89,20 @@ def _definitions(spec_path: Path) -> dg.Definitions:
     from wan_pipeline.definitions import resources
 
     return dg.Definitions.merge(dataset_definitions(spec_path), dg.Definitions(resources=resources()))
+
+
+def _lanes(instance: dg.DagsterInstance, spec: DatasetSpec, policy: dg.BackfillPolicy | None, runs: int) -> int:
+    """How many range runs go at once. One at a time, a run's last wave leaves most of the provider's
+    concurrency idle until the next run starts; side by side (the shared account limits in `money.leases` keep
+    the total in flight at `max_concurrency`), the next run's creates fill the gaps. Enough runs to hold
+    `max_concurrency` outputs plus one, but one at a time where steps can't share the process: an instance
+    that captures step output or configures Python log handlers (`dagster_compat.prepare_side_by_side`), or
+    the in-process emulator (its state is one process's)."""
+    if runs <= 1 or resolve_endpoint(spec).in_process or not prepare_side_by_side(instance):
+        return 1
+    per_run = (policy.max_partitions_per_run if policy and policy.max_partitions_per_run else runs) * spec.variants
+    concurrency = provider_resource_from_env().settings(spec.provider).max_concurrency
+    return max(1, min(runs, MAX_LANES, math.ceil(concurrency / max(1, per_run)) + 2))
 
 
 def _chunk_size(policy: dg.BackfillPolicy | None) -> str:
@@ -135,6 +156,9 @@ def _failure_text(result: dg.ExecuteInProcessResult) -> str:
             lines.append((event.message or "").strip())
     return "\n".join(line for line in lines if line)
 
+
+#: most range runs `generate` keeps going at once (each is a thread with its own engine and event loop)
+MAX_LANES = 6
 
 _IN_FLIGHT = (SUBMITTING, SUBMITTED, SUCCEEDED)
 

@@ -1,22 +1,33 @@
-"""Whose turn it is to create: one create in flight per dataset on a host without idempotency keys, across this
-process's tasks and every process sharing the ledger (DESIGN §9; the ledger's slot is `money.slots`).
+"""Whose turn it is to create: one create in flight per dataset on a host without idempotency keys, across every
+engine of this process and every process sharing the ledger (DESIGN §9; the ledger's slot is `money.slots`).
 
-The ledger's slot is taken once per *streak* of creates, not once per create: while another create of this
-process waits its turn the slot stays ours (its lease renewed as it ages), so a create costs one send mark and
-one round trip instead of four transactions. A streak ends when no create of ours waits, or after
-`STREAK_S`, when the slot is given back and the next take waits `HANDOVER_S` so that another process polling
-for it (every `POLL_S`) gets its turn.
+- In this process, engines (the range runs `generate` runs side by side, each on its own event loop in its own
+  thread) queue for one turn per slot, first come first served, handed directly from one create to the next.
+- The ledger's slot is held by the process for a *streak* of creates, not taken per create: while a create of
+  this process waits its turn the slot stays ours (its lease renewed as it ages), so a create costs one send
+  mark and one round trip instead of four transactions. A streak ends when no create of ours waits, or after
+  `STREAK_S`; the slot is then given back, and the next take waits `HANDOVER_S` so that another process
+  polling for it (every `POLL_S`) gets its turn.
+- A create's task id is written after its turn passes on (`Submitter._send`): to a create of the same engine
+  that is safe as is (one journal commits in order, and the next create awaits its own send mark), to another
+  engine's create only once it is committed — so a create is never sent before the previous one's task id is
+  durable, which is what lets a lost answer be found in its own window of the host's list.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from wan_pipeline.execution.journal import Journal
-from wan_pipeline.money.slots import CreateSlots
+from wan_pipeline.money.slots import CreateSlots, new_holder
+from wan_pipeline.money.wakeups import Wakeups
 
 #: longest a streak keeps the ledger's slot while creates of this process still wait
 STREAK_S = 30.0
@@ -24,56 +35,137 @@ STREAK_S = 30.0
 HANDOVER_S = 0.1
 #: how often a process waiting for a slot held elsewhere asks again
 POLL_S = 0.05
+#: who holds ledger slots for this process (every engine in it: the process's turns keep them apart)
+PROCESS_HOLDER = new_holder()
+_GIVEN_BACK = Wakeups()
+
+
+class _ProcessTurn:
+    """One slot's turn within this process: a FIFO of waiting creates, each on its own event loop."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.busy = False
+        self.waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
+        self.held = False  # the ledger's slot is ours
+        self.streak_start = 0.0
+        self.renew_at = 0.0
+        self.not_before = 0.0
+
+    async def acquire(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self.lock:
+            if not self.busy:
+                self.busy = True
+                return
+            waiter: asyncio.Future[None] = loop.create_future()
+            self.waiters.append((loop, waiter))
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            with self.lock:
+                if (loop, waiter) in self.waiters:
+                    self.waiters.remove((loop, waiter))
+                    raise
+            self.release()  # the turn was handed to us as we were cancelled: pass it on
+            raise
+
+    def next_is_elsewhere(self, loop: asyncio.AbstractEventLoop) -> bool:
+        with self.lock:
+            return bool(self.waiters) and self.waiters[0][0] is not loop
+
+    def waiting(self) -> bool:
+        with self.lock:
+            return bool(self.waiters)
+
+    def release(self) -> None:
+        with self.lock:
+            while self.waiters:
+                loop, waiter = self.waiters.popleft()
+                try:
+                    loop.call_soon_threadsafe(_hand_over, waiter, self)
+                    return
+                except RuntimeError:  # that loop closed: its create is gone
+                    continue
+            self.busy = False
+
+
+def _hand_over(waiter: asyncio.Future[None], turn: _ProcessTurn) -> None:
+    if waiter.done():  # cancelled meanwhile: the next one
+        turn.release()
+    else:
+        waiter.set_result(None)
+
+
+_TURNS: dict[str, _ProcessTurn] = {}
+_TURNS_LOCK = threading.Lock()
+
+
+def _process_turn(slot: str) -> _ProcessTurn:
+    with _TURNS_LOCK:
+        return _TURNS.setdefault(slot, _ProcessTurn())
 
 
 class CreateTurns:
+    """One engine's way into its process's turns (see the module docstring)."""
+
     def __init__(self, slots: CreateSlots, journal: Journal, lease_s: float) -> None:
-        self.slots, self.journal, self.lease_s = slots, journal, lease_s
-        self._lock = asyncio.Lock()
-        self._waiting = 0
-        self._held: str | None = None
-        self._streak_start = 0.0
-        self._renew_at = 0.0
-        self._not_before = 0.0
+        self.slots = CreateSlots(slots.ledger, holder=PROCESS_HOLDER)
+        self.journal, self.lease_s = journal, lease_s
+        self._slots_seen: set[str] = set()
+        #: the task id write of the create that just had the turn (`Submitter._send` sets it)
+        self.pending: asyncio.Future[Any] | None = None
 
     @asynccontextmanager
     async def turn(self, slot: str) -> AsyncIterator[None]:
         """This process's turn, holding the ledger's `slot`; exactly one create runs inside."""
-        self._waiting += 1
+        proc = _process_turn(slot)
+        await proc.acquire()
+        self._slots_seen.add(slot)
         try:
-            await self._lock.acquire()
-        finally:
-            self._waiting -= 1
-        try:
-            await self._hold(slot)
+            await self._hold(proc, slot)
             yield
         finally:
-            try:
-                if self._waiting == 0 or time.monotonic() - self._streak_start > STREAK_S:
-                    await self.give_back()
-            finally:
-                self._lock.release()
+            await self._pass_on(proc, slot)
 
-    async def _hold(self, slot: str) -> None:
-        if self._held is not None and self._held != slot:
-            await self.give_back()
+    async def _hold(self, proc: _ProcessTurn, slot: str) -> None:
         now = time.monotonic()
-        if self._held == slot and now < self._renew_at:
+        if proc.held and now < proc.renew_at:
             return
-        if self._held is None and now < self._not_before:
-            await asyncio.sleep(self._not_before - now)
+        if not proc.held and now < proc.not_before:
+            await asyncio.sleep(proc.not_before - now)
         while not await self.journal.run(lambda: self.slots.take(slot, self.lease_s)):
-            await asyncio.sleep(POLL_S)
+            await _GIVEN_BACK.wait(slot, POLL_S)
         now = time.monotonic()
-        if self._held is None:
-            self._streak_start = now
-        self._held, self._renew_at = slot, now + self.lease_s / 2
+        if not proc.held:
+            proc.streak_start = now
+        proc.held, proc.renew_at = True, now + self.lease_s / 2
+
+    async def _pass_on(self, proc: _ProcessTurn, slot: str) -> None:
+        pending, self.pending = self.pending, None
+        try:
+            if pending is not None and proc.next_is_elsewhere(asyncio.get_running_loop()):
+                with contextlib.suppress(Exception):  # its own caller hears of a failed write
+                    await asyncio.shield(pending)
+            if proc.held and (not proc.waiting() or time.monotonic() - proc.streak_start > STREAK_S):
+                await self._give_back(proc, slot)
+        finally:
+            proc.release()
+
+    async def _give_back(self, proc: _ProcessTurn, slot: str) -> None:
+        proc.held = False
+        if time.monotonic() - proc.streak_start > STREAK_S:
+            proc.not_before = time.monotonic() + HANDOVER_S
+        await self.journal.run(lambda: self.slots.give_back(slot))
+        _GIVEN_BACK.notify(slot)
 
     async def give_back(self) -> None:
-        """Frees the ledger's slot if we hold it (also when the engine stops)."""
-        held, self._held = self._held, None
-        if held is None:
-            return
-        if time.monotonic() - self._streak_start > STREAK_S:
-            self._not_before = time.monotonic() + HANDOVER_S
-        await self.journal.run(lambda: self.slots.give_back(held))
+        """When the engine stops: frees a ledger slot this process holds if no create of it waits."""
+        for slot in self._slots_seen:
+            proc = _process_turn(slot)
+            await proc.acquire()
+            try:
+                if proc.held and not proc.waiting():
+                    await self._give_back(proc, slot)
+            finally:
+                proc.release()

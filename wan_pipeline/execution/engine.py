@@ -94,6 +94,7 @@ class TaskEngine:
 
         self.journal.start()
         try:
+            await self.poller.warm(tasks)
             outcomes = list(await asyncio.gather(*(one(t) for t in tasks)))
             await self._sweep_orphans(tasks)
             return outcomes

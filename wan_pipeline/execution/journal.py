@@ -144,6 +144,9 @@ class AsyncLedger:
     async def attempts(self, identity: str) -> list[Attempt]:
         return await self.journal.run(lambda: self.sync.attempts(identity))
 
+    async def recent_latencies(self, dataset: str, model: str, mode: str) -> list[float]:
+        return await self.journal.run(lambda: self.sync.recent_latencies(dataset, model, mode))
+
     async def outputs(self, identity: str, attempt: int) -> list[StoredOutput]:
         return await self.journal.run(lambda: self.sync.outputs(identity, attempt))
 

@@ -4,7 +4,8 @@ The provider is the physical limit (N tasks of latency L at concurrency C need c
 second between a task finishing and our noticing it is a slot of concurrency wasted. A fixed schedule
 either overshoots (first poll at 2.5 s for a 2 s task: 25 %) or polls many times. Here:
 
-- cold start (nothing finished yet for this model/mode): `poll_initial_s`, then ×`poll_growth`;
+- cold start (nothing finished yet for this model/mode, in this run or recorded in the ledger by an earlier
+  one: `seed`): `poll_initial_s`, then ×`poll_growth`;
 - where the host reports how long a task took on its side (DashScope's `submit_time`..`end_time`), the
   first poll goes at a high quantile of the recent host latencies plus a small margin. Our clock starts
   when the create's answer arrives, after the host's own start, so polling at the host's latency lands
@@ -46,13 +47,32 @@ class _Estimate:
     host: deque[float] = field(default_factory=lambda: deque(maxlen=_HOST_WINDOW))
 
 
-class PollSchedule:
-    """Shared by every task of one engine; keyed by (model, mode)."""
+#: what this process has learned, per host: the range runs `generate` runs side by side (and one after the
+#: other) each have their own engine, and a run of fewer outputs than the concurrency is all first wave
+_PROCESS: dict[str, dict[str, _Estimate]] = {}
 
-    def __init__(self, settings: EngineSettings, host_min_interval_s: float = 0.0) -> None:
+
+def forget_learned() -> None:
+    """Drop what this process learned (a fresh start, as in a new process)."""
+    _PROCESS.clear()
+
+
+class PollSchedule:
+    """Shared by every task of one engine, keyed by (model, mode); `host` shares it with this process's other
+    engines on that host."""
+
+    def __init__(self, settings: EngineSettings, host_min_interval_s: float = 0.0, host: str | None = None) -> None:
         self.settings = settings
         self.floor_s = min(host_min_interval_s, settings.poll_max_s)
-        self._learned: dict[str, _Estimate] = {}
+        self._learned: dict[str, _Estimate] = {} if host is None else _PROCESS.setdefault(host, {})
+
+    def seed(self, key: str, recent_s: list[float]) -> None:
+        """Start `key` from the latencies earlier runs recorded (the ledger's), not from `poll_initial_s`: each run
+        has its own engine, and a cold start costs every task of its first wave the difference. Their median: a
+        recorded latency runs to the poll that saw the task finished, so it is an upper bound of the true one."""
+        if key not in self._learned and recent_s:
+            ordered = sorted(recent_s)
+            self._learned[key] = _Estimate(ordered[len(ordered) // 2])
 
     def first_delay(self, key: str, age_s: float = 0.0) -> float:
         """Seconds to wait before the first poll of a task submitted `age_s` seconds ago."""

@@ -28,7 +28,12 @@ class Poller:
         self.calls = calls
         self.settings = settings
         self.halt = halt
-        self.schedule = PollSchedule(settings, provider.min_poll_interval_s)
+        self.schedule = PollSchedule(settings, provider.min_poll_interval_s, host=provider.name)
+
+    async def warm(self, tasks: list[PlannedTask]) -> None:
+        """Seed the schedule of each model and mode among `tasks` from the latencies the ledger recorded."""
+        for dataset, model, mode in {(t.dataset, t.model, t.mode.value) for t in tasks}:
+            self.schedule.seed(f"{model}/{mode}", await self.ledger.recent_latencies(dataset, model, mode))
 
     async def until_terminal(self, task: PlannedTask, attempt: Attempt, fresh: bool = False) -> TaskSnapshot | None:
         """The task's terminal snapshot (recorded), or None when the poll deadline passes first.

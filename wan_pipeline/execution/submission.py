@@ -159,6 +159,7 @@ class Submitter:
             if isinstance(created, Attempt):
                 return created, 1
             recorded = self._record_task_id(task, attempt_no, created)
+            self.turns.pending = recorded
         return await self._submitted(task, await recorded, created), 1
 
     @asynccontextmanager

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wan_pipeline.money.database import Database, InThread, Runner
+from wan_pipeline.money.wakeups import Wakeups
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,10 @@ def _gone_neighbour(holder: str, me: str) -> bool:
     return pid != os.getpid() and not Path(f"/proc/{pid}").exists()
 
 
+#: this process's waiters for a lease, woken one per lease one of its engines gives back
+RELEASES = Wakeups()
+
+
 class SlotLeases:
     """`async with leases.hold(subject)`: one slot of the account's `limit`, and the subject to ourselves."""
 
@@ -74,7 +79,7 @@ class SlotLeases:
         """Waits for a free slot while nobody else holds `subject`; released on exit (or lapses if we die)."""
         # Database work runs off the loop (`runner`): a commit (an fsync on SQLite) must not stall its polls.
         while (slot := await self.runner.run(lambda: self.try_acquire(subject))) is None:
-            await asyncio.sleep(self.settings.wait_s)
+            await RELEASES.wait(self.scope, self.settings.wait_s)
         self._held.add(slot)
         self._start_heartbeat()
         try:
@@ -84,6 +89,7 @@ class SlotLeases:
             if not self._held:
                 self._stop_heartbeat()
             await asyncio.shield(self.runner.run(lambda: self.release(slot)))
+            RELEASES.notify(self.scope)
 
     def try_acquire(self, subject: str) -> int | None:
         """A slot number, or None when every slot is taken or another holder has `subject`."""

@@ -225,6 +225,17 @@ class Ledger:
         rows = self.db.query(f"SELECT {_A} FROM attempts {where} ORDER BY prompt_id, variant, attempt", args)
         return [Attempt(*row) for row in rows]
 
+    def recent_latencies(self, dataset: str, model: str, mode: str, limit: int = 64) -> list[float]:
+        """Seconds from submission to the terminal answer (our clock) of the dataset's latest finished tasks of
+        `model` in `mode`: what the next run's first polls start from instead of a cold guess."""
+        rows = self.db.query(
+            "SELECT submitted_at, completed_at FROM attempts WHERE dataset=? AND model=? AND mode=? "
+            "AND submitted_at IS NOT NULL AND completed_at IS NOT NULL ORDER BY completed_at DESC LIMIT ?",
+            (dataset, model, mode, limit),
+        )
+        spans = (datetime.fromisoformat(str(done)) - datetime.fromisoformat(str(sent)) for sent, done in rows)
+        return [span.total_seconds() for span in spans if span.total_seconds() >= 0]
+
     def begin_attempt(self, a: Attempt, check: Callable[[], None] | None = None) -> None:
         """Written before the submission leaves this process (insert or re-arm the same attempt).
 

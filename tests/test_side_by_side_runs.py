@@ -1,0 +1,107 @@
+"""`generate` runs a backfill's range runs side by side in one process, on Dagster's SQLite instance as the CLI
+sets it up (issue 7): they overlap in time, share the account's concurrency, buy each output once, and leave a
+record a stock Dagster instance reads.
+
+Against the DashScope emulator in its own process (no idempotency keys: one create at a time across all runs).
+Nothing is timed; overlap is read from the runs' own start and end records.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from conftest import write_dataset
+from e2e_helpers import cli_env, emulator_process, pycache_dir, run_cli
+
+from wan_pipeline.assets.dagster_compat import PooledSqliteEventLogStorage, prepare_side_by_side, range_tags
+from wan_pipeline.assets.dataset import generate_job_name
+from wan_pipeline.assets.generation import MAX_PARTITIONS_PER_RUN
+from wan_pipeline.assets.keys import key
+from wan_pipeline.cli.home import ensure_dagster_home
+from wan_pipeline.planning.spec import load_spec
+
+API_KEY = "sk-side-by-side-0123"
+ROWS = 2 * MAX_PARTITIONS_PER_RUN + 20  # three range runs
+CONCURRENCY = 8
+
+
+def test_range_runs_go_side_by_side_and_buy_each_output_once(tmp_path: Path,
+                                                             tmp_path_factory: pytest.TempPathFactory) -> None:
+    home = tmp_path / "dagster_home"
+    env = cli_env(home, pycache_dir(tmp_path_factory), WAN_PIPELINE_STATE_DIR=str(tmp_path / "state"))
+    with emulator_process("--api-key", API_KEY, "--root-provider", "dashscope", "--queue-s", "0",
+                          "--process-s", "0.3", env=env, cwd=tmp_path, log=tmp_path / "emulator.log") as emu:
+        emu.config({"media_max_side": 32})
+        env.update(DASHSCOPE_BASE_URL=emu.base_url, DASHSCOPE_API_KEY=API_KEY,
+                   WAN_PIPELINE_MAX_CONCURRENCY=str(CONCURRENCY), WAN_PIPELINE_SUBMITS_PER_SECOND="1000")
+        rows = [{"prompt_id": f"s{i:03d}", "prompt": f"A harbour crane, study {i}"} for i in range(ROWS)]
+        spec_path = write_dataset(tmp_path / "data", rows, table="prompts.csv", spec_file="spec.yaml", name="sides",
+                                  provider="dashscope", model="wan2.7-image", seed=3, params={"resolution": "1K"},
+                                  storage="./out")
+        done = run_cli("generate", str(spec_path), env=env, cwd=tmp_path, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "3 at a time" in done.stderr
+        report = emu.report()
+    assert report["tasks_created"] == ROWS == report["submit_requests"]  # each output bought once
+    spec = load_spec(spec_path)
+    # a stock instance (Dagster's own SqliteEventLogStorage) reads what the pooled one wrote
+    (home / "stock.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    stock = dg.DagsterInstance.from_config(str(home), config_filename="stock.yaml")
+    try:
+        assert not isinstance(stock.event_log_storage, PooledSqliteEventLogStorage)
+        assert set(stock.get_materialized_partitions(key(spec, "media"))) == {r["prompt_id"] for r in rows}
+        runs = stock.get_runs(dg.RunsFilter(job_name=generate_job_name(spec)))
+        assert len(runs) == 3 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        spans = sorted((stock.get_run_record_by_id(r.run_id).start_time, stock.get_run_record_by_id(r.run_id).end_time)  # type: ignore[union-attr]
+                       for r in runs)
+    finally:
+        stock.dispose()
+    assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))  # they overlapped
+
+
+def test_the_cli_instance_uses_the_pooled_event_log_and_upgrades_only_its_own_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    (ours).mkdir()
+    (ours / "dagster.yaml").write_text("# created by wan-pipeline; old\ntelemetry:\n  enabled: false\n", "utf-8")
+    (theirs).mkdir()
+    (theirs / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", "utf-8")
+    for home, pooled in ((ours, True), (theirs, False)):
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        ensure_dagster_home()
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage) is pooled
+            assert prepare_side_by_side(instance) is pooled  # a user's instance captures step output
+
+
+def test_the_pooled_event_log_takes_events_from_many_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs in threads writing at once (what side-by-side runs do), then read back whole."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    ensure_dagster_home()
+
+    @dg.asset(partitions_def=dg.StaticPartitionsDefinition([f"p{i}" for i in range(40)]))
+    def thing(context) -> None:  # type: ignore[no-untyped-def]  # Dagster reads the annotation, not its string
+        for pk in context.partition_keys:
+            context.log_event(dg.AssetMaterialization(asset_key=context.asset_key, partition=pk))
+
+    job = dg.Definitions(assets=[thing], jobs=[dg.define_asset_job("j", [thing])]).resolve_job_def("j")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert prepare_side_by_side(instance)
+        results: list[bool] = []
+
+        def one(first: int) -> None:
+            tags = range_tags(f"p{first}", f"p{first + 9}")
+            results.append(job.execute_in_process(instance=instance, tags=tags, raise_on_error=False).success)
+
+        threads = [threading.Thread(target=one, args=(first,)) for first in (0, 10, 20, 30)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        assert results == [True] * 4
+        assert len(instance.get_materialized_partitions(thing.key)) == 40
