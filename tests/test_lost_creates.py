@@ -296,3 +296,31 @@ def test_each_create_is_sent_only_after_the_previous_task_id_is_committed(
 
     assert statuses(asyncio.run(run())) == ["stored"] * 4
     assert seen == [(n, n) for n in range(4)]
+
+
+def test_a_clean_run_neither_reads_the_hosts_list_nor_scans_for_lost_creates(plan: Plan) -> None:
+    """Settling and the orphan sweep read the host's list over the dataset's history: only worth it when a
+    create may have been lost. A backfill's clean runs skip both (they were most of each run's tail)."""
+    host = Host()
+    listed: list[str] = []
+
+    class Probe(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.method == "GET" and "page_no" in request.url.params:
+                listed.append(str(request.url))
+            return await host.transport.handle_async_request(request)
+
+    async def run(tasks: list[Any]) -> list[Outcome]:
+        async with open_session(plan.spec, FAST, transport=Probe()) as session:
+            return await session.engine.run(tasks)
+
+    tasks = list(plan.tasks)
+    assert statuses(asyncio.run(run(tasks[:1]))) == ["stored"]
+    assert statuses(asyncio.run(run(tasks[1:2]))) == ["stored"]
+    assert listed == []
+    host.faults(drop=1)  # a lost answer: this run sweeps for orphans, the next settles it from the list
+    asyncio.run(run(tasks[2:]))
+    swept = len(listed)
+    assert swept > 0
+    assert statuses(asyncio.run(run(tasks))) == ["stored"] * 4
+    assert len(listed) > swept

@@ -105,9 +105,13 @@ class TaskEngine:
 
     async def _sweep_orphans(self, tasks: list[PlannedTask]) -> None:
         """Hosts without idempotency keys that list their tasks: record any task the host holds that no output
-        claims (lineage shows it `orphaned`, with its id and cost). A failed look-up changes nothing."""
+        claims (lineage shows it `orphaned`, with its id and cost). A failed look-up changes nothing.
+
+        Only after a run where a create failed or lost its answer, or that settled an earlier run's: our
+        creates leave a task nobody claims only then, and the sweep reads the host's list over the dataset's
+        whole history — after every run of a backfill that was most of each run's tail."""
         finder = self.submitter.finder
-        if finder is None or self.provider.supports_idempotency_key or not tasks:
+        if finder is None or self.provider.supports_idempotency_key or not tasks or not self.submitter.uncertain:
             return
         for model_task in {t.model: t for t in tasks}.values():
             try:

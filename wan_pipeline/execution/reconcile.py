@@ -74,6 +74,8 @@ class TaskFinder:
     async def settle(self, task: PlannedTask) -> dict[tuple[str, int], Verdict]:
         """Resolve every unconfirmed create of `task`'s dataset and model and record the outcome: adopted
         tasks become `submitted`, proven-absent creates are marked never sent (so they are sent again)."""
+        if not await self._run(lambda: self.ledger.sync.may_have_unconfirmed_creates(task.dataset)):
+            return {}
         attempts = await self._run(lambda: self.ledger.sync.all_attempts(task.dataset))
         mine = [a for a in attempts if a.provider == task.provider and a.model == task.model]
         known = sorted((a for a in mine if a.task_id and a.sent_at), key=lambda a: a.sent_at or "")

@@ -50,6 +50,9 @@ class Submitter:
         self.turns = CreateTurns(CreateSlots(ledger.sync), ledger.journal, lease_s)
         self.finder = TaskFinder(provider, ledger, calls) if isinstance(provider, ListsTasks) else None
         self._verdicts: dict[tuple[str, str], dict[tuple[str, int], Verdict]] = {}
+        #: a create of this run failed or lost its answer, or an earlier run's was settled: the host may hold
+        #: a task no output claims (`TaskEngine._sweep_orphans` looks only then)
+        self.uncertain = False
 
     async def submit(self, task: PlannedTask, attempt_no: int) -> tuple[Attempt, int]:
         """Create the provider task for this attempt, or adopt the one an earlier run created.
@@ -129,6 +132,7 @@ class Submitter:
             async with self._create_slot(task):
                 if key not in self._verdicts:
                     self._verdicts[key] = await self.finder.settle(task)
+                    self.uncertain |= bool(self._verdicts[key])
                     for verdict in self._verdicts[key].values():
                         self.on_event("reconciled", task, f"{verdict.kind} {verdict.task_id or verdict.reason}")
         return self._verdicts[key]
@@ -177,6 +181,7 @@ class Submitter:
             return self.provider.accepted(await self.calls.send(wire_call, submission=(task.identity, attempt_no)))
         except e.ProviderError as err:
             self.halt.trip(err)
+            self.uncertain = True
             adopted = await self._adopt_after_lost_answer(task, attempt_no, err)
             if adopted is not None:
                 return adopted

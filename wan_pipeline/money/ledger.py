@@ -225,6 +225,17 @@ class Ledger:
         rows = self.db.query(f"SELECT {_A} FROM attempts {where} ORDER BY prompt_id, variant, attempt", args)
         return [Attempt(*row) for row in rows]
 
+    def may_have_unconfirmed_creates(self, dataset: str) -> bool:
+        """Whether any create of the dataset was handed to the wire with no task id known (a superset of
+        `execution.reconcile.unconfirmed`): one indexed look-up, so a run reads the whole dataset's attempts to
+        settle lost creates only when there may be one."""
+        rows = self.db.query(
+            "SELECT 1 FROM attempts WHERE dataset=? AND task_id IS NULL AND sent_at IS NOT NULL "
+            "AND submit_calls > 0 LIMIT 1",
+            (dataset,),
+        )
+        return bool(rows)
+
     def recent_latencies(self, dataset: str, model: str, mode: str, limit: int = 64) -> list[float]:
         """Seconds from submission to the terminal answer (our clock) of the dataset's latest finished tasks of
         `model` in `mode`: what the next run's first polls start from instead of a cold guess."""
