@@ -149,7 +149,10 @@ class SqliteDatabase(Database):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        # WAL is persistent in the file: asked first, set once. Setting it again while other connections write
+        # can fail at once with "database is locked" (SQLite does not wait on its busy timeout there).
+        if str(self._db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+            self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
 
     def _run(self, sql: str, args: Sequence[Any]) -> tuple[list[Row], int]:
