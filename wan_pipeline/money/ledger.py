@@ -353,6 +353,9 @@ class Ledger:
     def committed_usd(self, dataset: str) -> float:
         return self.totals(dataset).usd
 
+    def attempt_count(self, dataset: str) -> int:
+        return int(self.db.query("SELECT COUNT(*) FROM attempts WHERE dataset=?", (dataset,))[0][0])
+
     def latest_state_counts(self, dataset: str) -> dict[str, int]:
         """How many outputs (identities) have their latest attempt in each state: one aggregate query, for
         progress counters that cost the same at 10 outputs as at 100,000."""
