@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,18 +67,18 @@ def dataset(root: Path, prompts: dict[str, str], variants: int) -> DatasetSpec:
 
 
 class Recomputed:
-    """Counts the attempts a build asks the ledger for (a full build asks for every one)."""
+    """Counts the attempts a build reads from the ledger (a full build reads every one)."""
 
     def __init__(self, ledger: Ledger) -> None:
         self.attempts = 0
-        fetch = ledger.all_attempts
+        pages = ledger.attempt_pages
 
-        def counted(dataset: str | None = None, changed_since: int | None = None) -> list[Attempt]:
-            found = fetch(dataset, changed_since)
-            self.attempts += len(found)
-            return found
+        def counted(dataset: str, changed_since: int | None = None, size: int = 500) -> Iterator[Any]:
+            for page, outputs in pages(dataset, changed_since, size):
+                self.attempts += len(page)
+                yield page, outputs
 
-        ledger.all_attempts = counted  # type: ignore[method-assign]
+        ledger.attempt_pages = counted  # type: ignore[method-assign]
 
 
 def build(spec: DatasetSpec, storage: LocalStorage) -> int:
@@ -173,13 +174,41 @@ async def test_lineage_and_audit_built_on_the_last_pass_equal_a_build_from_scrat
     assert build(spec, storage) == everything
 
 
+TEMPLATE = Attempt(identity="", attempt=1, dataset="race", prompt_id="p", variant=0, fingerprint="f",
+                   provider="rivya", model="m", mode="text_to_image", prompt="x", params_json="{}", seed=1,
+                   seed_source="derived", extra_json="{}", idempotency_key="k", request_json="{}",
+                   state="submitting", credits_estimate=1.0)  # fmt: skip
+
+
+def test_pages_read_each_attempt_and_one_written_again_meanwhile_counts_once(ledger_where: str, tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "out")
+    with Ledger.open(ledger_where) as ledger:
+        for i in range(7):
+            ledger.begin_attempt(dataclasses.replace(TEMPLATE, identity=f"a{i}", prompt_id=f"p{i}"))
+        pages = list(ledger.attempt_pages("race", size=3))
+        assert [[a.identity for a in page] for page, _ in pages] == [["a0", "a1", "a2"], ["a3", "a4", "a5"], ["a6"]]
+        write_lineage(ledger, "race", storage)
+        for i in range(3):
+            ledger.update(f"a{i}", 1, state="submitted", task_id=f"t{i}")
+        read = ledger.attempt_pages
+
+        def racing(dataset: str, changed_since: int | None = None, size: int = 500) -> Iterator[Any]:
+            for n, (page, outputs) in enumerate(read(dataset, changed_since, size=1)):
+                yield page, outputs
+                if n == 0:  # another process writes the attempt just read: it comes again, later
+                    ledger.update(page[0].identity, 1, state="failed", error_class="Transient", error_code="503")
+        ledger.attempt_pages = racing  # type: ignore[method-assign]
+        _, racy = write_lineage(ledger, "race", storage)
+        ledger.attempt_pages = read  # type: ignore[method-assign]
+        assert racy.num_rows == 7 and racy.equals(lineage_table(ledger, "race"))  # rows as now (marks differ)
+        _, settled = write_lineage(ledger, "race", storage)
+        assert settled.equals(lineage_table(ledger, "race"), check_metadata=True)
+
+
 def test_a_change_number_seen_means_every_record_numbered_up_to_it_is_visible(ledger_where: str) -> None:
     """Writers on several connections at once (as several machines); readers take the mark, then read the
     attempts above 0: none numbered at or below the mark may be missing — what a lineage build relies on."""
-    template = Attempt(identity="", attempt=1, dataset="race", prompt_id="p", variant=0, fingerprint="f",
-                       provider="rivya", model="m", mode="text_to_image", prompt="x", params_json="{}", seed=1,
-                       seed_source="derived", extra_json="{}", idempotency_key="k", request_json="{}",
-                       state="submitting", credits_estimate=1.0)  # fmt: skip
+    template = TEMPLATE
     Ledger.open(ledger_where).close()
 
     def writer(n: int) -> None:

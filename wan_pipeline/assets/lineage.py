@@ -8,6 +8,7 @@ from pydantic import Field
 from wan_pipeline.assets.automation import REFRESH
 from wan_pipeline.assets.keys import key
 from wan_pipeline.assets.metadata import unknown_usd
+from wan_pipeline.execution.memory import release_free_memory
 from wan_pipeline.execution.session import open_ledger
 from wan_pipeline.outputs.audit import audit_outputs, duplicate_submissions
 from wan_pipeline.outputs.gallery import GALLERY_PATH
@@ -51,6 +52,7 @@ def _lineage(spec: DatasetSpec, source: SpecSource, lineage_key: dg.AssetKey) ->
         store = storage.for_spec(current)
         with open_ledger(current) as ledger:
             uri, table = write_lineage(ledger, current.name, store, full=config.full)
+        release_free_memory()  # what building it took (execution/memory.py)
         status = table.column("status").to_pylist()
         credits = [c for c in table.column("credits_final").to_pylist() if c is not None]
         costs = table.column("cost_usd").to_pylist()
@@ -83,6 +85,7 @@ def _outputs_exist_and_decode(source: SpecSource, lineage_key: dg.AssetKey) -> d
         current = source.load()
         with open_ledger(current) as ledger:
             audit = audit_outputs(ledger, current.name, storage.for_spec(current), full=config.full)
+        release_free_memory()
         return dg.AssetCheckResult(
             passed=not audit.problems,
             metadata={

@@ -14,9 +14,10 @@ from pydantic import Field
 from wan_pipeline.assets.automation import REFRESH
 from wan_pipeline.assets.keys import key
 from wan_pipeline.assets.metadata import unknown_usd
+from wan_pipeline.execution.memory import release_free_memory
 from wan_pipeline.outputs.card import dataset_card
 from wan_pipeline.outputs.export import DEFAULT_SHARD_SIZE, ExportFormat, export_dataset
-from wan_pipeline.outputs.gallery import write_gallery
+from wan_pipeline.outputs.gallery import GALLERY_COLUMNS, write_gallery
 from wan_pipeline.outputs.lineage import LINEAGE_PATH
 from wan_pipeline.outputs.storage import Storage, open_storage
 from wan_pipeline.planning.spec import DatasetSpec, SpecSource
@@ -30,8 +31,10 @@ def read_lineage(store: Storage) -> pa.Table:
     return pq.read_table(io.BytesIO(store.get(LINEAGE_PATH)))
 
 
-def read_lineage_rows(store: Storage) -> list[dict[str, Any]]:
-    return list(read_lineage(store).to_pylist())
+def read_lineage_rows(store: Storage, columns: list[str] | None = None) -> list[dict[str, Any]]:
+    """The rows (of `columns` only, when given: a dataset of many outputs need not load its request bodies)."""
+    table = pq.read_table(io.BytesIO(store.get(LINEAGE_PATH)), columns=columns)
+    return list(table.to_pylist())
 
 
 def build_report_asset(spec: DatasetSpec, source: SpecSource) -> dg.AssetsDefinition:
@@ -47,7 +50,8 @@ def build_report_asset(spec: DatasetSpec, source: SpecSource) -> dg.AssetsDefini
     def report(storage: StorageResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
         current = source.load()
         store = storage.for_spec(current)
-        summary = write_gallery(read_lineage_rows(store), current.name, store)
+        summary = write_gallery(read_lineage_rows(store, GALLERY_COLUMNS), current.name, store)
+        release_free_memory()  # the thumbnails decoded (execution/memory.py)
         return dg.MaterializeResult(
             metadata={
                 "gallery": dg.MetadataValue.path(summary.uri),

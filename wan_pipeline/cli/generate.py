@@ -101,7 +101,7 @@ def _summary(spec: DatasetSpec, plan: Plan, outcome: RunOutcome, selected: list[
 
     with open_ledger(spec) as ledger:
         states = [s for s in output_states(plan, ledger) if not selected or s.task.prompt_id in selected]
-        after = {f"{a.identity}#{a.attempt}" for a in ledger.all_attempts(spec.name) if a.task_id}
+        after = {f"{a.identity}#{a.attempt}" for a in ledger.briefs(spec.name) if a.task_id}
         credits, usd = ledger.committed_credits(spec.name), ledger.committed_usd(spec.name)
     c = counts(states)
     bad = [s for s in states if s.state != "stored"]

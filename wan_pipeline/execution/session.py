@@ -12,6 +12,7 @@ import httpx
 from wan_pipeline.execution.endpoints import Endpoint, in_process_emulator, resolve_endpoint, state_dir
 from wan_pipeline.execution.engine import EngineSettings, EventSink, TaskEngine
 from wan_pipeline.execution.journal import Journal
+from wan_pipeline.execution.memory import release_free_memory
 from wan_pipeline.execution.wire import Wire
 from wan_pipeline.money.database import Runner
 from wan_pipeline.money.leases import LeaseSettings, SlotLeases
@@ -95,3 +96,4 @@ async def open_session(
             yield Session(spec, endpoint, ledger, storage, engine)
     finally:
         ledger.close()
+        release_free_memory()  # a long `generate` runs many sessions in one process (execution/memory.py)

@@ -12,7 +12,7 @@ versioned schema). The semantics are the same on both; only the storage differs.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
@@ -133,7 +133,24 @@ class StoredOutput:
     stored_at: str
 
 
-def surely_unbilled(a: Attempt) -> bool:
+@dataclass(frozen=True)
+class AttemptBrief:
+    """Where an attempt stands and what it cost, without its request (a tenth of an `Attempt`'s memory): for
+    readers that go over a whole dataset."""
+
+    identity: str
+    attempt: int
+    state: str
+    task_id: str | None
+    error_code: str | None
+    error_class: str | None
+    error_message: str | None
+    credits_reserved: float | None
+    credits_final: float | None
+    cost_usd: float | None
+
+
+def surely_unbilled(a: Attempt | AttemptBrief) -> bool:
     """Failed before the provider could have created a task (`money.totals.unbilled_sql` agrees)."""
     return (
         a.state == FAILED and a.task_id is None and a.error_class is not None and a.error_class not in AMBIGUOUS_ERRORS
@@ -157,6 +174,7 @@ def held_usd(a: Attempt) -> float:
 
 
 _ATTEMPT_COLS = [f.name for f in fields(Attempt)]
+_BRIEF = ", ".join(f.name for f in fields(AttemptBrief))
 _OUTPUT_COLS = [f.name for f in fields(StoredOutput)]
 _ORPHAN_COLS = [f.name for f in fields(Orphan)]
 _A = ", ".join(_ATTEMPT_COLS)
@@ -246,6 +264,39 @@ class Ledger:
         )
         spans = (datetime.fromisoformat(str(done)) - datetime.fromisoformat(str(sent)) for sent, done in rows)
         return [span.total_seconds() for span in spans if span.total_seconds() >= 0]
+
+    def briefs(self, dataset: str) -> list[AttemptBrief]:
+        """Every attempt of the dataset, briefly (ordered by identity and attempt)."""
+        rows = self.db.query(f"SELECT {_BRIEF} FROM attempts WHERE dataset=? ORDER BY identity, attempt", (dataset,))
+        return [AttemptBrief(*row) for row in rows]
+
+    def attempt_pages(
+        self, dataset: str, changed_since: int | None = None, size: int = 500
+    ) -> Iterator[tuple[list[Attempt], list[StoredOutput]]]:
+        """`all_attempts(dataset, changed_since)` with their outputs, `size` attempts at a time, so a reader of
+        a large dataset holds one page of records at once. Every attempt comes; with `changed_since`, one
+        written again while the pages are read may come twice (its later version later)."""
+        cols = ", ".join("a." + c for c in _ATTEMPT_COLS)
+        if changed_since is None:
+            # in primary-key order; `dataset || ''` keeps the planner off the dataset indexes, through which it
+            # would sort the whole dataset for every page
+            where, order = "a.dataset || '' = ? AND a.identity >= ? AND (a.identity > ? OR a.attempt > ?)", \
+                "a.identity, a.attempt"  # fmt: skip
+            after: list[Any] = ["", "", 0]
+        else:
+            where, order, after = "a.dataset = ? AND a.change_seq > ?", "a.change_seq", [changed_since]
+        while True:
+            rows = self.db.query(f"SELECT {cols}, a.change_seq FROM attempts a WHERE {where} ORDER BY {order} "
+                                 "LIMIT ?", [dataset, *after, size])  # fmt: skip
+            if not rows:
+                return
+            page = [Attempt(*row[:-1]) for row in rows]
+            identities = sorted({a.identity for a in page})
+            outs = self.db.query(f"SELECT {_O} FROM outputs WHERE identity IN ({_marks(identities)})", identities)
+            keys = {(a.identity, a.attempt) for a in page}
+            yield page, [o for o in (StoredOutput(*row) for row in outs) if (o.identity, o.attempt) in keys]
+            last = page[-1]
+            after = [last.identity, last.identity, last.attempt] if changed_since is None else [rows[-1][-1]]
 
     def begin_attempt(self, a: Attempt, check: Callable[[], None] | None = None) -> None:
         """Written before the submission leaves this process (insert or re-arm the same attempt).
@@ -391,5 +442,5 @@ def admission_lock(dataset: str) -> str:
     return f"{totals.ADMISSION_LOCK_PREFIX}{dataset}"
 
 
-def _marks(cols: list[str]) -> str:
+def _marks(cols: list[Any]) -> str:
     return ", ".join("?" * len(cols))

@@ -33,7 +33,7 @@ class Audit:
 
 def audit_outputs(ledger: Ledger, dataset: str, storage: Storage, full: bool = False) -> Audit:
     """Every stored output: the file exists, its SHA-256 matches, images decode at the recorded size."""
-    identities = {a.identity for a in ledger.all_attempts(dataset) if a.state == STORED}
+    identities = {a.identity for a in ledger.briefs(dataset) if a.state == STORED}
     outputs = [o for o in ledger.all_outputs(dataset) if o.identity in identities]
     rels = {o.media_uri: relpath_of(storage, o.media_uri) for o in outputs}
     earlier = {} if full else _load_state(storage)
@@ -116,7 +116,7 @@ def duplicate_submissions(ledger: Ledger, dataset: str) -> list[str]:
     """An identity bought twice: two provider tasks for one attempt, or a new attempt while an earlier
     one had not terminally failed (the only legitimate reason to pay again)."""
     by_identity = defaultdict(list)
-    for a in ledger.all_attempts(dataset):
+    for a in ledger.briefs(dataset):
         by_identity[a.identity].append(a)
     violations = []
     seen_tasks: dict[str, str] = {}

@@ -127,12 +127,18 @@ def _reproduce(dataset: str) -> str:
     )
 
 
+#: the lineage columns the card reads (the others, request bodies included, need not become Python objects)
+CARD_COLUMNS = [
+    "dataset", "status", "provider", "model", "mode", "cost_source", "credits_final", "cost_usd", "identity",
+    "master_seed", "seed_source", "provider_seed", "seed", "code_version", "spec_sha256", "table_sha256",
+]  # fmt: skip
+
+
 def dataset_card(table: pa.Table) -> str:
     """The card's Markdown for one dataset's lineage table (the lineage schema version comes from its metadata)."""
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-    return card_markdown(
-        table.to_pylist(), meta.get("wan_pipeline.lineage_schema", "?"), meta.get("wan_pipeline.written_by", "?")
-    )
+    rows = table.select([c for c in CARD_COLUMNS if c in table.column_names]).to_pylist()
+    return card_markdown(rows, meta.get("wan_pipeline.lineage_schema", "?"), meta.get("wan_pipeline.written_by", "?"))
 
 
 def card_markdown(rows: list[dict[str, Any]], schema_version: str, written_by: str) -> str:

@@ -10,9 +10,10 @@ relatively (``../media/...``) for the full-size view.
 from __future__ import annotations
 
 import html
+import io
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,11 +66,23 @@ def summarize(rows: Iterable[Mapping[str, Any]], uri: str = "") -> GallerySummar
     )
 
 
+#: the lineage columns the page shows (a reader of the lineage file need not load the others)
+GALLERY_COLUMNS = [
+    "status", "prompt_id", "variant", "output_index", "attempt", "prompt", "seed", "mode", "task_id", "width",
+    "height", "media_uri", "media_sha256", "error_code", "error_message", "cost_usd", "credits_final",
+]  # fmt: skip
+
+
 def write_gallery(rows: list[dict[str, Any]], dataset: str, storage: Storage) -> GallerySummary:
-    """Render the lineage rows (``outputs.lineage.lineage_rows`` or the Parquet's) and store the page."""
-    thumbs = {entry_id(r): _thumbnail(storage, r) for r in rows if r.get("status") == "succeeded"}
-    page = render_gallery(rows, dataset, thumbs, _media_links(storage, rows))
-    uri = storage.put(GALLERY_PATH, page.encode("utf-8"), "text/html; charset=utf-8")
+    """Render the lineage rows (``outputs.lineage.lineage_rows`` or the Parquet's) and store the page.
+
+    Card by card, each thumbnail made as its card is written: the page's bytes are the one thing held whole
+    (a dataset of 10,000 outputs would otherwise hold every thumbnail, every card and the page twice over)."""
+    links = _media_links(storage, rows)
+    buf = io.BytesIO()
+    for part in _page_parts(rows, dataset, lambda r: _thumbnail(storage, r), links):
+        buf.write(part.encode("utf-8"))
+    uri = storage.put(GALLERY_PATH, buf.getvalue(), "text/html; charset=utf-8")
     return summarize(rows, uri)
 
 
@@ -99,9 +112,20 @@ def _media_links(storage: Storage, rows: list[dict[str, Any]]) -> dict[str, str]
 def render_gallery(
     rows: list[dict[str, Any]], dataset: str, thumbs: Mapping[str, str | None], links: Mapping[str, str]
 ) -> str:
+    return "".join(_page_parts(rows, dataset, lambda r: thumbs.get(entry_id(r)), links))
+
+
+_CARDS = "\x00cards\x00"  # where the cards go in the page (a mark no escaped text contains)
+
+
+def _page_parts(
+    rows: list[dict[str, Any]],
+    dataset: str,
+    thumb: Callable[[Mapping[str, Any]], str | None],
+    links: Mapping[str, str],
+) -> Iterator[str]:
     summary = summarize(rows)
     modes = sorted({str(r.get("mode")) for r in rows})
-    cards = "\n".join(_card(r, thumbs.get(entry_id(r)), links.get(entry_id(r))) for r in rows)
     usd = f"${summary.usd:.4f}" if summary.usd is not None else (
         f"unknown ({summary.usd_unknown_rows} row(s) without a published price)"
     )
@@ -113,16 +137,21 @@ def render_gallery(
         f'<span data-total="usd">{html.escape(usd)}</span>'
     )
     options = "".join(f'<option value="{html.escape(m)}">{html.escape(m)}</option>' for m in modes)
-    return _PAGE.format(
+    head, tail = _PAGE.format(
         title=html.escape(f"{dataset} — wan-pipeline gallery"),
         dataset=html.escape(dataset),
         totals=totals,
         mode_options=options,
         count=len(rows),
-        cards=cards,
+        cards=_CARDS,
         css=_CSS,
         script=_SCRIPT,
-    )
+    ).split(_CARDS)
+    yield head
+    for n, r in enumerate(rows):
+        shown = thumb(r) if r.get("status") == "succeeded" else None
+        yield ("\n" if n else "") + _card(r, shown, links.get(entry_id(r)))
+    yield tail
 
 
 def _card(row: Mapping[str, Any], thumb: str | None, link: str | None) -> str:

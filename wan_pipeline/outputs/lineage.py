@@ -256,17 +256,29 @@ def lineage_table(ledger: Ledger, dataset: str, previous: pa.Table | None = None
     is the same table a build from scratch gives (docs/lineage.md, "Incremental builds")."""
     mark = ledger.change_mark(dataset)  # first: every record numbered up to it is visible to what follows
     since = _resumable_from(previous, mark)
-    if previous is None or since is None:
-        attempts, outputs, kept = ledger.all_attempts(dataset), ledger.all_outputs(dataset), None
-    else:
-        attempts = ledger.all_attempts(dataset, changed_since=since)
-        outputs = ledger.all_outputs(dataset, changed_since=since)
-        kept = _unchanged_rows(previous, attempts)
-    fresh = pa.Table.from_pylist(_attempt_rows(attempts, outputs), schema=SCHEMA)
-    rows = (pa.concat_tables([kept, fresh]) if kept is not None else fresh).sort_by(ROW_ORDER)
+    pages: list[pa.Table] = []
+    owner: dict[str, int] = {}  # attempt key -> the page that read it last
+    for attempts, outputs in ledger.attempt_pages(dataset, changed_since=since):
+        pages.append(pa.Table.from_pylist(_attempt_rows(attempts, outputs), schema=SCHEMA))
+        owner.update((f"{a.identity}#{a.attempt}", len(pages) - 1) for a in attempts)
+    parts = [_latest_only(page, n, owner) for n, page in enumerate(pages)]
+    if previous is not None and since is not None:
+        parts.append(_unchanged_rows(previous, set(owner)))
+    rows = pa.concat_tables(parts or [SCHEMA.empty_table()]).sort_by(ROW_ORDER)
     orphans = [o for o in ledger.orphans(dataset) if not _claimed(o.task_id, rows)]
     table = pa.concat_tables([rows, pa.Table.from_pylist([_orphan_row(o) for o in orphans], schema=SCHEMA)])
     return table.combine_chunks().replace_schema_metadata(_metadata(mark))
+
+
+def _keys(rows: pa.Table) -> pa.ChunkedArray:
+    return pc.binary_join_element_wise(rows["identity"], pc.cast(rows["attempt"], pa.string()), "#")
+
+
+def _latest_only(page: pa.Table, n: int, owner: dict[str, int]) -> pa.Table:
+    """The page's rows, less those of an attempt written again meanwhile and read again by a later page."""
+    keys = _keys(page)
+    later = [k for k in set(keys.to_pylist()) if owner[k] != n]
+    return page.filter(pc.invert(pc.is_in(keys, value_set=pa.array(later, pa.string())))) if later else page
 
 
 def _metadata(mark: ChangeMark) -> dict[bytes, bytes]:
@@ -289,14 +301,12 @@ def _resumable_from(previous: pa.Table | None, mark: ChangeMark) -> int | None:
     return earlier.changes if earlier is not None and mark.continues(earlier) else None
 
 
-def _unchanged_rows(previous: pa.Table, changed: list[Attempt]) -> pa.Table:
+def _unchanged_rows(previous: pa.Table, changed: set[str]) -> pa.Table:
     """The earlier build's rows of attempts that did not change (orphan rows are always recomputed)."""
     rows = previous.replace_schema_metadata(None)
     rows = rows.filter(pc.not_equal(rows["status"], ORPHANED))
     if changed:
-        keys = pc.binary_join_element_wise(rows["identity"], pc.cast(rows["attempt"], pa.string()), "#")
-        gone = pa.array([f"{a.identity}#{a.attempt}" for a in changed], pa.string())
-        rows = rows.filter(pc.invert(pc.is_in(keys, value_set=gone)))
+        rows = rows.filter(pc.invert(pc.is_in(_keys(rows), value_set=pa.array(sorted(changed), pa.string()))))
     return rows
 
 

@@ -13,6 +13,7 @@ from wan_pipeline.money.ledger import (
     SUBMITTING,
     SUCCEEDED,
     Attempt,
+    AttemptBrief,
     Ledger,
     surely_unbilled,
 )
@@ -32,8 +33,8 @@ class OutputState:
 
 def output_states(plan: Plan, ledger: Ledger) -> list[OutputState]:
     # One query for the dataset, grouped here: not one query per planned output.
-    by_identity: dict[str, list[Attempt]] = defaultdict(list)
-    for a in ledger.all_attempts(plan.spec.name):
+    by_identity: dict[str, list[AttemptBrief]] = defaultdict(list)
+    for a in ledger.briefs(plan.spec.name):
         by_identity[a.identity].append(a)
     out = []
     for task in plan.tasks:
@@ -65,11 +66,11 @@ def output_states(plan: Plan, ledger: Ledger) -> list[OutputState]:
     return out
 
 
-def unstored_by_prompt(plan: Plan, attempts: Iterable[Attempt]) -> dict[str, int]:
+def unstored_by_prompt(plan: Plan, attempts: Iterable[Attempt | AttemptBrief]) -> dict[str, int]:
     """How many outputs of each prompt (= partition) are not stored yet, in plan order; prompts with every
     output stored are left out. The state `output_states` would give, without building one per output: this
     is what `generate` works out for 100,000 outputs before its first submission."""
-    last: dict[str, Attempt] = {}
+    last: dict[str, Attempt | AttemptBrief] = {}
     for a in attempts:
         seen = last.get(a.identity)
         if seen is None or a.attempt > seen.attempt:
