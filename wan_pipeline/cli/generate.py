@@ -52,6 +52,7 @@ def generate(ctx: click.Context, spec_path: str, only: tuple[str, ...], resubmit
     """Generate what is missing, through Dagster."""
     from wan_pipeline.cli.launch import launch_generation
     from wan_pipeline.execution.endpoints import resolve_endpoint
+    from wan_pipeline.execution.memory import prefer_system_allocator
 
     selected = _selected(ctx, only)
     spec = load_spec(spec_path)
@@ -67,6 +68,7 @@ def generate(ctx: click.Context, spec_path: str, only: tuple[str, ...], resubmit
     # The plan (about ten objects per output) is kept until the end: spare it the cyclic garbage collector's
     # full passes while Dagster and the engine run (at 100,000 outputs each pass took a few tenths of a second).
     gc.freeze()
+    prefer_system_allocator()  # one process runs every range run, then lineage: keep its peak low
     try:
         outcome = launch_generation(Path(spec_path), spec, plan, selected, verbose=settings.verbose)
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import sys
 from collections.abc import Callable
 
@@ -24,6 +25,18 @@ def release_free_memory() -> None:
     arrow = sys.modules.get("pyarrow")  # never imported for this alone
     if arrow is not None:
         arrow.default_memory_pool().release_unused()
+
+
+def prefer_system_allocator() -> None:
+    """Arrow allocates from the C heap from now on instead of its own mimalloc pool, unless the user chose a
+    pool (`ARROW_DEFAULT_MEMORY_POOL`). For a long-lived process: mimalloc kept about twice what the lineage
+    build had live, while the C heap's free pages go back with `release_free_memory` (peak of `generate` at
+    10,000 outputs: 368 -> 337 MB in its lineage step)."""
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
 
 
 @functools.cache

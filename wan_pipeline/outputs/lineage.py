@@ -267,7 +267,7 @@ def lineage_table(ledger: Ledger, dataset: str, previous: pa.Table | None = None
     rows = pa.concat_tables(parts or [SCHEMA.empty_table()]).sort_by(ROW_ORDER)
     orphans = [o for o in ledger.orphans(dataset) if not _claimed(o.task_id, rows)]
     table = pa.concat_tables([rows, pa.Table.from_pylist([_orphan_row(o) for o in orphans], schema=SCHEMA)])
-    return table.combine_chunks().replace_schema_metadata(_metadata(mark))
+    return table.replace_schema_metadata(_metadata(mark))
 
 
 def _keys(rows: pa.Table) -> pa.ChunkedArray:
