@@ -7,11 +7,16 @@ The test frees 48 MB held between small live blocks and reads the process's resi
 
 from __future__ import annotations
 
+import gc
+import weakref
 from pathlib import Path
 
 import pytest
+from conftest import write_dataset
 
+from wan_pipeline.cli.launch import _side_by_side
 from wan_pipeline.execution.memory import _malloc_trim, prefer_system_allocator, release_free_memory
+from wan_pipeline.planning.spec import load_spec
 
 
 def resident_kib() -> int:
@@ -51,3 +56,25 @@ def test_generate_has_arrow_allocate_from_the_c_heap_unless_the_user_chose_a_poo
         assert table.column("x")[999].as_py() == 999  # allocates from it
     finally:
         pa.set_memory_pool(before)
+
+
+class _Result:
+    """Stands for a run's result (Dagster's holds every event of the run)."""
+
+
+def test_each_range_run_result_is_let_go_once_read(tmp_path: Path) -> None:
+    """generate reads 200 results at 10,000 outputs: keeping them all held every run's events to the end."""
+    spec = load_spec(write_dataset(tmp_path, [{"prompt_id": "a", "prompt": "A fox"}], name="lanes"))
+    made: list[weakref.ref[_Result]] = []
+
+    def run_one(chunk: list[str]) -> _Result:
+        result = _Result()
+        made.append(weakref.ref(result))
+        return result
+
+    runs = _side_by_side(run_one, [[f"p{i}"] for i in range(6)], 1, spec)  # type: ignore[arg-type]
+    for n, result in enumerate(runs):
+        del result
+        gc.collect()
+        assert all(ref() is None for ref in made[:n])  # every earlier one is gone
+    assert len(made) == 6

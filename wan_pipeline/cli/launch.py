@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -102,10 +103,11 @@ def _side_by_side(
                 before = ledger.attempt_count(spec.name)
                 while not first.done() and ledger.attempt_count(spec.name) == before:
                     time.sleep(0.1)
-        rest = [pool.submit(run_one, chunk) for chunk in chunks[1:]]
+        rest = deque(pool.submit(run_one, chunk) for chunk in chunks[1:])
         yield first.result()
-        for run in rest:
-            yield run.result()
+        del first
+        while rest:  # each result dropped once read: a run's result holds all its events
+            yield rest.popleft().result()
 
 
 def _definitions(spec_path: Path) -> dg.Definitions:
