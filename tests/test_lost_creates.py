@@ -8,6 +8,8 @@ import json
 import socket
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from wan_pipeline.emulator.app import in_process
 from wan_pipeline.emulator.faults import FaultConfig
 from wan_pipeline.emulator.state import EmulatorConfig, body_hash
 from wan_pipeline.execution.engine import EngineSettings, Outcome
+from wan_pipeline.execution.journal import AsyncLedger, Journal
 from wan_pipeline.execution.session import open_ledger, open_session
 from wan_pipeline.money.ledger import Ledger
 from wan_pipeline.money.slots import CreateSlots
@@ -324,3 +327,60 @@ def test_a_clean_run_neither_reads_the_hosts_list_nor_scans_for_lost_creates(pla
     assert swept > 0
     assert statuses(asyncio.run(run(tasks))) == ["stored"] * 4
     assert len(listed) > swept
+
+
+def test_a_create_of_another_engine_waits_for_the_previous_task_id_to_be_committed(
+    plan: Plan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Engines side by side in one process (each its own event loop and journal) share the process's turn. A
+    turn passed within an engine relies on its journal's order; one passed to another engine is handed over
+    only once the previous task id is committed. Task id writes are slowed so that a hand-over that did not
+    wait would be seen: at each create, every earlier create's task id must already be durable."""
+    host = Host()
+    seen: list[tuple[int, int]] = []
+    lock = threading.Lock()
+    commit, update_queued = Journal._commit, AsyncLedger.update_queued
+
+    def tagged(self: AsyncLedger, identity: str, attempt: int, **values: Any) -> Any:
+        if values.get("task_id"):
+            self.journal._queue.put(_SLOW)  # type: ignore[arg-type]  # its journal stalls before the task id
+        return update_queued(self, identity, attempt, **values)
+
+    def stalling(self: Journal, batch: list[Any]) -> None:
+        if _SLOW in batch:
+            time.sleep(0.05)
+        commit(self, [op for op in batch if op is not _SLOW])
+
+    monkeypatch.setattr(AsyncLedger, "update_queued", tagged)
+    monkeypatch.setattr(Journal, "_commit", stalling)
+
+    class Probe(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.method == "POST" and "generation" in request.url.path:
+                with lock, open_ledger(plan.spec) as ledger:
+                    durable = sum(1 for a in ledger.all_attempts("lost") if a.task_id)
+                    seen.append((host.state.report()["submit_requests"], durable))
+            return await host.transport.handle_async_request(request)
+
+    results: list[list[Outcome]] = []
+    together = threading.Barrier(2)
+
+    def engine(part: list[Any]) -> None:
+        async def run() -> list[Outcome]:
+            async with open_session(plan.spec, FAST, transport=Probe()) as session:
+                together.wait(timeout=30)  # both engines want the turn at once
+                return await session.engine.run(part)
+
+        results.append(asyncio.run(run()))
+
+    tasks = list(plan.tasks)
+    threads = [threading.Thread(target=engine, args=(tasks[i::2],)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(o.status for r in results for o in r) == ["stored"] * 4
+    assert sorted(seen) == [(n, n) for n in range(4)]
+
+
+_SLOW = object()

@@ -109,8 +109,9 @@ def test_a_killed_holder_on_this_host_is_reaped_at_once(where: str, tmp_path: Pa
 async def test_a_held_lease_is_renewed_past_its_ttl(two_dbs: tuple[Database, Database]) -> None:
     holder = SlotLeases(two_dbs[0], SCOPE, LeaseSettings(limit=4, ttl_s=0.4), holder=OTHER_MACHINE)
     rival = SlotLeases(two_dbs[1], SCOPE, LeaseSettings(limit=4))
-    async with holder.hold("out-1") as slot:
-        assert slot == 0
+    async with holder.hold("out-1") as lease:
+        await lease.busy()
+        assert lease.slot == 0
         for _ in range(4):  # 1.2 s in all: three TTLs, kept alive by the heartbeat
             await asyncio.sleep(0.3)
             assert rival.try_acquire("out-1") is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import threading
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -105,3 +106,72 @@ def test_the_pooled_event_log_takes_events_from_many_threads(tmp_path: Path, mon
             t.join(timeout=300)
         assert results == [True] * 4
         assert len(instance.get_materialized_partitions(thing.key)) == 40
+
+
+def test_planned_events_written_as_one_batch_read_like_stock_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI's instance takes a run's per-partition "planned" events as one batch (one transaction per shard)
+    and makes each run's shard from a template. A stock instance reads the same thing a stock write gives: a
+    planned event per partition (what marks a partition in progress, or failed when its run fails), the
+    materializations, and the run's own log."""
+    parts = dg.StaticPartitionsDefinition([f"p{i}" for i in range(10)])
+
+    @dg.asset(partitions_def=parts)
+    def thing(context) -> None:  # type: ignore[no-untyped-def]  # Dagster reads the annotation, not its string
+        for pk in context.partition_keys[:4]:
+            context.log_event(dg.AssetMaterialization(asset_key=context.asset_key, partition=pk))
+        raise dg.Failure("the rest failed")
+
+    job = dg.Definitions(assets=[thing], jobs=[dg.define_asset_job("j", [thing])]).resolve_job_def("j")
+    batches: list[int] = []
+    templates: list[bool] = []
+    pooled = PooledSqliteEventLogStorage
+    store_batch, copy_template = pooled.store_event_batch, pooled._copy_template
+
+    def spy_batch(self: PooledSqliteEventLogStorage, events: Any) -> None:
+        batches.append(len(events))
+        store_batch(self, events)
+
+    def spy_template(self: PooledSqliteEventLogStorage, shard: str) -> bool:
+        templates.append(copy_template(self, shard))
+        return templates[-1]
+
+    monkeypatch.setattr(PooledSqliteEventLogStorage, "store_event_batch", spy_batch)
+    monkeypatch.setattr(PooledSqliteEventLogStorage, "_copy_template", spy_template)
+    seen = {}
+    for name, ours in (("ours", True), ("stock", False)):
+        home = tmp_path / name
+        home.mkdir()
+        if ours:
+            monkeypatch.setenv("DAGSTER_HOME", str(home))
+            ensure_dagster_home()
+            monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "10000")
+        else:
+            (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", "utf-8")
+            monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE")
+        with dg.DagsterInstance.from_config(str(home)) as writer:
+            assert isinstance(writer.event_log_storage, PooledSqliteEventLogStorage) is ours
+            runs = [job.execute_in_process(instance=writer, tags=range_tags(f"p{a}", f"p{a + 4}"),
+                                           raise_on_error=False) for a in (0, 5)]  # fmt: skip
+            assert [r.success for r in runs] == [False, False]
+        (home / "stock.yaml").write_text("telemetry:\n  enabled: false\n", "utf-8")
+        with dg.DagsterInstance.from_config(str(home), config_filename="stock.yaml") as stock:
+            storage = stock.event_log_storage
+            assert not isinstance(storage, PooledSqliteEventLogStorage)
+            planned = stock.get_event_records(dg.EventRecordsFilter(dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+                                                                    asset_key=thing.key))  # fmt: skip
+            unfinished = storage.get_latest_asset_partition_materialization_attempts_without_materializations(thing.key)
+            logs = [stock.all_logs(r.run_id) for r in runs]
+            seen[name] = (
+                sorted(r.partition_key or "" for r in planned),
+                set(stock.get_materialized_partitions(thing.key)),
+                sorted(unfinished),
+                [sorted(str(e.dagster_event_type) for e in log) for log in logs],
+            )
+    assert batches == [5, 5] and templates == [True, True]  # one batch of planned events per run; shards copied
+    assert seen["ours"] == seen["stock"]
+    planned_keys, materialized, unfinished_keys, _ = seen["ours"]
+    assert planned_keys == [f"p{i}" for i in range(10)]
+    assert materialized == {"p0", "p1", "p2", "p3", "p5", "p6", "p7", "p8"}
+    assert unfinished_keys == ["p4", "p9"]  # their runs failed: the UI shows them failed

@@ -14,6 +14,11 @@ Everything else uses what `import dagster` exports. Two things have no public fo
   files, same schema, readable by a stock webserver — keeping one small pool per recently used shard. The
   instance the CLI creates names it in its dagster.yaml (`cli/home.py`); `_connect` is the private method it
   overrides; tests/test_side_by_side_runs.py has a stock instance read what it wrote, from runs in threads.
+  Two more costs go the same way. A batch of asset events (Dagster sends a run's per-partition "planned"
+  events as one batch when `DAGSTER_EVENT_BATCH_SIZE` is set; the stock SQLite storage still writes them one
+  transaction pair each) is written in one transaction per shard, with the same rows (`store_event_batch`).
+  And a new run's shard is a copy of a freshly initialized one instead of Dagster's per-run schema creation
+  and alembic stamping (`_open`); the template is made by Dagster's own `_initdb`, once per process.
 - **Runs side by side in one process.** Two things in Dagster assume one run per process. Capturing steps'
   stdout redirects the process's file descriptors for the step's duration, so two runs would trade streams;
   and every run start calls `logging.config.dictConfig` (`get_yaml_python_handlers`, even with no
@@ -29,18 +34,22 @@ Everything else uses what `import dagster` exports. Two things have no public fo
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS, EVENT_TYPE_TO_PIPELINE_RUN_STATUS
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._core.storage.noop_compute_log_manager import NoOpComputeLogManager
 from dagster._core.storage.sql import create_engine
-from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS, create_db_conn_string
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import NullPool, QueuePool
 
 PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -58,6 +67,9 @@ def mark_run_failed(instance: dg.DagsterInstance, run: dg.DagsterRun, message: s
 
 #: shards (run databases and the index) whose pools stay open; older ones are closed as runs come and go
 _OPEN_SHARDS = 32
+#: asked of Dagster for the "planned" events of a run: all of a run's in one batch (`launch.py` sets it)
+EVENT_BATCH_SIZE = "10000"
+_BATCHABLE = ASSET_EVENTS - ASSET_CHECK_EVENTS - set(EVENT_TYPE_TO_PIPELINE_RUN_STATUS)
 
 
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
@@ -65,6 +77,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
 
     def __init__(self, base_dir: str, inst_data: Any = None) -> None:
         self._engines: OrderedDict[str, Engine] = OrderedDict()
+        self._template: bytes | None = None
         super().__init__(base_dir, inst_data)
 
     @classmethod
@@ -94,7 +107,8 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
             )
             if shard not in self._initialized_dbs:
-                self._initdb(engine)
+                if shard == INDEX_SHARD_NAME or not self._copy_template(shard):
+                    self._initdb(engine)
                 self._initialized_dbs.add(shard)
             self._engines[shard] = engine
             if len(self._engines) > _OPEN_SHARDS:
@@ -102,12 +116,69 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 self._engines.pop(next(iter(self._engines))).dispose()
             return engine
 
+    def store_event_batch(self, events: Sequence[Any]) -> None:
+        """One run's asset events in one transaction on its shard and one on the index: the rows `store_event`
+        writes for each, in order. Anything else (run status, asset checks, mixed runs) goes one by one."""
+        if len({e.run_id for e in events}) != 1 or not all(
+            e.is_dagster_event and e.dagster_event_type in _BATCHABLE for e in events
+        ):
+            for event in events:
+                self.store_event(event)
+            return
+        inserts = [self.prepare_insert_event(event) for event in events]
+        with self.run_connection(events[0].run_id) as conn:
+            for insert in inserts:
+                conn.execute(insert)
+        with self.index_transaction() as conn:
+            for event, insert in zip(events, inserts, strict=True):
+                key = conn.execute(insert).inserted_primary_key
+                event_id = key[0] if key else None
+                if event_id is None:
+                    raise dg.DagsterInvariantViolationError("Cannot store asset event tags for null event id.")
+                self._store_asset_event_tags(conn, [event], [event_id])
+                self._store_asset_event(conn, event, event_id)
+
+    def _copy_template(self, shard: str) -> bool:
+        """Create a new run's shard as a copy of an empty initialized one; False if it exists already (then
+        Dagster's own check runs). Linked into place complete, so a reader never sees half a file."""
+        path = Path(self.path_for_shard(shard))
+        if path.exists():
+            return False
+        if self._template is None:
+            self._template = self._fresh_shard()
+        fd, tmp = tempfile.mkstemp(prefix=f".{shard}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(self._template)
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        return True
+
+    def _fresh_shard(self) -> bytes:
+        """The bytes of a run shard as Dagster initializes it (schema, WAL mode, alembic stamp)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            engine = create_engine(create_db_conn_string(tmp, "template"), poolclass=NullPool)
+            self._initdb(engine)
+            engine.dispose()  # the last connection closed: the WAL is checkpointed into the file
+            return (Path(tmp) / "template.db").read_bytes()
+
     def dispose(self) -> None:
         super().dispose()
         with self._db_lock:
             for engine in self._engines.values():
                 engine.dispose()
             self._engines.clear()
+
+
+def batch_event_writes(instance: dg.DagsterInstance | None = None) -> None:
+    """Have Dagster hand a run's "planned" events to the event log as one batch, for an instance whose event
+    log writes a batch at once (ours; with `instance` None the caller knows it is). Other storages keep their
+    own behaviour: PostgreSQL's batch write, for one, refuses planned events and falls back noisily."""
+    if instance is None or isinstance(instance.event_log_storage, PooledSqliteEventLogStorage):
+        os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
 
 
 def prepare_side_by_side(instance: dg.DagsterInstance) -> bool:

@@ -40,3 +40,9 @@ def ensure_dagster_home() -> Path:
         config.write_text(wanted, encoding="utf-8")
     os.environ["DAGSTER_HOME"] = str(home)
     return home
+
+
+def written_by_us(home: Path) -> bool:
+    """The instance's dagster.yaml is the one this CLI writes (so its event log is ours)."""
+    config = home / "dagster.yaml"
+    return config.exists() and config.read_text(encoding="utf-8").startswith(_MARKER)

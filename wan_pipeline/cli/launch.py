@@ -20,7 +20,7 @@ from typing import Any
 import dagster as dg
 
 from wan_pipeline.assets.backfill import backfill_chunks, range_tags
-from wan_pipeline.assets.dagster_compat import prepare_side_by_side
+from wan_pipeline.assets.dagster_compat import batch_event_writes, prepare_side_by_side
 from wan_pipeline.assets.dataset import dataset_definitions, generate_job_name, lineage_job_name, prompt_table_job_name
 from wan_pipeline.assets.generation import FAILED_PARTITIONS
 from wan_pipeline.assets.keys import key
@@ -54,6 +54,7 @@ def launch_generation(
     home = ensure_dagster_home()
     defs = _definitions(spec_path)
     instance = dg.DagsterInstance.get()
+    batch_event_writes(instance)
     run_config = {"loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}}}}
     say(f"  dagster instance: {home}", to_err=True)
     closed = close_orphaned_runs(instance, spec.name)

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from wan_pipeline.cli.console import say
-from wan_pipeline.cli.home import ensure_dagster_home
+from wan_pipeline.cli.home import ensure_dagster_home, written_by_us
 
 
 @click.command("ui")
@@ -22,6 +22,10 @@ def ui(specs: tuple[str, ...], host: str, port: int) -> None:
     if specs:
         os.environ["WAN_PIPELINE_SPECS"] = os.pathsep.join(str(Path(s).resolve()) for s in specs)
     say(f"dagster instance: {home}", to_err=True)
+    if written_by_us(home):  # its event log writes a run's planned events at once: a UI backfill's runs too
+        from wan_pipeline.assets.dagster_compat import batch_event_writes
+
+        batch_event_writes()
     # `python -m dagster` with this interpreter: works from .venv/bin without an activated venv (PATH may
     # not hold the `dagster` script).
     argv = [sys.executable, "-m", "dagster", "dev", "-m", "wan_pipeline.definitions", "-h", host, "-p", str(port)]

@@ -11,17 +11,18 @@ engine of this process and every process sharing the ledger (DESIGN §9; the led
 - A create's task id is written after its turn passes on (`Submitter._send`): to a create of the same engine
   that is safe as is (one journal commits in order, and the next create awaits its own send mark), to another
   engine's create only once it is committed — so a create is never sent before the previous one's task id is
-  durable, which is what lets a lost answer be found in its own window of the host's list.
+  durable, which is what lets a lost answer be found in its own window of the host's list. Because a turn
+  that crosses engines waits for a commit and one within an engine does not, the turn prefers the engine
+  that just created (`SAME_ENGINE` in a row at most while others wait).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -35,13 +36,21 @@ STREAK_S = 30.0
 HANDOVER_S = 0.1
 #: how often a process waiting for a slot held elsewhere asks again
 POLL_S = 0.05
+#: creates of one engine in a row while another engine's create waits for the turn (each one across engines
+#: waits for a commit, one within an engine does not)
+SAME_ENGINE = 8
 #: who holds ledger slots for this process (every engine in it: the process's turns keep them apart)
 PROCESS_HOLDER = new_holder()
 _GIVEN_BACK = Wakeups()
 
 
 class _ProcessTurn:
-    """One slot's turn within this process: a FIFO of waiting creates, each on its own event loop."""
+    """One slot's turn within this process: a queue of waiting creates, each on its own event loop.
+
+    The turn goes to a waiter of the engine whose create just ran when there is one (at most `SAME_ENGINE` in
+    a row while others wait), else to the oldest waiter. To another engine's create it goes only once the
+    last create's task id is committed (its own engine's journal commits in order, so a create of the same
+    engine needs no wait) — handed over by that write's completion, never by waiting in the turn."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -51,6 +60,9 @@ class _ProcessTurn:
         self.streak_start = 0.0
         self.renew_at = 0.0
         self.not_before = 0.0
+        #: the engine (loop) of the last create, and that create's task id write
+        self.last: tuple[asyncio.AbstractEventLoop, asyncio.Future[Any] | None] | None = None
+        self.same_in_a_row = 0
 
     async def acquire(self) -> None:
         loop = asyncio.get_running_loop()
@@ -70,24 +82,49 @@ class _ProcessTurn:
             self.release()  # the turn was handed to us as we were cancelled: pass it on
             raise
 
-    def next_is_elsewhere(self, loop: asyncio.AbstractEventLoop) -> bool:
-        with self.lock:
-            return bool(self.waiters) and self.waiters[0][0] is not loop
-
     def waiting(self) -> bool:
         with self.lock:
             return bool(self.waiters)
 
-    def release(self) -> None:
+    def release(
+        self, loop: asyncio.AbstractEventLoop | None = None, pending: asyncio.Future[Any] | None = None
+    ) -> None:
+        """Pass the turn on; `loop` and `pending` name the create that just ran and its task id write (a turn
+        used without a create, or whose create's writes were awaited in it, leaves the last one standing)."""
         with self.lock:
-            while self.waiters:
-                loop, waiter = self.waiters.popleft()
-                try:
-                    loop.call_soon_threadsafe(_hand_over, waiter, self)
-                    return
-                except RuntimeError:  # that loop closed: its create is gone
-                    continue
-            self.busy = False
+            if loop is not None and pending is not None:
+                self.last = (loop, pending)
+            entry = self._next()
+            if entry is None:
+                self.busy = False
+                return
+        last_loop, last_write = self.last or (None, None)
+        if entry[0] is last_loop or last_write is None or last_write.done() or last_loop is None:
+            self._wake(entry)
+            return
+        try:  # another engine's create: once the last task id is committed (a callback in its own loop)
+            last_loop.call_soon_threadsafe(last_write.add_done_callback, lambda _: self._wake(entry))
+        except RuntimeError:  # its loop has closed, so its writes are done
+            self._wake(entry)
+
+    def _next(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None:
+        if not self.waiters:
+            return None
+        last_loop = self.last[0] if self.last else None
+        if self.same_in_a_row < SAME_ENGINE:
+            for entry in self.waiters:
+                if entry[0] is last_loop:
+                    self.waiters.remove(entry)
+                    self.same_in_a_row += 1
+                    return entry
+        self.same_in_a_row = 0
+        return self.waiters.popleft()
+
+    def _wake(self, entry: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]) -> None:
+        try:
+            entry[0].call_soon_threadsafe(_hand_over, entry[1], self)
+        except RuntimeError:  # that loop closed: its create is gone
+            self.release()
 
 
 def _hand_over(waiter: asyncio.Future[None], turn: _ProcessTurn) -> None:
@@ -128,6 +165,18 @@ class CreateTurns:
         finally:
             await self._pass_on(proc, slot)
 
+    async def meanwhile(self, slot: str, work: Callable[[], Awaitable[None]]) -> None:
+        """`work` (waiting for a concurrency slot) while holding the turn of `slot`, the ledger's slot renewed
+        as it ages however long that takes."""
+        proc = _process_turn(slot)
+        job = asyncio.ensure_future(work())
+        try:
+            while not (await asyncio.wait({job}, timeout=self.lease_s / 4))[0]:
+                await self._hold(proc, slot)
+            job.result()
+        finally:
+            job.cancel()
+
     async def _hold(self, proc: _ProcessTurn, slot: str) -> None:
         now = time.monotonic()
         if proc.held and now < proc.renew_at:
@@ -144,13 +193,10 @@ class CreateTurns:
     async def _pass_on(self, proc: _ProcessTurn, slot: str) -> None:
         pending, self.pending = self.pending, None
         try:
-            if pending is not None and proc.next_is_elsewhere(asyncio.get_running_loop()):
-                with contextlib.suppress(Exception):  # its own caller hears of a failed write
-                    await asyncio.shield(pending)
             if proc.held and (not proc.waiting() or time.monotonic() - proc.streak_start > STREAK_S):
                 await self._give_back(proc, slot)
         finally:
-            proc.release()
+            proc.release(asyncio.get_running_loop(), pending)
 
     async def _give_back(self, proc: _ProcessTurn, slot: str) -> None:
         proc.held = False

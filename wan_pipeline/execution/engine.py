@@ -11,7 +11,6 @@ is polled, never resubmitted; the budget is checked before every submission, ato
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 
@@ -20,7 +19,7 @@ from wan_pipeline.execution.calls import Caller
 from wan_pipeline.execution.delivery import Deliverer
 from wan_pipeline.execution.journal import AsyncLedger, Journal
 from wan_pipeline.execution.outcome import EventSink, Halt, Outcome, OutcomeSink
-from wan_pipeline.execution.pacing import Pacer, RateGate, Slots
+from wan_pipeline.execution.pacing import LocalSlots, Pacer, RateGate, SlotLease, Slots
 from wan_pipeline.execution.polling import Poller
 from wan_pipeline.execution.references import ReferencePreparer
 from wan_pipeline.execution.resume import Step, first_attempt, record_for, step_for
@@ -61,7 +60,7 @@ class TaskEngine:
         rng = rng or random.Random()
         # shared ones (money.rate, money.leases) when runs on several machines share one provider account
         self.gate = gate or RateGate(settings.submits_per_second)
-        self.slots = slots
+        self.slots: Slots = slots or LocalSlots(settings.max_concurrency)
         self.calls = Caller(provider, wire, self.ledger, self.gate, settings, rng)
         halt = Halt()
         self.poller = Poller(provider, self.ledger, self.calls, settings, halt)
@@ -73,16 +72,17 @@ class TaskEngine:
         self.delivery = Deliverer(wire, storage, self.ledger, settings, rng, self.on_event)
 
     async def run(self, tasks: list[PlannedTask], on_outcome: OutcomeSink | None = None) -> list[Outcome]:
-        """Every task to a terminal outcome, at most `max_concurrency` at once; one failure never stops the others.
+        """Every task to a terminal outcome, at most `max_concurrency` at the host at once (`slots`); one failure
+        never stops the others.
 
         `on_outcome` hears each outcome as soon as it is final (on the event loop), so a caller can publish
         results while the run goes on."""
-        sem = asyncio.Semaphore(self.settings.max_concurrency)
+        sem = asyncio.Semaphore(_in_hand(self.settings.max_concurrency))
 
         async def one(task: PlannedTask) -> Outcome:
-            async with sem, (self.slots.hold(task.identity) if self.slots else contextlib.nullcontext()):
+            async with sem, self.slots.hold(task.identity) as lease:
                 try:
-                    outcome = await self._run_task(task)
+                    outcome = await self._run_task(task, lease)
                 except e.ProviderError as err:
                     outcome = await self._failed(task, err)
                 except e.ConfigError as err:
@@ -126,8 +126,11 @@ class TaskEngine:
         self.on_event("failed", task, str(err))
         return Outcome(task, "failed", await self.ledger.latest(task.identity), error=err)
 
-    async def _run_task(self, task: PlannedTask) -> Outcome:
-        """One output: resume from its record, submit or poll, retry provider-side failures, deliver."""
+    async def _run_task(self, task: PlannedTask, lease: SlotLease) -> Outcome:
+        """One output: resume from its record, submit or poll, retry provider-side failures, deliver.
+
+        Its slot is taken just before the create (the attempt is recorded and admitted while another task
+        still has it) and given back at the terminal answer (the next create goes while this one downloads)."""
         started = time.monotonic()
         last = await self.ledger.latest(task.identity)
         if last is not None and last.state == STORED:
@@ -141,9 +144,11 @@ class TaskEngine:
             current = record_for(await self.ledger.latest(task.identity), attempt_no)
             sent = 0
             if current is None or step_for(current) is not Step.POLL:
-                current, sent = await self.submitter.submit(task, attempt_no)
+                current, sent = await self.submitter.submit(task, attempt_no, lease.busy)
                 submitted_now, tries = submitted_now + sent, tries + 1
+            await lease.busy()  # a task already at the host (resumed, adopted) counts as well
             snap = await self.poller.until_terminal(task, current, fresh=sent > 0)
+            await lease.idle()
             if snap is None:
                 return await self._pending(task, current, submitted_now)
             if snap.status == TaskStatus.SUCCEEDED:
@@ -164,3 +169,10 @@ class TaskEngine:
         late = e.PollDeadline(code="poll_deadline", message=f"task {current.task_id} still running; resumed next run")
         latest = await self.ledger.latest(task.identity)
         return Outcome(task, "pending", latest, error=late, submitted_now=submitted_now)
+
+
+def _in_hand(limit: int) -> int:
+    """How many outputs an engine works on at once: its `limit` at the host, plus a few being recorded before
+    their create or stored after their task (`_run_task`), so none of the slots waits on that bookkeeping.
+    Each of the few has its attempt recorded and admitted by the budget (not sent) a little before its turn."""
+    return limit + max(2, limit // 4)

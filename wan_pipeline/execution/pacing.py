@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
 
@@ -17,10 +18,49 @@ class Pacer(Protocol):
     async def before_submit(self) -> None: ...
 
 
-class Slots(Protocol):
-    """Account-wide concurrency (`money.leases.SlotLeases`): one slot per output in flight, the output to one holder."""
+class SlotLease(Protocol):
+    """One output held: `busy()` takes a slot before its create or poll, `idle()` gives it back once the host's
+    answer is terminal (both idempotent)."""
 
-    def hold(self, subject: str) -> AbstractAsyncContextManager[object]: ...
+    async def busy(self) -> None: ...
+    async def idle(self) -> None: ...
+
+
+class Slots(Protocol):
+    """Concurrency: the account's (`money.leases.SlotLeases`, the output to one holder) or this engine's alone
+    (`LocalSlots`). A slot counts a task at the host, from create to terminal answer."""
+
+    def hold(self, subject: str) -> AbstractAsyncContextManager[SlotLease]: ...
+
+
+class LocalSlots:
+    """`limit` slots of one engine, for an engine that shares no ledger limits (tests that drive it alone)."""
+
+    def __init__(self, limit: int) -> None:
+        self._sem = asyncio.Semaphore(limit)
+
+    @asynccontextmanager
+    async def hold(self, subject: str) -> AsyncIterator[SlotLease]:
+        lease = _LocalLease(self._sem)
+        try:
+            yield lease
+        finally:
+            await lease.idle()
+
+
+class _LocalLease:
+    def __init__(self, sem: asyncio.Semaphore) -> None:
+        self._sem, self._busy = sem, False
+
+    async def busy(self) -> None:
+        if not self._busy:
+            await self._sem.acquire()
+            self._busy = True
+
+    async def idle(self) -> None:
+        if self._busy:
+            self._busy = False
+            self._sem.release()
 
 
 class RateGate:

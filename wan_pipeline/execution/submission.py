@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
@@ -54,8 +54,11 @@ class Submitter:
         #: a task no output claims (`TaskEngine._sweep_orphans` looks only then)
         self.uncertain = False
 
-    async def submit(self, task: PlannedTask, attempt_no: int) -> tuple[Attempt, int]:
-        """Create the provider task for this attempt, or adopt the one an earlier run created.
+    async def submit(
+        self, task: PlannedTask, attempt_no: int, ready: Callable[[], Awaitable[None]] | None = None
+    ) -> tuple[Attempt, int]:
+        """Create the provider task for this attempt, or adopt the one an earlier run created. `ready` is
+        awaited once the attempt is recorded, just before the create (the engine takes its slot there).
 
         Returns the attempt's record and how many creates were sent (0 when adopted)."""
         self.halt.check()
@@ -66,6 +69,7 @@ class Submitter:
             return same, 0  # the host's list showed the task this create made: it is polled, not bought again
         if same is not None and step is Step.REPORT:
             raise e.rebuild(same.error_class, same.error_code, same.error_message)
+        fresh = False
         if same is not None and step is Step.RESEND:
             call = await self._rearm(task, same)
         elif same is not None and step is Step.ASK_BY_NAME:
@@ -74,8 +78,25 @@ class Submitter:
                 return adopted, 0
             call = HttpCall.from_record(same.call_json or "")
         else:
-            call = await self._record_new(task, attempt_no)
-        return await self._send(task, attempt_no, call)
+            call, fresh = await self._record_new(task, attempt_no), True
+
+        async def go_ahead() -> None:
+            if ready is not None:
+                await ready()
+            await self._unless_halted(task, attempt_no, fresh)
+
+        return await self._send(task, attempt_no, call, go_ahead)
+
+    async def _unless_halted(self, task: PlannedTask, attempt_no: int, fresh: bool) -> None:
+        """The host refused the account while this attempt waited for its slot. A new attempt is then recorded
+        failed with that reason, never sent (so surely unbilled; the next run makes a new one); a re-armed one
+        stays as recorded, since an earlier create of it may have reached the host."""
+        try:
+            self.halt.check()
+        except e.ProviderError as err:
+            if fresh:
+                await self.ledger.update(task.identity, attempt_no, **failure_values(err))
+            raise
 
     async def _record_new(self, task: PlannedTask, attempt_no: int) -> HttpCall:
         references = await self.references.prepare(task)
@@ -149,8 +170,14 @@ class Submitter:
         rebuilt = self.provider.submit(task.request(), same.idempotency_key)
         return replace(rebuilt, json_body=json.loads(same.request_json))
 
-    async def _send(self, task: PlannedTask, attempt_no: int, call: HttpCall) -> tuple[Attempt, int]:
+    async def _send(
+        self, task: PlannedTask, attempt_no: int, call: HttpCall, go_ahead: Callable[[], Awaitable[None]]
+    ) -> tuple[Attempt, int]:
+        """`go_ahead` takes the output's slot just before the create: on a host without idempotency keys inside
+        the create turn, so that a slot is held only by a create about to leave (the queue for the turn holds
+        none; slots are what the host counts)."""
         if self.provider.supports_idempotency_key:
+            await go_ahead()
             created = await self._create(task, attempt_no, call)
             if isinstance(created, Attempt):
                 return created, 1
@@ -159,6 +186,7 @@ class Submitter:
         # is queued before the slot passes on but awaited after: the journal commits in order, and the next
         # create awaits its own send mark before sending, so this id is durable before the next create leaves.
         async with self._create_slot(task):
+            await self.turns.meanwhile(self._slot_name(task), go_ahead)
             created = await self._create(task, attempt_no, call)
             if isinstance(created, Attempt):
                 return created, 1
@@ -170,8 +198,12 @@ class Submitter:
     async def _create_slot(self, task: PlannedTask) -> AsyncIterator[None]:
         """The dataset's one create slot (`create_turns`): a holder that died frees it, on the same machine at
         once, on another machine when its lease runs out."""
-        async with self.turns.turn(f"create:{task.provider}:{task.dataset}"):
+        async with self.turns.turn(self._slot_name(task)):
             yield
+
+    @staticmethod
+    def _slot_name(task: PlannedTask) -> str:
+        return f"create:{task.provider}:{task.dataset}"
 
     async def _create(self, task: PlannedTask, attempt_no: int, call: HttpCall) -> TaskSnapshot | Attempt:
         """The create call: the host's answer, or the record of a task adopted after a lost answer. The send

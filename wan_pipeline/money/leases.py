@@ -58,12 +58,47 @@ def _gone_neighbour(holder: str, me: str) -> bool:
     return pid != os.getpid() and not Path(f"/proc/{pid}").exists()
 
 
-#: this process's waiters for a lease, woken one per lease one of its engines gives back
+#: this process's waiters for a slot, woken one per slot one of its engines frees
 RELEASES = Wakeups()
 
 
+class LeaseLost(RuntimeError):
+    """Our lease on an output lapsed while we held it (the event loop stalled past the TTL)."""
+
+
+class Lease:
+    """An output held by this process (`SlotLeases.hold`). `busy()` before the output's create or poll takes
+    one of the account's slots, waiting for one; `idle()` once the host's answer is terminal gives it to the
+    next create while this process downloads and stores, keeping the output its own. So the slots count what
+    the provider counts, tasks at the host, and a finished task's download never holds up the next create."""
+
+    def __init__(self, leases: SlotLeases, slot: int) -> None:
+        self._leases, self.slot = leases, slot
+
+    @property
+    def counted(self) -> bool:
+        return self.slot >= 0
+
+    async def busy(self) -> None:
+        leases = self._leases
+        while not self.counted:
+            slot = await leases.runner.run(lambda: leases.try_promote(self.slot))
+            if slot is None:
+                await RELEASES.wait(leases.scope, leases.settings.wait_s)
+            else:
+                self.slot = slot
+
+    async def idle(self) -> None:
+        if self.counted:
+            leases = self._leases
+            self.slot = await asyncio.shield(leases.runner.run(lambda: leases.demote(self.slot)))
+            RELEASES.notify(leases.scope)
+
+
 class SlotLeases:
-    """`async with leases.hold(subject)`: one slot of the account's `limit`, and the subject to ourselves."""
+    """`async with leases.hold(subject) as lease`: the output to ourselves; `lease.busy()` one of the account's
+    `limit` slots for it. Rows of the `leases` table: slots 0..limit-1 are counted, a negative slot holds
+    only its subject (older versions count those too, which only makes them more careful)."""
 
     def __init__(
         self, db: Database, scope: str, settings: LeaseSettings, holder: str | None = None, runner: Runner | None = None
@@ -71,48 +106,108 @@ class SlotLeases:
         self.db, self.scope, self.settings = db, scope, settings
         self.holder = holder or holder_name()
         self.runner: Runner = runner or InThread()
-        self._held: set[int] = set()
+        self._held: set[str] = set()
         self._heartbeat: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
-    async def hold(self, subject: str) -> AsyncIterator[int]:
-        """Waits for a free slot while nobody else holds `subject`; released on exit (or lapses if we die)."""
+    async def hold(self, subject: str) -> AsyncIterator[Lease]:
+        """Waits while another holder has `subject`; released on exit (or lapses if we die)."""
         # Database work runs off the loop (`runner`): a commit (an fsync on SQLite) must not stall its polls.
-        while (slot := await self.runner.run(lambda: self.try_acquire(subject))) is None:
-            await RELEASES.wait(self.scope, self.settings.wait_s)
-        self._held.add(slot)
+        while (slot := await self.runner.run(lambda: self.try_claim(subject))) is None:
+            await RELEASES.wait(self._subject_key, self.settings.wait_s)
+        lease = Lease(self, slot)
+        self._held.add(subject)
         self._start_heartbeat()
         try:
-            yield slot
+            yield lease
         finally:
-            self._held.discard(slot)
+            self._held.discard(subject)
             if not self._held:
                 self._stop_heartbeat()
-            await asyncio.shield(self.runner.run(lambda: self.release(slot)))
-            RELEASES.notify(self.scope)
+            await asyncio.shield(self.runner.run(lambda: self.release(lease.slot)))
+            if lease.counted:
+                RELEASES.notify(self.scope)
+            RELEASES.notify(self._subject_key)
+
+    @property
+    def _subject_key(self) -> str:
+        return f"{self.scope}#subject"
 
     def try_acquire(self, subject: str) -> int | None:
-        """A slot number, or None when every slot is taken or another holder has `subject`."""
-        with self.db.transaction(f"wan_pipeline:leases:{self.scope}"):
-            now = self.db.now()
-            self.db.execute("DELETE FROM leases WHERE scope=? AND expires_at < ?", (self.scope, now))
-            live = self.db.query("SELECT slot, holder, subject FROM leases WHERE scope=?", (self.scope,))
-            for slot, holder, _ in live:
-                if _gone_neighbour(str(holder), self.holder):
-                    self.db.execute("DELETE FROM leases WHERE scope=? AND slot=?", (self.scope, slot))
-            live = [row for row in live if not _gone_neighbour(str(row[1]), self.holder)]
-            if any(held == subject for _, _, held in live) or len(live) >= self.settings.limit:
+        """Claim `subject` and a counted slot at once: the slot number, or None (and nothing taken)."""
+        with self.db.transaction(self._lock):
+            live = self._live()
+            slot = self._counted_free(live)
+            if slot is None or any(held == subject for _, _, held in live):
                 return None
-            taken = {int(row[0]) for row in live}
-            slot = next(n for n in range(len(live) + 1) if n not in taken)
-            self.db.execute(
-                "INSERT INTO leases (scope, slot, holder, subject, expires_at) VALUES (?, ?, ?, ?, ?)",
-                (self.scope, slot, self.holder, subject, now + self.settings.ttl_s),
-            )
+            self._insert(subject, slot)
             return slot
+
+    def try_claim(self, subject: str) -> int | None:
+        """`subject` to ourselves (a row with a negative slot), or None when another holder has it."""
+        with self.db.transaction(self._lock):
+            live = self._live()
+            if any(held == subject for _, _, held in live):
+                return None
+            slot = _free_negative(live)
+            self._insert(subject, slot)
+            return slot
+
+    def try_promote(self, slot: int) -> int | None:
+        """Our row `slot` becomes a counted slot: its number, or None while all `limit` are taken."""
+        with self.db.transaction(self._lock):
+            new = self._counted_free(self._live())
+            if new is not None:
+                self._move(slot, new)
+            return new
+
+    def demote(self, slot: int) -> int:
+        """Our counted `slot` given back, its subject kept: the row's new (negative) slot."""
+        with self.db.transaction(self._lock):
+            new = _free_negative(self._live())
+            self._move(slot, new)
+            return new
 
     def release(self, slot: int) -> None:
         self.db.execute("DELETE FROM leases WHERE scope=? AND slot=? AND holder=?", (self.scope, slot, self.holder))
+
+    @property
+    def _lock(self) -> str:
+        return f"wan_pipeline:leases:{self.scope}"
+
+    def _live(self) -> list[tuple[int, str, str]]:
+        """Every unexpired row of the scope, less (and deleting) those of a holder gone from this host."""
+        now = self.db.now()
+        self.db.execute("DELETE FROM leases WHERE scope=? AND expires_at < ?", (self.scope, now))
+        rows = self.db.query("SELECT slot, holder, subject FROM leases WHERE scope=?", (self.scope,))
+        live = []
+        for slot, holder, subject in rows:
+            if holder != self.holder and _gone_neighbour(str(holder), self.holder):
+                self.db.execute("DELETE FROM leases WHERE scope=? AND slot=?", (self.scope, slot))
+            else:
+                live.append((int(slot), str(holder), str(subject)))
+        return live
+
+    def _counted_free(self, live: list[tuple[int, str, str]]) -> int | None:
+        """The lowest free counted slot, or None when all `limit` are taken."""
+        taken = {slot for slot, _, _ in live if slot >= 0}
+        if len(taken) >= self.settings.limit:
+            return None
+        return next(n for n in range(len(taken) + 1) if n not in taken)
+
+    def _insert(self, subject: str, slot: int) -> None:
+        self.db.execute(
+            "INSERT INTO leases (scope, slot, holder, subject, expires_at) VALUES (?, ?, ?, ?, ?)",
+            (self.scope, slot, self.holder, subject, self.db.now() + self.settings.ttl_s),
+        )
+
+    def _move(self, slot: int, new: int) -> None:
+        moved = self.db.execute(
+            "UPDATE leases SET slot=?, expires_at=? WHERE scope=? AND slot=? AND holder=?",
+            (new, self.db.now() + self.settings.ttl_s, self.scope, slot, self.holder),
+        )
+        if moved != 1:
+            raise LeaseLost(f"our lease {slot} of {self.scope} lapsed")
 
     def renew(self) -> int:
         """Pushes the expiry of every lease we hold; returns how many were still ours."""
@@ -149,3 +244,8 @@ class SlotLeases:
                 await self.runner.run(self.renew)
             except Exception as exc:  # a database hiccup: the next beat tries again well within the TTL
                 log.warning("could not renew the leases of %s: %s", self.scope, type(exc).__name__)
+
+
+def _free_negative(live: list[tuple[int, str, str]]) -> int:
+    """A slot number below every row's: a row holding only its subject."""
+    return min([slot for slot, _, _ in live] + [0]) - 1
