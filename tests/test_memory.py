@@ -8,6 +8,9 @@ The test frees 48 MB held between small live blocks and reads the process's resi
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 import weakref
 from pathlib import Path
 
@@ -78,3 +81,19 @@ def test_each_range_run_result_is_let_go_once_read(tmp_path: Path) -> None:
         gc.collect()
         assert all(ref() is None for ref in made[:n])  # every earlier one is gone
     assert len(made) == 6
+
+
+def test_before_arrow_is_loaded_the_choice_is_arrows_own_variable(tmp_path: Path) -> None:
+    """`generate` does not load Arrow at its start for this: it names the pool Arrow will start with."""
+    code = (
+        "import sys, os\n"
+        "from wan_pipeline.execution.memory import prefer_system_allocator\n"
+        "prefer_system_allocator()\n"
+        "assert 'pyarrow' not in sys.modules\n"
+        "import pyarrow as pa\n"
+        "print(pa.default_memory_pool().backend_name)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "system"

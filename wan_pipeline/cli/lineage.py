@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import pandas as pd
 from rich.table import Table
 
 from wan_pipeline.cli.console import EXIT_OK, emit_json, json_option, out, say, verbose_option
-from wan_pipeline.outputs.lineage import ORPHANED
 from wan_pipeline.planning.spec import load_spec
+
+if TYPE_CHECKING:  # pandas and pyarrow are imported where used: every command's start would pay over a second
+    import pandas as pd
 
 
 @click.command("lineage")
@@ -54,6 +55,10 @@ def lineage(spec_path: str, full: bool, as_json: bool) -> int:
 
 
 def _summary(frame: pd.DataFrame) -> dict[str, Any]:
+    import pandas as pd
+
+    from wan_pipeline.outputs.lineage import ORPHANED
+
     if frame.empty:
         return {"rows": 0, "rows_by_status": {}, "prompts": 0, "files": 0, "bytes": 0, "credits_final": 0.0,
                 "cost_usd": 0.0, "orphaned": []}

@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from wan_pipeline.cli.console import EXIT_OK, emit_json, json_option, say, verbose_option
-from wan_pipeline.planning.replay import replay as rebuild
 from wan_pipeline.planning.spec import ProviderName
 from wan_pipeline.providers.registry import PROVIDERS
 
@@ -38,6 +37,8 @@ def replay(
 ) -> int:
     """Rebuild a spec, a prompt table and the reference files from LINEAGE alone, checked to plan the same
     fingerprints (or, re-targeted, the same neutral parameters and seeds)."""
+    from wan_pipeline.planning.replay import replay as rebuild  # Arrow: loaded by the command that needs it
+
     result = rebuild(lineage_path, out_dir, provider=provider, model=model, endpoint=endpoint, search=list(search))
     if as_json:
         emit_json(

@@ -31,8 +31,12 @@ def prefer_system_allocator() -> None:
     """Arrow allocates from the C heap from now on instead of its own mimalloc pool, unless the user chose a
     pool (`ARROW_DEFAULT_MEMORY_POOL`). For a long-lived process: mimalloc kept about twice what the lineage
     build had live, while the C heap's free pages go back with `release_free_memory` (peak of `generate` at
-    10,000 outputs: 368 -> 337 MB in its lineage step)."""
+    10,000 outputs: 368 -> 337 MB in its lineage step). Before Arrow is loaded that is Arrow's own variable
+    (so `generate` does not load it at its start, a few tenths of a second before the first create)."""
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    if "pyarrow" not in sys.modules:
+        os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"
         return
     import pyarrow as pa
 

@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from wan_pipeline.errors import InvalidInput, Problem
 from wan_pipeline.planning.row_params import RowParams
 from wan_pipeline.providers.params import PARAM_NAMES, NeutralParams
@@ -58,6 +56,8 @@ def read_table(path: Path) -> RawTable:
     if not path.is_file():
         raise InvalidInput([Problem(file, None, None, "prompt table not found")])
     if path.suffix.lower() == ".parquet":
+        import pandas as pd  # here: a second of imports that a CSV table (and `generate`'s start) does without
+
         try:
             frame = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises many types for a malformed file
