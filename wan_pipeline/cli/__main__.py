@@ -1,5 +1,3 @@
-import sys
+from wan_pipeline.cli.main import run
 
-from wan_pipeline.cli.main import main
-
-sys.exit(main())
+run()

@@ -9,6 +9,7 @@ Results are read back as data: each run's step failure carries the failed partit
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -99,16 +100,29 @@ def _side_by_side(
     partition key and writes its "planned" events), and the first submission is what a user waits for."""
     with ThreadPoolExecutor(lanes, "wan-run") as pool:
         first = pool.submit(run_one, chunks[0])
-        if len(chunks) > 1 and lanes > 1:
-            with open_ledger(spec) as ledger:
-                before = ledger.attempt_count(spec.name)
-                while not first.done() and ledger.attempt_count(spec.name) == before:
-                    time.sleep(0.1)
+        with open_ledger(spec) as ledger:
+            before = ledger.attempt_count(spec.name)
+            while not first.done() and ledger.attempt_count(spec.name) == before:
+                time.sleep(0.1)
+        preload = threading.Thread(target=_load_lineage_modules, name="wan-preload", daemon=True)
+        preload.start()
         rest = deque(pool.submit(run_one, chunk) for chunk in chunks[1:])
         yield first.result()
         del first
         while rest:  # each result dropped once read: a run's result holds all its events
             yield rest.popleft().result()
+        preload.join()
+
+
+def _load_lineage_modules() -> None:
+    """What the lineage step after the runs loads — Arrow, and pandas, which Arrow imports at its first
+    conversion from Python objects: about a second — loaded while the runs wait on the provider, instead of
+    after the last output is stored (imports take the GIL; the runs' threads mostly wait on the network)."""
+    import pyarrow as pa
+    import pyarrow.compute
+    import pyarrow.parquet
+
+    pa.array([""])  # the conversion that imports pandas
 
 
 def _definitions(spec_path: Path) -> dg.Definitions:

@@ -7,8 +7,12 @@ this package defining a `click.Command`, added to `COMMANDS` below.
 
 from __future__ import annotations
 
+import atexit
+import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import click
 
@@ -62,5 +66,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(rv) if isinstance(rv, int) else EXIT_OK
 
 
+def run() -> NoReturn:
+    """The console script and `python -m wan_pipeline.cli`: `main`, then out of the process without the
+    interpreter's teardown. Freeing every module of Dagster, SQLAlchemy and the rest one by one took half a
+    second after every command had finished its work (measured: 0.47 s after importing `cli.launch` alone);
+    the exit handlers still run and the streams and log handlers are flushed first. Every file and ledger
+    write is closed by then (the commands close what they open)."""
+    code = main()
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
