@@ -721,3 +721,38 @@ async def test_a_wrong_api_key_stops_every_submission(harness: Callable[..., Har
     # the emulator refuses a bad key before it counts a submission; the ledger counts what was sent
     assert submit_calls_recorded(h) == 1  # the first 401 stops the rest before they are sent
     assert report["credits_charged"] == 0
+
+
+async def test_a_slot_is_given_back_at_the_hosts_answer_not_after_the_download_and_store(
+    harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At one output in flight, the second create leaves while the first output is still being stored: the
+    slot counts a task at the host, not our bookkeeping around it. Never two tasks at the host at once."""
+    h = harness(prompts=2)
+    events: list[str] = []
+    at_host = {"now": 0, "peak": 0}
+    put = LocalStorage.put
+
+    def slow_put(self: LocalStorage, relpath: str, data: bytes, content_type: str) -> str:
+        time.sleep(0.3)  # a slow disk or bucket: the window in which the next create may go
+        uri = put(self, relpath, data, content_type)
+        events.append("stored")
+        return uri
+
+    class Probe(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            reply = await h.transport.handle_async_request(request)
+            await reply.aread()
+            if request.method == "POST":
+                events.append("create")
+                at_host["now"] += 1
+                at_host["peak"] = max(at_host["peak"], at_host["now"])
+            elif b'"succeeded"' in reply.content.lower() or b'"completed"' in reply.content.lower():
+                at_host["now"] -= 1
+            return reply
+
+    monkeypatch.setattr(LocalStorage, "put", slow_put)
+    outcomes = await h.run(max_concurrency=1, transport=Probe())
+    assert [o.status for o in outcomes] == ["stored", "stored"]
+    assert events[:3] == ["create", "create", "stored"]  # the second create went during the first store
+    assert at_host["peak"] == 1

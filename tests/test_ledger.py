@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,6 +58,26 @@ def attempt(identity: str = "id-1", n: int = 1, dataset: str = "ds", **fields: o
 def output(identity: str = "id-1", n: int = 1, index: int = 0, sha: str = "a" * 64) -> StoredOutput:
     return StoredOutput(identity, n, index, "http://h/x.png", f"s3://b/media/{identity}_{index}.png", sha,
                         "image/png", 1234, 64, 48, None, None, None, "2026-11-30T00:00:00.000Z")
+
+
+def test_a_new_ledger_opened_while_another_connection_writes_it_still_opens(tmp_path: Path) -> None:
+    """Range runs side by side open the dataset's ledger together, the first time too. Switching a new file to
+    WAL while another connection is writing it fails at once with "database is locked" (SQLite does not wait
+    on its busy timeout there), so it is asked again until the other is done."""
+    path = tmp_path / "ledger.sqlite"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE scratch (x INTEGER)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO scratch VALUES (1)")
+    done = threading.Timer(0.5, lambda: other.execute("COMMIT"))
+    done.start()
+    try:
+        Ledger.open(str(path)).close()
+    finally:
+        done.join()
+        other.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_attempts_round_trip_and_updates(ledger: Ledger) -> None:

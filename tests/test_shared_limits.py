@@ -66,6 +66,30 @@ def test_slots_are_shared_and_an_output_is_leased_once(two_dbs: tuple[Database, 
     assert [subj for _, _, subj in one.holders()] == ["out-2"]
 
 
+async def test_a_slot_is_held_from_create_to_terminal_answer_and_the_output_until_released(
+    two_dbs: tuple[Database, Database],
+) -> None:
+    """`hold` keeps the output to one holder throughout; `busy` takes one of the account's slots (waiting while
+    all are taken), `idle` gives it to the next create while the output stays held (downloading, storing)."""
+    one = SlotLeases(two_dbs[0], SCOPE, LeaseSettings(limit=1, wait_s=0.05))
+    two = SlotLeases(two_dbs[1], SCOPE, LeaseSettings(limit=1, wait_s=0.05))
+    async with one.hold("out-1") as first:
+        assert not first.counted and two.try_claim("out-1") is None  # the output is ours before any slot
+        await first.busy()
+        assert first.slot == 0 and two.try_acquire("out-2") is None  # the account's one slot is taken
+        async with two.hold("out-2") as second:
+            waiting = asyncio.ensure_future(second.busy())
+            await asyncio.sleep(0.2)
+            assert not waiting.done()  # waits for the slot
+            await first.idle()  # the host answered: the slot goes on, the output stays ours
+            await asyncio.wait_for(waiting, 5)
+            assert second.slot == 0 and not first.counted
+            assert two.try_claim("out-1") is None
+            assert sorted(subject for _, _, subject in one.holders()) == ["out-1", "out-2"]
+    assert one.holders() == []  # both released on exit
+    assert two.try_acquire("out-1") == 0
+
+
 def test_a_lease_of_a_vanished_machine_lapses_after_its_ttl(two_dbs: tuple[Database, Database]) -> None:
     gone = SlotLeases(two_dbs[0], SCOPE, LeaseSettings(limit=1, ttl_s=0.6), holder=OTHER_MACHINE)
     here = SlotLeases(two_dbs[1], SCOPE, LeaseSettings(limit=1, ttl_s=60))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -149,11 +150,23 @@ class SqliteDatabase(Database):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
-        # WAL is persistent in the file: asked first, set once. Setting it again while other connections write
-        # can fail at once with "database is locked" (SQLite does not wait on its busy timeout there).
-        if str(self._db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-            self._db.execute("PRAGMA journal_mode=WAL")
+        self._wal()
         self._db.execute("PRAGMA synchronous=FULL")
+
+    def _wal(self) -> None:
+        """WAL is persistent in the file: asked first, set once. Setting it while another connection is using
+        the file (two runs opening a new ledger at once) fails at once with "database is locked" — SQLite does
+        not wait on its busy timeout there — so it is asked again until the other is done (30 s at most)."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if str(self._db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def _run(self, sql: str, args: Sequence[Any]) -> tuple[list[Row], int]:
         cur = self._db.execute(sql, tuple(args))

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from wan_pipeline.errors import Transient
 from wan_pipeline.money.database import Database, InThread, Runner
 from wan_pipeline.money.wakeups import Wakeups
 
@@ -62,8 +63,9 @@ def _gone_neighbour(holder: str, me: str) -> bool:
 RELEASES = Wakeups()
 
 
-class LeaseLost(RuntimeError):
-    """Our lease on an output lapsed while we held it (the event loop stalled past the TTL)."""
+class LeaseLost(Transient):
+    """Our lease on an output lapsed while we held it (the event loop stalled past the TTL): another holder may
+    be working on it now, so this run leaves the output alone (it fails for this run; the next resumes it)."""
 
 
 class Lease:
@@ -207,7 +209,7 @@ class SlotLeases:
             (new, self.db.now() + self.settings.ttl_s, self.scope, slot, self.holder),
         )
         if moved != 1:
-            raise LeaseLost(f"our lease {slot} of {self.scope} lapsed")
+            raise LeaseLost(code="lease_lost", message=f"our lease of {self.scope} lapsed while it was held")
 
     def renew(self) -> int:
         """Pushes the expiry of every lease we hold; returns how many were still ours."""
