@@ -10,8 +10,11 @@ tiny media (`media_max_side`) so that the server's rendering does not count eith
                wait, download, write, SHA-256) and `generate` at the same concurrency, in one run
   (d) first    planning, and time from `generate` starting to the first create the host receives, at 100k rows
   (e) rss      peak RSS of `generate` at N outputs
+  (f) ui       a backfill of every partition launched as the Dagster UI launches it (GraphQL
+               launchPartitionBackfill) and run by `dagster-daemon` on the instance the CLI uses, and `generate`
+               at the same N and C, in one run: per-output throughput ratio ui/cli
 
-Run: .venv/bin/python benchmarks/bench_scale.py engine generate sdk first rss  (see --help for sizes)
+Run: .venv/bin/python benchmarks/bench_scale.py engine generate sdk first rss ui  (see --help for sizes)
 Results go to benchmarks/RESULTS.md with the command that made them. Nothing here is asserted in tests.
 """
 
@@ -32,7 +35,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -280,9 +285,221 @@ def bench_rss(n: int, latency: float) -> dict[str, Any]:
             "peak_rss_mb": round(rss_kib / 1024, 1)}  # fmt: skip
 
 
+# ---- (f) a UI backfill run by dagster-daemon, against `generate` -------------------------------------------
+
+#: what the UI's "Materialize selected partitions" sends (tests/test_dagster_daemon.py launches it the same way)
+LAUNCH_BACKFILL = """
+mutation LaunchBackfill($backfillParams: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $backfillParams) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on Error { message }
+  }
+}
+"""
+
+
+@contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    """This process as the webserver `wan-pipeline ui` starts: its environment, restored afterwards."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """File descriptor 1 pointed at stderr: the code server the workspace context spawns inherits it and logs
+    there, so stdout keeps one JSON line per benchmark."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _ui_env(emu: Emulator, tmp: Path, spec: Path, concurrency: int) -> dict[str, str]:
+    """The CLI's instance (its dagster.yaml, pooled SQLite event log) and what `wan-pipeline ui SPEC` sets."""
+    from wan_pipeline.assets.dagster_compat import EVENT_BATCH_SIZE
+
+    env = _env(emu, tmp, concurrency)
+    return {**env, "WAN_PIPELINE_SPECS": str(spec), "DAGSTER_EVENT_BATCH_SIZE": EVENT_BATCH_SIZE}
+
+
+def _register_partitions(spec_path: Path) -> float:
+    """The prompt_table job, in process, as `generate` runs it before its range runs: seconds taken."""
+    import dagster as dg
+
+    from wan_pipeline.assets.dataset import prompt_table_job_name
+    from wan_pipeline.definitions import build_definitions
+    from wan_pipeline.planning.spec import load_spec
+
+    start = time.perf_counter()
+    job = build_definitions([spec_path]).resolve_job_def(prompt_table_job_name(load_spec(spec_path)))
+    if not job.execute_in_process(instance=dg.DagsterInstance.get(), raise_on_error=False).success:
+        raise RuntimeError("prompt_table job failed")
+    return time.perf_counter() - start
+
+
+def _start_daemon(tmp: Path, workspace: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`dagster-daemon run` in its own process group, logging to tmp/daemon.log; returns once its backfill
+    and run-queue daemons have sent a heartbeat (a user's daemon is up before they click)."""
+    import dagster as dg
+
+    with (tmp / "daemon.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "dagster._daemon", "run", "-w", str(workspace)], cwd=tmp,
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    instance, deadline = dg.DagsterInstance.get(), time.monotonic() + 180
+    while not {"BACKFILL", "QUEUED_RUN_COORDINATOR"} <= set(instance.get_daemon_heartbeats()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _stop(proc)
+            raise RuntimeError("dagster-daemon did not start:\n" + _tail(tmp / "daemon.log"))
+        time.sleep(0.5)
+    return proc
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+
+def _launch_and_wait(workspace: Path, spec_path: Path, n: int, timeout: float) -> tuple[str, float, float, int]:
+    """Launch the backfill through GraphQL as the UI does; the clock starts at launch and stops when every
+    partition of the media asset is materialized. Returns backfill id, launch epoch, wall seconds, partitions
+    materialized (fewer than n: the backfill failed or timed out)."""
+    import dagster as dg
+    from dagster._core.execution.backfill import BulkActionStatus
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+    from dagster_graphql.test.utils import execute_dagster_graphql
+
+    from wan_pipeline.assets.keys import key
+    from wan_pipeline.planning.spec import load_spec
+
+    spec, instance = load_spec(spec_path), dg.DagsterInstance.get()
+    keys = [key(spec, "generations"), key(spec, "media")]
+    partitions = instance.get_dynamic_partitions(spec.partitions_name)
+    with _stdout_to_stderr(), WorkspaceProcessContext(instance, WorkspaceFileTarget(paths=[str(workspace)])) as ctx:
+        request = ctx.create_request_context()  # the code location is loaded before the click
+        epoch, start = time.time(), time.perf_counter()
+        result = execute_dagster_graphql(request, LAUNCH_BACKFILL, {"backfillParams": {
+            "assetSelection": [{"path": k.path} for k in keys], "partitionNames": partitions}})  # fmt: skip
+    answer = (result.data or {}).get("launchPartitionBackfill") or {}
+    if answer.get("__typename") != "LaunchBackfillSuccess":
+        raise RuntimeError(f"launchPartitionBackfill: {answer} {result.errors}")
+    backfill_id, done = str(answer["backfillId"]), 0
+    while time.perf_counter() - start < timeout:
+        done = len(instance.get_materialized_partitions(keys[1]))
+        backfill = instance.get_backfill(backfill_id)
+        if done >= n or backfill is None or backfill.status not in (BulkActionStatus.REQUESTED,):
+            break
+        time.sleep(0.5)
+    return backfill_id, epoch, time.perf_counter() - start, done
+
+
+def _wait_runs_finished(backfill_id: str, timeout: float) -> None:
+    import dagster as dg
+    from dagster._core.storage.dagster_run import RunsFilter
+
+    instance, deadline = dg.DagsterInstance.get(), time.monotonic() + timeout
+    filters = RunsFilter(tags={"dagster/backfill": backfill_id})
+    while time.monotonic() < deadline and not all(r.is_finished for r in instance.get_runs(filters=filters)):
+        time.sleep(0.5)
+
+
+def _run_timings(backfill_id: str, epoch: float) -> dict[str, Any]:
+    """Where the UI path's time goes, from the instance's own records of the backfill's runs: launch → first
+    run created (the backfill daemon's iteration), created → STARTING (the run queue's dequeue), STARTING →
+    RUN_START (a new process: imports and loading the code location), RUN_START → end (the run itself)."""
+    import dagster as dg
+    from dagster._core.storage.dagster_run import RunsFilter
+
+    instance = dg.DagsterInstance.get()
+    records = instance.get_run_records(filters=RunsFilter(tags={"dagster/backfill": backfill_id}))
+    if not records:
+        return {"runs": 0}
+    rows = [(r.create_timestamp.timestamp(), _event_time(instance, r.dagster_run.run_id), r.start_time, r.end_time)
+            for r in records]  # fmt: skip
+    spans = [(s, e) for _, _, s, e in rows if s is not None and e is not None]
+    starting = [(c, st) for c, st, _, _ in rows if st is not None]
+    started = [(st, s) for _, st, s, _ in rows if st is not None and s is not None]
+
+    def mean(pairs: list[tuple[float, float]]) -> float | None:
+        return round(sum(b - a for a, b in pairs) / len(pairs), 2) if pairs else None
+
+    offsets = sorted([round(t - epoch, 1) if t is not None else None for t in (c, st, s, e)] for c, st, s, e in rows)
+    return {"runs": len(records), "statuses": sorted({r.dagster_run.status.value for r in records}),
+            "first_run_created_s": round(min(c for c, *_ in rows) - epoch, 2),
+            "mean_queue_s": mean(starting), "mean_process_start_s": mean(started), "mean_run_s": mean(spans),
+            "max_runs_at_once": max(sum(s <= t < e for s, e in spans) for t, _ in spans) if spans else 0,
+            # per run, seconds after launch: created, STARTING, RUN_START, end (sorted by creation)
+            "run_offsets_s": offsets}  # fmt: skip
+
+
+def _event_time(instance: Any, run_id: str) -> float | None:
+    """When the run launcher started the run's process (the RUN_STARTING event)."""
+    from dagster import DagsterEventType
+
+    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.RUN_STARTING).records
+    return float(records[0].event_log_entry.timestamp) if records else None
+
+
+def run_ui_backfill(emu: Emulator, tmp: Path, n: int, c: int, timeout: float) -> dict[str, Any]:
+    """A UI backfill of every partition's generation assets, run by `dagster-daemon` on the CLI's instance."""
+    spec = write_dataset(tmp, n)
+    env = _ui_env(emu, tmp, spec, c)
+    workspace = tmp / "workspace.yaml"
+    workspace.write_text(yaml.safe_dump({"load_from": [{"python_module": {
+        "module_name": "wan_pipeline.definitions", "working_directory": str(ROOT)}}]}), encoding="utf-8")  # fmt: skip
+    with _environ(env):
+        from wan_pipeline.cli.home import ensure_dagster_home
+
+        ensure_dagster_home()
+        table_s = _register_partitions(spec)
+        daemon = _start_daemon(tmp, workspace, env)
+        try:
+            backfill_id, epoch, wall, done = _launch_and_wait(workspace, spec, n, timeout)
+            _wait_runs_finished(backfill_id, 120)  # not timed: the runs' records are complete once they end
+            timings = _run_timings(backfill_id, epoch)
+        finally:
+            _stop(daemon)
+        if done < n:
+            print(_tail(tmp / "daemon.log"), file=sys.stderr)
+    return {"wall_s": wall, "materialized": done, "prompt_table_s": round(table_s, 2), **timings}
+
+
+def bench_ui(n: int, c: int, latency: float, timeout: float) -> dict[str, Any]:
+    with Emulator(latency) as emu, tempfile.TemporaryDirectory() as tmp_:
+        cli_wall, code, _ = run_generate(emu, Path(tmp_), n, c)
+        cli_created = emu.report().get("tasks_created")
+    with Emulator(latency) as emu, tempfile.TemporaryDirectory() as tmp_:
+        ui = run_ui_backfill(emu, Path(tmp_), n, c, timeout)
+        rep = emu.report()
+    # "stored": partitions of the media asset materialized (one output each: variants is 1)
+    out = _result("ui-backfill", n, c, latency, ui.pop("wall_s"), ui.pop("materialized"), rep)
+    # Dagster's backfill daemon looks for new backfills every 30 s (a constant in dagster._daemon.controller) and
+    # the launch lands just after its first look: the wall from the first run's creation leaves that wait out.
+    after = out["wall_s"] - ui["first_run_created_s"] if "first_run_created_s" in ui else None
+    if after:
+        ui["wall_from_first_run_s"] = round(after, 2)
+        ui["efficiency_from_first_run"] = round(ideal(n, c, latency) / after, 3)
+    return {**out, **ui, "cli_wall_s": round(cli_wall, 2), "cli_exit_code": code, "cli_tasks_created": cli_created,
+            "cli_efficiency": round(ideal(n, c, latency) / cli_wall, 3),
+            # outputs per second through the UI over outputs per second through `generate`
+            "throughput_ratio_ui_cli": round(cli_wall / out["wall_s"], 3)}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("which", nargs="+", choices=["engine", "generate", "sdk", "first", "rss"])
+    ap.add_argument("which", nargs="+", choices=["engine", "generate", "sdk", "first", "rss", "ui"])
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--latency", type=float, default=2.0)
@@ -290,6 +507,7 @@ def main() -> None:
     ap.add_argument("--sdk-workers", type=int, default=32)
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--rss-n", type=int, default=10_000)
+    ap.add_argument("--ui-timeout", type=float, default=1800, help="seconds the UI backfill may take")
     args = ap.parse_args()
     for which in args.which:
         if which == "engine":
@@ -300,6 +518,8 @@ def main() -> None:
             res = bench_sdk(args.sdk_n, args.sdk_workers, args.latency)
         elif which == "first":
             res = bench_first(args.rows, args.latency)
+        elif which == "ui":
+            res = bench_ui(args.n, args.concurrency, args.latency, args.ui_timeout)
         else:
             res = bench_rss(args.rss_n, args.latency)
         print(json.dumps(res), flush=True)
