@@ -24,6 +24,7 @@ from wan_pipeline.planning.fingerprint import FingerprintTemplate, fingerprint
 from wan_pipeline.planning.plan import Plan, PlannedTask, build_plan
 from wan_pipeline.planning.spec import load_spec
 from wan_pipeline.providers.params import NeutralParams
+from wan_pipeline.providers.registry import get_provider
 
 SPEC = {"provider": "dashscope", "model": "wan2.7-image", "variants": 3, "seed": 5,
         "params": {"aspect_ratio": "16:9", "resolution": "2K"}}  # fmt: skip
@@ -210,3 +211,51 @@ def test_partition_order_is_the_instances_without_reading_it_again(write_spec: S
         instance.add_dynamic_partitions(spec.partitions_name, ["later"])
         # A registration is used once: the next caller reads what the instance holds now.
         assert list(partition_order(instance, spec)) == [*stored, "later"]
+
+
+@pytest.mark.parametrize(("provider", "model", "unsupported"), [
+    ("dashscope", "wan2.7-image", "duration"), ("reapi", "wan2.7-image", "duration"),
+    ("rivya", "wan-2-7-image", "negative_prompt"),
+])  # fmt: skip
+def test_the_providers_check_is_asked_once_per_combination_and_answers_as_for_each_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, provider: str, model: str, unsupported: str
+) -> None:
+    """A prompt that fits (`Provider.prompt_fits`) leaves the provider's answer to the parameters alone, so it
+    is asked once per combination; over-long prompts are asked row by row (the message names their length).
+    The problems are exactly those of each row checked alone."""
+    ok = {"prompt": "fine", "seed": "", unsupported: ""}
+    rows = [
+        {"prompt_id": "a", **ok},
+        {"prompt_id": "b", **ok, "seed": "3"},
+        {"prompt_id": "c", **ok, "prompt": "x" * 5001},
+        {"prompt_id": "d", **ok, "prompt": "y" * 5007, "seed": "4"},
+        {"prompt_id": "e", **ok, unsupported: "blurry" if unsupported == "negative_prompt" else "5"},
+        {"prompt_id": "f", **ok, unsupported: "blurry" if unsupported == "negative_prompt" else "5", "seed": "5"},
+        {"prompt_id": "g", **ok, "prompt": "another fine one"},
+    ]
+    spec = {"provider": provider, "model": model, "seed": 1, "params": {}}
+    spec_path = write_dataset(tmp_path, rows, **spec)
+    cls = type(get_provider(provider))
+    asked: list[str] = []
+    check = cls.check
+
+    def counting(self: Any, model: str, prompt: str, params: NeutralParams) -> Any:
+        asked.append(prompt[:1])
+        return check(self, model, prompt, params)
+
+    monkeypatch.setattr(cls, "check", counting)
+    with pytest.raises(InvalidInput) as exc:
+        build_plan(load_spec(spec_path))
+    # a and g share everything but the prompt; b, e, f each differ; c and d are too long: asked alone
+    assert sorted(asked) == sorted(["f", "f", "f", "f", "x", "y"])
+    table = str(tmp_path / "demo.csv")
+    expected: list[Problem] = []
+    for line, row in enumerate(rows, start=2):
+        alone = write_dataset(tmp_path, [row], table=f"alone_{row['prompt_id']}.csv", spec_file="alone.yaml", **spec)
+        try:
+            build_plan(load_spec(alone))
+        except InvalidInput as one:
+            expected.extend(replace(p, file=table, row=line) for p in one.problems)
+    assert exc.value.problems == expected
+    assert {p.row for p in expected} == {4, 5, 6, 7}  # the long prompts and the unsupported parameter
+    assert any("5007 characters" in str(p) for p in expected)

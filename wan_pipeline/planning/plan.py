@@ -23,7 +23,7 @@ from wan_pipeline.planning.pricing import estimate_task, pricing_key
 from wan_pipeline.planning.provenance import Provenance
 from wan_pipeline.planning.spec import DatasetSpec, Pricing, spec_line
 from wan_pipeline.planning.table import PromptRow, check_table
-from wan_pipeline.providers.base import Estimate, GenerationRequest, Mode, Provider, Reference
+from wan_pipeline.providers.base import Estimate, GenerationRequest, Issue, Mode, Provider, Reference
 from wan_pipeline.providers.catalog import find_model
 from wan_pipeline.providers.mediatypes import sniff_mime
 from wan_pipeline.providers.params import MAX_SEED, NeutralParams
@@ -166,8 +166,15 @@ def _build_plan(spec: DatasetSpec) -> Plan:
     # depends on the parameters but not on the seed is worked out once per object, not once per row. Keyed by
     # id(), which is safe because `table` keeps every such object alive until planning ends.
     shared: dict[int, _Shared] = {}
+    checks: dict[tuple[int, bool], list[Issue]] = {}  # per combination (and whether the row has its own seed)
     for row, params in zip(checked, table.shared, strict=True):
-        issues = provider.check(spec.model, row.prompt, row.params)
+        if provider.prompt_fits(spec.model, row.prompt):  # the provider's answer depends on the parameters alone
+            key = (id(params), row.params.seed is None)
+            issues = checks.get(key)
+            if issues is None:
+                issues = checks[key] = provider.check(spec.model, row.prompt, row.params)
+        else:
+            issues = provider.check(spec.model, row.prompt, row.params)
         if issues:
             problems.extend(
                 Problem(file, row.row, i.field, i.reason) for i in issues if (row.row, i.field) not in table_bad

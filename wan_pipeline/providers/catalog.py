@@ -593,6 +593,13 @@ class CatalogBacked:
         """Why a neutral parameter is refused; a provider may append its own explanation."""
         return unsupported(info, name)
 
+    def prompt_fits(self, model: str, prompt: str) -> bool:
+        """The prompt passes every check of `check` that reads it, so `check`'s answer for this prompt is the
+        same as for any other that fits: the planner then checks each combination of parameters once, not each
+        of 100,000 rows. A provider whose `check` reads the prompt otherwise says so here."""
+        info = find_model(self.name, model)
+        return info is not None and len(prompt) <= info.max_prompt_chars
+
     def common_issues(self, model: str, prompt: str, params: NeutralParams) -> tuple[ModelInfo | None, list[Issue]]:
         """Unknown model, over-long prompt, parameters the model does not take — every provider's first checks."""
         info = find_model(self.name, model)

@@ -161,6 +161,10 @@ class ReApi(CatalogBacked):
     def unsupported_reason(self, info: ModelInfo, name: str) -> str:
         return unsupported(info, name) + _why_unsupported(info)
 
+    def prompt_fits(self, model: str, prompt: str) -> bool:
+        # the image and video rules also refuse an empty prompt (in some modes)
+        return super().prompt_fits(model, prompt) and bool(prompt.strip())
+
     def check(self, model: str, prompt: str, params: NeutralParams) -> list[Issue]:
         info, issues = self.common_issues(model, prompt, params)
         if info is None:
