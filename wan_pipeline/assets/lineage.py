@@ -1,4 +1,7 @@
-"""lineage: the Parquet record of everything, and the checks users care about."""
+"""lineage: the Parquet record of everything, and the checks users care about.
+
+The modules that need Arrow are imported by the steps that use them: the definitions load at every `generate`
+start, before its first create, and Arrow (with numpy) is a fifth of a second of that."""
 
 from collections import defaultdict
 
@@ -10,9 +13,7 @@ from wan_pipeline.assets.keys import key
 from wan_pipeline.assets.metadata import unknown_usd
 from wan_pipeline.execution.memory import release_free_memory
 from wan_pipeline.execution.session import open_ledger
-from wan_pipeline.outputs.audit import audit_outputs, duplicate_submissions
 from wan_pipeline.outputs.gallery import GALLERY_PATH
-from wan_pipeline.outputs.lineage import write_lineage
 from wan_pipeline.outputs.status import output_states
 from wan_pipeline.planning.plan_cache import plan_for
 from wan_pipeline.planning.spec import DatasetSpec, SpecSource
@@ -48,6 +49,8 @@ def _lineage(spec: DatasetSpec, source: SpecSource, lineage_key: dg.AssetKey) ->
     def lineage(
         context: dg.AssetExecutionContext, config: RebuildConfig, storage: StorageResource
     ) -> dg.MaterializeResult:  # type: ignore[type-arg]
+        from wan_pipeline.outputs.lineage import write_lineage  # Arrow: loaded by the steps that use it
+
         current = source.load()
         store = storage.for_spec(current)
         with open_ledger(current) as ledger:
@@ -82,6 +85,8 @@ def _outputs_exist_and_decode(source: SpecSource, lineage_key: dg.AssetKey) -> d
         automation_condition=REFRESH,
     )
     def outputs_exist_and_decode(config: RebuildConfig, storage: StorageResource) -> dg.AssetCheckResult:
+        from wan_pipeline.outputs.audit import audit_outputs
+
         current = source.load()
         with open_ledger(current) as ledger:
             audit = audit_outputs(ledger, current.name, storage.for_spec(current), full=config.full)
@@ -132,6 +137,8 @@ def _no_identity_submitted_twice(source: SpecSource, lineage_key: dg.AssetKey) -
         automation_condition=REFRESH,
     )
     def no_identity_submitted_twice() -> dg.AssetCheckResult:
+        from wan_pipeline.outputs.audit import duplicate_submissions
+
         current = source.load()
         with open_ledger(current) as ledger:
             dupes = duplicate_submissions(ledger, current.name)

@@ -4,37 +4,40 @@ Both read the lineage Parquet the lineage asset wrote, so they show exactly what
 """
 
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from wan_pipeline.assets.automation import REFRESH
 from wan_pipeline.assets.keys import key
 from wan_pipeline.assets.metadata import unknown_usd
 from wan_pipeline.execution.memory import release_free_memory
-from wan_pipeline.outputs.card import dataset_card
 from wan_pipeline.outputs.export import DEFAULT_SHARD_SIZE, ExportFormat, export_dataset
 from wan_pipeline.outputs.gallery import GALLERY_COLUMNS, write_gallery
-from wan_pipeline.outputs.lineage import LINEAGE_PATH
 from wan_pipeline.outputs.storage import Storage, open_storage
 from wan_pipeline.planning.spec import DatasetSpec, SpecSource
 from wan_pipeline.resources.storage import StorageResource
 
+if TYPE_CHECKING:  # Arrow is imported where it is read (see assets/lineage.py)
+    import pyarrow as pa
+
 EXPORT_DIR = "export"
 
 
-def read_lineage(store: Storage) -> pa.Table:
-    """The lineage table the lineage asset wrote (its schema metadata included, for the dataset card)."""
-    return pq.read_table(io.BytesIO(store.get(LINEAGE_PATH)))
+def read_lineage(store: Storage, columns: list[str] | None = None) -> "pa.Table":
+    """The lineage table the lineage asset wrote (its schema metadata included, for the dataset card), or only
+    its `columns`."""
+    import pyarrow.parquet as pq
+
+    from wan_pipeline.outputs.lineage import LINEAGE_PATH
+
+    return pq.read_table(io.BytesIO(store.get(LINEAGE_PATH)), columns=columns)
 
 
 def read_lineage_rows(store: Storage, columns: list[str] | None = None) -> list[dict[str, Any]]:
     """The rows (of `columns` only, when given: a dataset of many outputs need not load its request bodies)."""
-    table = pq.read_table(io.BytesIO(store.get(LINEAGE_PATH)), columns=columns)
-    return list(table.to_pylist())
+    return list(read_lineage(store, columns).to_pylist())
 
 
 def build_report_asset(spec: DatasetSpec, source: SpecSource) -> dg.AssetsDefinition:
@@ -81,6 +84,8 @@ def build_export_asset(spec: DatasetSpec, source: SpecSource) -> dg.AssetsDefini
         f"<storage>/{EXPORT_DIR}/ (launched by hand: it copies every file).",
     )
     def export(config: ExportConfig, storage: StorageResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
+        from wan_pipeline.outputs.card import dataset_card
+
         current = source.load()
         store = storage.for_spec(current)
         table = read_lineage(store)

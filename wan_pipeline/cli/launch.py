@@ -95,15 +95,16 @@ def launch_generation(
 def _side_by_side(
     run_one: Callable[[list[str]], dg.ExecuteInProcessResult], chunks: list[list[str]], lanes: int, spec: DatasetSpec
 ) -> Iterator[dg.ExecuteInProcessResult]:
-    """The range runs, `lanes` at a time, results in order. The first starts alone until its first attempt is
-    recorded (or it ends): runs started together would share the first seconds of CPU (each reads every
-    partition key and writes its "planned" events), and the first submission is what a user waits for."""
+    """The range runs, `lanes` at a time, results in order. The first starts alone until its first create is
+    on its way (its send is recorded) or it ends: runs started together would share the first seconds of CPU
+    (each reads every partition key and writes its "planned" events), and the first submission is what a user
+    waits for. So does loading the lineage step's modules."""
     with ThreadPoolExecutor(lanes, "wan-run") as pool:
         first = pool.submit(run_one, chunks[0])
         with open_ledger(spec) as ledger:
-            before = ledger.attempt_count(spec.name)
-            while not first.done() and ledger.attempt_count(spec.name) == before:
-                time.sleep(0.1)
+            before = ledger.attempt_count(spec.name, sent=True)
+            while not first.done() and ledger.attempt_count(spec.name, sent=True) == before:
+                time.sleep(0.05)
         preload = threading.Thread(target=_load_lineage_modules, name="wan-preload", daemon=True)
         preload.start()
         rest = deque(pool.submit(run_one, chunk) for chunk in chunks[1:])

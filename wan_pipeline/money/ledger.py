@@ -404,8 +404,10 @@ class Ledger:
     def committed_usd(self, dataset: str) -> float:
         return self.totals(dataset).usd
 
-    def attempt_count(self, dataset: str) -> int:
-        return int(self.db.query("SELECT COUNT(*) FROM attempts WHERE dataset=?", (dataset,))[0][0])
+    def attempt_count(self, dataset: str, sent: bool = False) -> int:
+        """Attempts of the dataset (`sent`: only those whose create was handed to the wire at least once)."""
+        where = "dataset=? AND submit_calls > 0" if sent else "dataset=?"
+        return int(self.db.query(f"SELECT COUNT(*) FROM attempts WHERE {where}", (dataset,))[0][0])
 
     def latest_state_counts(self, dataset: str) -> dict[str, int]:
         """How many outputs (identities) have their latest attempt in each state: one aggregate query, for
