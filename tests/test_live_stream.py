@@ -82,6 +82,11 @@ def test_latest_state_counts_count_each_output_once_by_its_latest_attempt(tmp_pa
         ledger.begin_attempt(other)
         assert ledger.latest_state_counts("d") == {STORED: 1, SUBMITTED: 1, FAILED: 1, SUBMITTING: 1}
         assert ledger.latest_state_counts("other") == {STORED: 1}
+        # recorded, never handed to the wire (waiting for a slot): apart from the creates at the host
+        assert ledger.latest_state_counts("d", unsent="waiting") == {STORED: 1, SUBMITTED: 1, FAILED: 1, "waiting": 1}
+        ledger.begin_attempt(_attempt("e", 1, SUBMITTING))
+        ledger.count_submit_call("e", 1)
+        assert ledger.latest_state_counts("d", unsent="waiting")[SUBMITTING] == 1
 
 
 def test_progress_off_a_terminal_prints_plain_lines() -> None:

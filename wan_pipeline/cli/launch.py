@@ -32,7 +32,7 @@ from wan_pipeline.cli.progress import LiveProgress, Snapshot
 from wan_pipeline.cli.runs import close_orphaned_runs, run_tags, unrecorded_partitions
 from wan_pipeline.execution.endpoints import resolve_endpoint
 from wan_pipeline.execution.session import open_ledger
-from wan_pipeline.money.ledger import FAILED, STORED, SUBMITTED, SUBMITTING, SUCCEEDED
+from wan_pipeline.money.ledger import FAILED, STORED, SUBMITTED, SUBMITTING
 from wan_pipeline.outputs.status import unstored_by_prompt
 from wan_pipeline.planning.plan import Plan
 from wan_pipeline.planning.spec import DatasetSpec
@@ -201,7 +201,10 @@ def _failure_text(result: dg.ExecuteInProcessResult) -> str:
 #: most range runs `generate` keeps going at once (each is a thread with its own engine and event loop)
 MAX_LANES = 6
 
-_IN_FLIGHT = (SUBMITTING, SUBMITTED, SUCCEEDED)
+#: at the host: created (or being created) and not answered terminally; an attempt recorded and waiting for its
+#: slot is not (an engine records up to a quarter more than its slots, `execution.engine._in_hand`)
+_IN_FLIGHT = (SUBMITTING, SUBMITTED)
+_WAITING = "waiting"
 
 
 def _counters(spec: DatasetSpec) -> Any:
@@ -212,7 +215,7 @@ def _counters(spec: DatasetSpec) -> Any:
 
     def read() -> Snapshot:
         with open_ledger(spec) as ledger:
-            now = ledger.latest_state_counts(spec.name)
+            now = ledger.latest_state_counts(spec.name, unsent=_WAITING)
             credits, usd = ledger.committed_credits(spec.name), ledger.committed_usd(spec.name)
         return Snapshot(
             stored=max(0, now.get(STORED, 0) - start.get(STORED, 0)),

@@ -409,15 +409,18 @@ class Ledger:
         where = "dataset=? AND submit_calls > 0" if sent else "dataset=?"
         return int(self.db.query(f"SELECT COUNT(*) FROM attempts WHERE {where}", (dataset,))[0][0])
 
-    def latest_state_counts(self, dataset: str) -> dict[str, int]:
+    def latest_state_counts(self, dataset: str, unsent: str | None = None) -> dict[str, int]:
         """How many outputs (identities) have their latest attempt in each state: one aggregate query, for
-        progress counters that cost the same at 10 outputs as at 100,000."""
+        progress counters that cost the same at 10 outputs as at 100,000. With `unsent`, attempts recorded but
+        whose create was never handed to the wire (waiting for a slot) are counted under that name instead."""
+        state = "a.state" if unsent is None else "CASE WHEN a.state=? AND a.submit_calls=0 THEN ? ELSE a.state END"
+        args: tuple[str, ...] = (dataset,) if unsent is None else (SUBMITTING, unsent, dataset)
         rows = self.db.query(
-            """SELECT a.state, COUNT(*) FROM attempts a
+            f"""SELECT {state}, COUNT(*) FROM attempts a
                JOIN (SELECT identity, MAX(attempt) AS last FROM attempts WHERE dataset=? GROUP BY identity) l
                  ON a.identity = l.identity AND a.attempt = l.last
-               GROUP BY a.state""",
-            (dataset,),
+               GROUP BY 1""",
+            args,
         )
         return {str(state): int(n) for state, n in rows}
 
