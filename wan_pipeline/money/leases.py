@@ -138,36 +138,40 @@ class SlotLeases:
     def try_acquire(self, subject: str) -> int | None:
         """Claim `subject` and a counted slot at once: the slot number, or None (and nothing taken)."""
         with self.db.transaction(self._lock):
-            live = self._live()
+            now = self.db.now()
+            live = self._live(now)
             slot = self._counted_free(live)
             if slot is None or any(held == subject for _, _, held in live):
                 return None
-            self._insert(subject, slot)
+            self._insert(subject, slot, now)
             return slot
 
     def try_claim(self, subject: str) -> int | None:
         """`subject` to ourselves (a row with a negative slot), or None when another holder has it."""
         with self.db.transaction(self._lock):
-            live = self._live()
+            now = self.db.now()
+            live = self._live(now)
             if any(held == subject for _, _, held in live):
                 return None
             slot = _free_negative(live)
-            self._insert(subject, slot)
+            self._insert(subject, slot, now)
             return slot
 
     def try_promote(self, slot: int) -> int | None:
         """Our row `slot` becomes a counted slot: its number, or None while all `limit` are taken."""
         with self.db.transaction(self._lock):
-            new = self._counted_free(self._live())
+            now = self.db.now()
+            new = self._counted_free(self._live(now))
             if new is not None:
-                self._move(slot, new)
+                self._move(slot, new, now)
             return new
 
     def demote(self, slot: int) -> int:
         """Our counted `slot` given back, its subject kept: the row's new (negative) slot."""
         with self.db.transaction(self._lock):
-            new = _free_negative(self._live())
-            self._move(slot, new)
+            now = self.db.now()
+            new = _free_negative(self._live(now))
+            self._move(slot, new, now)
             return new
 
     def release(self, slot: int) -> None:
@@ -177,9 +181,9 @@ class SlotLeases:
     def _lock(self) -> str:
         return f"wan_pipeline:leases:{self.scope}"
 
-    def _live(self) -> list[tuple[int, str, str]]:
-        """Every unexpired row of the scope, less (and deleting) those of a holder gone from this host."""
-        now = self.db.now()
+    def _live(self, now: float) -> list[tuple[int, str, str]]:
+        """Every row of the scope unexpired at `now` (the database's clock, read once per transaction), less
+        (and deleting) those of a holder gone from this host."""
         self.db.execute("DELETE FROM leases WHERE scope=? AND expires_at < ?", (self.scope, now))
         rows = self.db.query("SELECT slot, holder, subject FROM leases WHERE scope=?", (self.scope,))
         live = []
@@ -197,16 +201,16 @@ class SlotLeases:
             return None
         return next(n for n in range(len(taken) + 1) if n not in taken)
 
-    def _insert(self, subject: str, slot: int) -> None:
+    def _insert(self, subject: str, slot: int, now: float) -> None:
         self.db.execute(
             "INSERT INTO leases (scope, slot, holder, subject, expires_at) VALUES (?, ?, ?, ?, ?)",
-            (self.scope, slot, self.holder, subject, self.db.now() + self.settings.ttl_s),
+            (self.scope, slot, self.holder, subject, now + self.settings.ttl_s),
         )
 
-    def _move(self, slot: int, new: int) -> None:
+    def _move(self, slot: int, new: int, now: float) -> None:
         moved = self.db.execute(
             "UPDATE leases SET slot=?, expires_at=? WHERE scope=? AND slot=? AND holder=?",
-            (new, self.db.now() + self.settings.ttl_s, self.scope, slot, self.holder),
+            (new, now + self.settings.ttl_s, self.scope, slot, self.holder),
         )
         if moved != 1:
             raise LeaseLost(code="lease_lost", message=f"our lease of {self.scope} lapsed while it was held")
