@@ -9,6 +9,7 @@ Nothing is timed; overlap is read from the runs' own start and end records.
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -175,3 +176,29 @@ def test_planned_events_written_as_one_batch_read_like_stock_ones(
     assert planned_keys == [f"p{i}" for i in range(10)]
     assert materialized == {"p0", "p1", "p2", "p3", "p5", "p6", "p7", "p8"}
     assert unfinished_keys == ["p4", "p9"]  # their runs failed: the UI shows them failed
+
+
+def test_dynamic_partitions_written_and_read_like_stock_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pooled event log adds and reads dynamic partitions through the driver's cursor: the same rows, in
+    the same order, as Dagster's own storage writes and reads, on the same files."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    ensure_dagster_home()
+    (tmp_path / "stock.yaml").write_text("telemetry:\n  enabled: false\n", "utf-8")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as ours, \
+            dg.DagsterInstance.from_config(str(tmp_path), config_filename="stock.yaml") as stock:  # fmt: skip
+        assert isinstance(ours.event_log_storage, PooledSqliteEventLogStorage)
+        assert not isinstance(stock.event_log_storage, PooledSqliteEventLogStorage)
+        ours.add_dynamic_partitions("d", ["c", "a", "b"])
+        ours.add_dynamic_partitions("d", ["a", "e", "d", "e", "c"])  # known keys skipped, a repeat added once
+        stock.add_dynamic_partitions("d", ["f", "a"])
+        ours.add_dynamic_partitions("other", ["a"])
+        ours.add_dynamic_partitions("d", [])
+        stock.delete_dynamic_partition("d", "b")
+        ours.add_dynamic_partitions("d", ["b"])  # deleted, then added again: last
+        expected = ["c", "a", "e", "d", "f", "b"]
+        assert list(ours.get_dynamic_partitions("d")) == expected == list(stock.get_dynamic_partitions("d"))
+        assert list(ours.get_dynamic_partitions("other")) == ["a"] and list(ours.get_dynamic_partitions("none")) == []
+        assert ours.has_dynamic_partition("d", "e") and not stock.has_dynamic_partition("d", "g")
+    with sqlite3.connect(tmp_path / "history" / "runs" / "index.db") as db:
+        stamps = db.execute("SELECT create_timestamp FROM dynamic_partitions WHERE create_timestamp IS NULL").fetchall()
+    assert stamps == []  # the column's server default, as Dagster's insert leaves it

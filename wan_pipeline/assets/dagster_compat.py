@@ -18,7 +18,9 @@ Everything else uses what `import dagster` exports. Two things have no public fo
   events as one batch when `DAGSTER_EVENT_BATCH_SIZE` is set; the stock SQLite storage still writes them one
   transaction pair each) is written in one transaction per shard, with the same rows (`store_event_batch`).
   And a new run's shard is a copy of a freshly initialized one instead of Dagster's per-run schema creation
-  and alembic stamping (`_open`); the template is made by Dagster's own `_initdb`, once per process.
+  and alembic stamping (`_open`); the template is made by Dagster's own `_initdb`, once per process. Dynamic
+  partitions are added and read with Dagster's SQL on the driver's cursor (every range run reads all of a
+  dataset's keys three times; SQLAlchemy's rows made that 0.16 s a read at 100,000 keys).
 - **Runs side by side in one process.** Two things in Dagster assume one run per process. Capturing steps'
   stdout redirects the process's file descriptors for the step's duration, so two runs would trade streams;
   and every run start calls `logging.config.dictConfig` (`get_yaml_python_handlers`, even with no
@@ -138,6 +140,26 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 self._store_asset_event_tags(conn, [event], [event_id])
                 self._store_asset_event(conn, event, event_id)
 
+    def get_dynamic_partitions(self, partitions_def_name: str) -> Sequence[str]:
+        """Dagster's query (the keys in the order they were added), read through the driver's cursor: SQLAlchemy's
+        row objects were five sixths of the time at 100,000 keys (0.16 s against 0.03 s), and Dagster reads every
+        key of the definition three times per range run to resolve the run's range."""
+        self._check_partitions_table()
+        with self.index_connection() as conn:
+            rows = _driver_execute(conn, _SELECT_PARTITIONS, [(partitions_def_name,)])
+        return [row[0] for row in rows]
+
+    def add_dynamic_partitions(self, partitions_def_name: str, partition_keys: Sequence[str]) -> None:
+        """Dagster's insert of the keys not there yet, in their order, as one driver-level statement: the stock
+        way compiles an IN list of every key to find the existing ones first (0.55 s for 100,000 new keys, on
+        the way to the first submission). Same rows: the unique index on (definition, key) skips existing keys,
+        and the timestamp is the column's server default as before."""
+        self._check_partitions_table()
+        rows = [(partitions_def_name, partition_key) for partition_key in dict.fromkeys(partition_keys)]
+        if rows:
+            with self.index_connection() as conn:
+                _driver_execute(conn, _INSERT_PARTITIONS, rows)
+
     def _copy_template(self, shard: str) -> bool:
         """Create a new run's shard as a copy of an empty initialized one; False if it exists already (then
         Dagster's own check runs). Linked into place complete, so a reader never sees half a file."""
@@ -171,6 +193,23 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             for engine in self._engines.values():
                 engine.dispose()
             self._engines.clear()
+
+
+_SELECT_PARTITIONS = "SELECT partition FROM dynamic_partitions WHERE partitions_def_name = ? ORDER BY id"
+_INSERT_PARTITIONS = "INSERT OR IGNORE INTO dynamic_partitions (partitions_def_name, partition) VALUES (?, ?)"
+
+
+def _driver_execute(conn: Connection, sql: str, params: Sequence[tuple[str, ...]]) -> list[Any]:
+    """Run `sql` on the SQLite driver's own cursor inside `conn`'s transaction: one row of parameters is a query
+    (its rows returned), several are one `executemany`."""
+    cursor = conn.connection.cursor()
+    try:
+        if len(params) == 1:
+            return list(cursor.execute(sql, params[0]).fetchall())
+        cursor.executemany(sql, params)
+        return []
+    finally:
+        cursor.close()
 
 
 def batch_event_writes(instance: dg.DagsterInstance | None = None) -> None:
