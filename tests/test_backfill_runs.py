@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 import pytest
+from conftest import write_dataset
 from dagster._core.definitions.automation_tick_evaluation_context import _build_run_requests_with_backfill_policy
 from dagster._core.definitions.partitions.context import partition_loading_context
 from dagster._core.storage import tags as dagster_tags
 
-from wan_pipeline.assets.backfill import backfill_chunks, range_tags
+from wan_pipeline.assets.backfill import MIN_PARTITIONS_PER_RUN, backfill_chunks, partitions_per_run, range_tags
 from wan_pipeline.assets.dagster_compat import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
-from wan_pipeline.assets.generation import MAX_PARTITIONS_PER_RUN
+from wan_pipeline.assets.dataset import dataset_definitions
+from wan_pipeline.assets.keys import key
+from wan_pipeline.definitions import resources
+from wan_pipeline.planning.spec import load_spec
 
 KEYS = [f"prompt_{i:03d}" for i in range(120)]
 PARTITIONS = dg.DynamicPartitionsDefinition(name="prompts")
@@ -44,7 +49,7 @@ def _dagsters_chunks(
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("policy", [dg.BackfillPolicy.multi_run(MAX_PARTITIONS_PER_RUN), dg.BackfillPolicy.multi_run(7),
+@pytest.mark.parametrize("policy", [dg.BackfillPolicy.multi_run(MIN_PARTITIONS_PER_RUN), dg.BackfillPolicy.multi_run(7),
                                     dg.BackfillPolicy.single_run()], ids=["generate", "seven", "single"])
 def test_chunks_match_dagsters_backfill(instance: dg.DagsterInstance, policy: dg.BackfillPolicy, seed: int) -> None:
     rng = random.Random(seed)
@@ -63,3 +68,28 @@ def test_chunks_match_dagsters_backfill(instance: dg.DagsterInstance, policy: dg
 def test_without_a_policy_each_partition_is_its_own_run() -> None:
     assert backfill_chunks(KEYS[:5], {KEYS[1], KEYS[3]}, None) == [[KEYS[1]], [KEYS[3]]]
     assert range_tags("a", "b") == {PARTITION_RANGE_START_TAG: "a", PARTITION_RANGE_END_TAG: "b"}
+
+
+@pytest.mark.parametrize(
+    ("provider", "concurrency", "variants", "per_run"),
+    [("dashscope", None, 1, 50), ("runware", None, 1, 256), ("dashscope", 64, 1, 512), ("dashscope", 64, 2, 256),
+     ("dashscope", 2, 1, 50), ("dashscope", 500, 1, 1000)],
+)  # fmt: skip
+def test_a_run_holds_eight_waves_of_the_accounts_concurrency(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, provider: str, concurrency: int | None, variants: int,
+    per_run: int,
+) -> None:
+    """The catalog's concurrency (dashscope 4, runware 32) or the environment's, times 8 waves, per variant,
+    within 50..1000 partitions; the generate assets' backfill policy is that size."""
+    if concurrency is None:
+        monkeypatch.delenv("WAN_PIPELINE_MAX_CONCURRENCY", raising=False)
+    else:
+        monkeypatch.setenv("WAN_PIPELINE_MAX_CONCURRENCY", str(concurrency))
+    model = "wan2.7-image" if provider == "dashscope" else "alibaba:wan@2.7-image"
+    spec_path = write_dataset(tmp_path, [{"prompt_id": "a", "prompt": "a paper boat"}], provider=provider,
+                              model=model, variants=variants)  # fmt: skip
+    spec = load_spec(spec_path)
+    assert partitions_per_run(spec) == per_run
+    defs = dg.Definitions.merge(dataset_definitions(spec_path), dg.Definitions(resources=resources()))
+    policy = defs.resolve_assets_def(key(spec, "media")).backfill_policy
+    assert policy is not None and policy.max_partitions_per_run == per_run

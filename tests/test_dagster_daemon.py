@@ -30,7 +30,7 @@ from wan_pipeline.money.location import shared_ledger_url
 from wan_pipeline.outputs.lineage import lineage_rows
 from wan_pipeline.planning.spec import load_spec
 
-PROMPTS = 60  # the generation step takes 50 partitions per run: a backfill of 60 is two runs
+PROMPTS = 80  # runs of 64 partitions (`partitions_per_run` at rivya's catalog concurrency, 8): two runs
 LAUNCH_BACKFILL = """
 mutation LaunchBackfill($backfillParams: LaunchBackfillParams!) {
   launchPartitionBackfill(backfillParams: $backfillParams) {

@@ -19,16 +19,16 @@ import pytest
 from conftest import write_dataset
 from e2e_helpers import cli_env, emulator_process, pycache_dir, run_cli
 
+from wan_pipeline.assets.backfill import WAVES_PER_RUN
 from wan_pipeline.assets.dagster_compat import PooledSqliteEventLogStorage, prepare_side_by_side, range_tags
 from wan_pipeline.assets.dataset import generate_job_name
-from wan_pipeline.assets.generation import MAX_PARTITIONS_PER_RUN
 from wan_pipeline.assets.keys import key
 from wan_pipeline.cli.home import ensure_dagster_home
 from wan_pipeline.planning.spec import load_spec
 
 API_KEY = "sk-side-by-side-0123"
-ROWS = 2 * MAX_PARTITIONS_PER_RUN + 20  # three range runs
 CONCURRENCY = 8
+ROWS = 2 * WAVES_PER_RUN * CONCURRENCY + 20  # three range runs (`partitions_per_run` at this concurrency: 64)
 
 
 def test_range_runs_go_side_by_side_and_buy_each_output_once(tmp_path: Path,

@@ -20,6 +20,7 @@ from typing import Any
 
 import dagster as dg
 
+from wan_pipeline.assets.backfill import partitions_per_run
 from wan_pipeline.assets.keys import key, prompt_partitions
 from wan_pipeline.assets.live import Note, OutcomeStream
 from wan_pipeline.assets.metadata import partition_metadata
@@ -33,7 +34,6 @@ from wan_pipeline.planning.spec import DatasetSpec, SpecSource
 from wan_pipeline.resources.provider import ProviderResource
 from wan_pipeline.resources.storage import StorageResource
 
-MAX_PARTITIONS_PER_RUN = 50
 #: in the step failure of a run where some partitions failed and the others were materialized
 PARTIAL_FAILURE = "partition(s) failed; the others are materialized"
 #: step-failure metadata key: JSON {partition key: reason} of every partition that did not complete
@@ -75,7 +75,7 @@ def build_generation_assets(spec: DatasetSpec, source: SpecSource) -> dg.AssetsD
     @dg.multi_asset(
         name=f"{spec.name}_generate",
         specs=_asset_specs(spec),
-        backfill_policy=dg.BackfillPolicy.multi_run(MAX_PARTITIONS_PER_RUN),
+        backfill_policy=dg.BackfillPolicy.multi_run(partitions_per_run(spec)),
         pool=f"wan_pipeline_{spec.provider}",  # caps steps calling one provider across runs (docs/deploy.md)
         can_subset=False,
     )

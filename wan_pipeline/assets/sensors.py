@@ -1,7 +1,7 @@
 """A sensor that notices new rows in the prompt table, adds their partitions and requests their runs.
 
 The runs are the ones a backfill of the new partitions makes under the assets' backfill policy (ranges of at
-most 50 partitions), not one run per row.
+most `backfill.partitions_per_run` partitions), not one run per row.
 """
 
 import hashlib
