@@ -7,6 +7,7 @@ killed, and submission pacing reserved atomically by several processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 from servers import PostgresCluster
 
+from wan_pipeline.money import wakeups
 from wan_pipeline.money.database import Database
 from wan_pipeline.money.leases import LeaseSettings, SlotLeases
 from wan_pipeline.money.ledger import Ledger
@@ -88,6 +90,41 @@ async def test_a_slot_is_held_from_create_to_terminal_answer_and_the_output_unti
             assert sorted(subject for _, _, subject in one.holders()) == ["out-1", "out-2"]
     assert one.holders() == []  # both released on exit
     assert two.try_acquire("out-1") == 0
+
+
+async def test_slots_freed_elsewhere_reach_the_tasks_waiting_here_with_few_asks(
+    two_dbs: tuple[Database, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many tasks of this process wait for slots another holder has: one of them asks the database on the
+    timer, the rest wait to be woken. When the other holder frees its slots, the one that finds a slot wakes
+    the next, so all are taken without each waiter polling."""
+    limit, waiting = 4, 24
+    elsewhere = SlotLeases(two_dbs[1], SCOPE, LeaseSettings(limit=limit))
+    held = [elsewhere.try_acquire(f"theirs-{i}") for i in range(limit)]
+    here = SlotLeases(two_dbs[0], SCOPE, LeaseSettings(limit=limit, wait_s=0.05))
+    asks = 0
+    promote = here.try_promote
+
+    def counted_promote(slot: int) -> tuple[int, int] | None:
+        nonlocal asks
+        asks += 1
+        return promote(slot)
+
+    monkeypatch.setattr(here, "try_promote", counted_promote)
+    monkeypatch.setattr(wakeups, "FOLLOWER_FACTOR", 10_000)  # followers only ever woken: the chain is what works
+    async with contextlib.AsyncExitStack() as stack:
+        leases = [await stack.enter_async_context(here.hold(f"ours-{i}")) for i in range(waiting)]
+        busy = [asyncio.ensure_future(lease.busy()) for lease in leases]
+        await asyncio.sleep(0.3)  # six of the poller's rounds
+        assert asks <= waiting + 8  # each tried once, then the poller; every waiter polling: about 150
+        for slot in held:
+            elsewhere.release(slot)  # the other holder stops
+        deadline = asyncio.get_running_loop().time() + 10
+        while sum(f.done() for f in busy) < limit and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)  # the poller's next round, then the chain
+        assert sum(f.done() for f in busy) == limit == sum(lease.counted for lease in leases)
+        for future in busy:
+            future.cancel()
 
 
 def test_a_lease_of_a_vanished_machine_lapses_after_its_ttl(two_dbs: tuple[Database, Database]) -> None:

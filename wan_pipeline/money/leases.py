@@ -84,11 +84,13 @@ class Lease:
     async def busy(self) -> None:
         leases = self._leases
         while not self.counted:
-            slot = await leases.runner.run(lambda: leases.try_promote(self.slot))
-            if slot is None:
+            promoted = await leases.runner.run(lambda: leases.try_promote(self.slot))
+            if promoted is None:
                 await RELEASES.wait(leases.scope, leases.settings.wait_s)
-            else:
-                self.slot = slot
+                continue
+            self.slot, spare = promoted
+            if spare:  # freed elsewhere and found by asking: pass the rest on to the tasks waiting here
+                RELEASES.notify(leases.scope)
 
     async def idle(self) -> None:
         if self.counted:
@@ -157,14 +159,17 @@ class SlotLeases:
             self._insert(subject, slot, now)
             return slot
 
-    def try_promote(self, slot: int) -> int | None:
-        """Our row `slot` becomes a counted slot: its number, or None while all `limit` are taken."""
+    def try_promote(self, slot: int) -> tuple[int, int] | None:
+        """Our row `slot` becomes a counted slot: (its number, how many counted slots are still free), or None
+        while all `limit` are taken."""
         with self.db.transaction(self._lock):
             now = self.db.now()
-            new = self._counted_free(self._live(now))
-            if new is not None:
-                self._move(slot, new, now)
-            return new
+            live = self._live(now)
+            new = self._counted_free(live)
+            if new is None:
+                return None
+            self._move(slot, new, now)
+            return new, self.settings.limit - 1 - sum(1 for taken, _, _ in live if taken >= 0)
 
     def demote(self, slot: int) -> int:
         """Our counted `slot` given back, its subject kept: the row's new (negative) slot."""
@@ -186,9 +191,10 @@ class SlotLeases:
         (and deleting) those of a holder gone from this host."""
         self.db.execute("DELETE FROM leases WHERE scope=? AND expires_at < ?", (self.scope, now))
         rows = self.db.query("SELECT slot, holder, subject FROM leases WHERE scope=?", (self.scope,))
+        gone = {h for h in {str(holder) for _, holder, _ in rows} - {self.holder} if _gone_neighbour(h, self.holder)}
         live = []
         for slot, holder, subject in rows:
-            if holder != self.holder and _gone_neighbour(str(holder), self.holder):
+            if str(holder) in gone:  # each holder looked up once: a run holds many rows
                 self.db.execute("DELETE FROM leases WHERE scope=? AND slot=?", (self.scope, slot))
             else:
                 live.append((int(slot), str(holder), str(subject)))

@@ -4,7 +4,12 @@
 A task that finds a shared resource taken (a concurrency lease, the create slot) waits here for a key, with a
 timeout; whoever frees that resource wakes the oldest waiter of the key at once — one waiter, since one was
 freed: waking them all would send every waiter of every engine to the database for it. Holders in other
-processes and on other machines are still found when the timeout runs out, by asking the database again.
+processes and on other machines are found by asking the database again when the timeout runs out — by one
+waiter per key, the poller, at that pace; the others wait `FOLLOWER_FACTOR` times longer (a safety net), and a
+wake-up goes to the oldest of them before the poller. With every waiter polling, an account's slot leases were
+asked for a few hundred times a second by the tasks held beyond the account's concurrency (a quarter more per
+engine, several engines per process): most of a core on two, for slots that are freed here and handed over
+by `notify` anyway.
 """
 
 from __future__ import annotations
@@ -13,32 +18,47 @@ import asyncio
 import contextlib
 import threading
 
+#: how much longer than the poller a waiter that is not the poller waits without a wake-up
+FOLLOWER_FACTOR = 8
+
+_Entry = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+
 
 class Wakeups:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
+        self._waiters: dict[str, list[_Entry]] = {}
+        self._pollers: dict[str, _Entry] = {}
 
-    async def wait(self, key: str, timeout_s: float) -> None:
-        """Until `notify(key)` picks this waiter, or `timeout_s` passes."""
+    async def wait(self, key: str, timeout_s: float) -> bool:
+        """Until `notify(key)` picks this waiter (True), or the timeout passes (False: ask the database again).
+        The timeout is `timeout_s` for the key's poller (the first waiter when there is none), else
+        `FOLLOWER_FACTOR` times that."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         entry = (loop, waiter)
         with self._lock:
             self._waiters.setdefault(key, []).append(entry)
+            polling = self._pollers.setdefault(key, entry) is entry
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
+            await asyncio.wait_for(asyncio.shield(waiter), timeout_s if polling else timeout_s * FOLLOWER_FACTOR)
+            return True
         except TimeoutError:
-            pass
+            return False
         finally:
-            with self._lock, contextlib.suppress(ValueError):  # already picked by a notify
-                self._waiters.get(key, []).remove(entry)
+            with self._lock:
+                with contextlib.suppress(ValueError):  # already picked by a notify
+                    self._waiters.get(key, []).remove(entry)
+                if polling:
+                    del self._pollers[key]
 
     def notify(self, key: str) -> None:
-        """Wake the oldest waiter of `key`, if any."""
+        """Wake the oldest waiter of `key` other than its poller, else the poller, if any waits."""
         with self._lock:
             queue = self._waiters.get(key, [])
-            entry = queue.pop(0) if queue else None
+            poller = self._pollers.get(key)
+            index = next((i for i, entry in enumerate(queue) if entry is not poller), 0)
+            entry = queue.pop(index) if queue else None
         if entry is not None:
             with contextlib.suppress(RuntimeError):  # that loop has closed: its waiter is gone
                 entry[0].call_soon_threadsafe(_wake, entry[1])

@@ -1,0 +1,72 @@
+"""Wake-ups between engines (`money.wakeups`): one waiter per key asks the database on a timer, the others are
+woken by whoever frees what they wait for. Counted, not timed: what matters is how many times waiters would go
+to the database, which grew with the number of waiting tasks (issue 7)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from wan_pipeline.money.wakeups import FOLLOWER_FACTOR, Wakeups
+
+TIMEOUT_S = 0.05
+
+
+def test_only_one_waiter_per_key_wakes_on_the_timer() -> None:
+    async def scenario() -> tuple[int, int]:
+        wakeups = Wakeups()
+        timeouts = 0
+        rounds = FOLLOWER_FACTOR // 2
+        stop = asyncio.Event()
+
+        async def waiter() -> None:
+            nonlocal timeouts
+            while not stop.is_set():
+                if not await wakeups.wait("slots", TIMEOUT_S):
+                    timeouts += 1  # where a lease waiter asks the database again
+
+        tasks = [asyncio.create_task(waiter()) for _ in range(40)]
+        await asyncio.sleep(rounds * TIMEOUT_S)  # half a follower's timeout
+        stop.set()
+        for _ in range(len(tasks)):
+            wakeups.notify("slots")
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+        return timeouts, rounds
+
+    timeouts, rounds = asyncio.run(scenario())
+    assert 1 <= timeouts <= rounds + 1  # the poller's; 40 waiters each on the timer: about 160
+
+
+def test_a_wake_up_goes_to_the_oldest_follower_then_the_poller() -> None:
+    async def scenario() -> list[str]:
+        wakeups = Wakeups()
+        woken: list[str] = []
+
+        async def waiter(name: str) -> None:
+            await wakeups.wait("slots", 60)
+            woken.append(name)
+
+        tasks = []
+        for name in ("poller", "first", "second"):
+            tasks.append(asyncio.create_task(waiter(name)))
+            await asyncio.sleep(0)
+        for _ in tasks:
+            wakeups.notify("slots")
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+        return woken
+
+    assert asyncio.run(scenario()) == ["first", "second", "poller"]
+
+
+def test_the_poller_role_passes_to_the_next_waiter() -> None:
+    async def scenario() -> bool:
+        wakeups = Wakeups()
+        first = asyncio.create_task(wakeups.wait("k", 0.01))  # the poller, times out
+        await asyncio.sleep(0)
+        follower = asyncio.create_task(wakeups.wait("k", 60))
+        assert await first is False
+        again = await wakeups.wait("k", 0.01)  # no poller now: this one is, and times out soon
+        wakeups.notify("k")
+        return again is False and await asyncio.wait_for(follower, 60)
+
+    assert asyncio.run(scenario())
