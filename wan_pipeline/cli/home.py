@@ -11,7 +11,8 @@ _MARKER = "# created by wan-pipeline"
 #: Dagster's SQLite storage, with two choices made for a run of thousands of partitions (docs/performance.md):
 #: the event log keeps its connections (`assets.dagster_compat.PooledSqliteEventLogStorage`, same files and
 #: schema), and stdout/stderr are not captured per step (the steps log through the event log), because
-#: capturing redirects the whole process's file descriptors and `generate` runs several ranges at once.
+#: capturing redirects the whole process's file descriptors and `generate` runs several ranges at once. The run
+#: queue looks for queued runs every second instead of five: a UI backfill's runs waited up to 5 s to launch.
 _CONFIG = """{marker}; Dagster's SQLite storage lives beside it (docs/performance.md says why these)
 telemetry:
   enabled: false
@@ -23,6 +24,8 @@ event_log_storage:
 compute_logs:
   module: dagster._core.storage.noop_compute_log_manager
   class: NoOpComputeLogManager
+run_queue:
+  dequeue_interval_seconds: 1
 """
 
 
