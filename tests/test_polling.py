@@ -3,6 +3,8 @@ up at the deadline (the task stays recorded), stops the run on a refused poll, a
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from conftest import Rig, RigFactory
 
@@ -13,7 +15,7 @@ from wan_pipeline.execution.polling import Poller
 from wan_pipeline.execution.wire import Wire
 from wan_pipeline.money.ledger import FAILED, SUBMITTED, SUBMITTING, SUCCEEDED, Attempt
 from wan_pipeline.planning.plan import PlannedTask
-from wan_pipeline.providers.base import TaskStatus
+from wan_pipeline.providers.base import TaskSnapshot, TaskStatus
 
 RUNWARE = {"provider": "runware", "model": "alibaba:wan@2.7-image"}
 
@@ -122,3 +124,28 @@ async def test_a_client_named_task_the_host_holds_is_adopted_and_recorded(rig: R
     assert adopted is not None and adopted.task_id == recorded.task_id
     assert adopted.state in (SUBMITTED, SUCCEEDED) and adopted.submitted_at is not None
     assert r.state.report()["tasks_created"] == 1
+
+
+async def test_a_cold_first_wave_is_asked_when_a_scout_learns_the_latency(rig: RigFactory) -> None:
+    """Nothing learned yet (no earlier task of the model): one task is polled at the host's cadence and the
+    others at what it teaches, not at `poll_initial_s` — each of them asked once."""
+    rows = [{"prompt_id": f"w{i}", "prompt": f"a lighthouse at dusk, study {i}"} for i in range(6)]
+    r = rig(rows=rows, config=EmulatorConfig(queue_s=0, process_s=0.3), **RUNWARE)
+    attempts = [await created(r, task) for task in r.tasks]
+    p = poller(r, poll_initial_s=30.0, poll_max_s=1.0)  # cold: a first poll far beyond the latency (0.3 s)
+    polls = 0
+    poll_once = p._poll_once
+
+    async def counted(task_id: str) -> TaskSnapshot | None:
+        nonlocal polls
+        polls += 1
+        return await poll_once(task_id)
+
+    p._poll_once = counted  # type: ignore[method-assign]
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    snaps = await asyncio.gather(*(p.until_terminal(t, a, fresh=True) for t, a in zip(r.tasks, attempts, strict=True)))
+    assert all(s is not None and s.status == TaskStatus.SUCCEEDED for s in snaps)
+    assert loop.time() - start < 30.0 / 2  # not one waited for poll_initial_s
+    assert polls == len(rows)  # the scout's first look, at the host's cadence, found its task done too
+    assert p.schedule.expected("alibaba:wan@2.7-image/" + r.tasks[0].mode.value) is not None

@@ -5,7 +5,9 @@ second between a task finishing and our noticing it is a slot of concurrency was
 either overshoots (first poll at 2.5 s for a 2 s task: 25 %) or polls many times. Here:
 
 - cold start (nothing finished yet for this model/mode, in this run or recorded in the ledger by an earlier
-  one: `seed`): `poll_initial_s`, then ×`poll_growth`;
+  one: `seed`): one task, the scout, is polled at the host's documented cadence; the others wait
+  `poll_initial_s` (then ×`poll_growth`) unless the schedule learns sooner — then they are asked at what it
+  learned. A first wave at 2.5 s for a 2 s task lost half a second in every slot;
 - where the host reports how long a task took on its side (DashScope's `submit_time`..`end_time`), the
   first poll goes at a high quantile of the recent host latencies plus a small margin. Our clock starts
   when the create's answer arrives, after the host's own start, so polling at the host's latency lands
@@ -52,11 +54,17 @@ class _Estimate:
 #: what this process has learned, per host: the range runs `generate` runs side by side (and one after the
 #: other) each have their own engine, and a run of fewer outputs than the concurrency is all first wave
 _PROCESS: dict[str, dict[str, _Estimate]] = {}
+#: per host, the keys one of whose cold-start tasks is polled at the host's cadence (the scout)
+_SCOUTS: dict[str, set[str]] = {}
+#: a scout's cadence where the host documents none, and the fraction of its task's age it widens to
+_SCOUT_FLOOR_S = 0.5
+_SCOUT_GROWTH = 0.1
 
 
 def forget_learned() -> None:
     """Drop what this process learned (a fresh start, as in a new process)."""
     _PROCESS.clear()
+    _SCOUTS.clear()
 
 
 class PollSchedule:
@@ -67,6 +75,28 @@ class PollSchedule:
         self.settings = settings
         self.floor_s = min(host_min_interval_s, settings.poll_max_s)
         self._learned: dict[str, _Estimate] = {} if host is None else _PROCESS.setdefault(host, {})
+        self._scouts: set[str] = set() if host is None else _SCOUTS.setdefault(host, set())
+
+    def scout(self, key: str) -> bool:
+        """True for one task at a time of a `key` nothing is learned of yet: it is polled at the host's cadence
+        (`scout_delay_s`) so that the first wave learns the latency from it instead of all waiting
+        `poll_initial_s` (the others wait for the schedule to learn, `learned`). Give it back with `scouted`."""
+        if key in self._learned or key in self._scouts:
+            return False
+        self._scouts.add(key)
+        return True
+
+    def scouted(self, key: str) -> None:
+        self._scouts.discard(key)
+
+    def scout_delay_s(self, age_s: float) -> float:
+        """The scout's next look: the host's cadence, widening to a tenth of the task's age (a video's scout
+        looks about 25 times in a minute, not 60), never past `poll_max_s`."""
+        cadence = min(max(self.floor_s, _SCOUT_FLOOR_S), self.settings.poll_initial_s)
+        return min(max(cadence, _SCOUT_GROWTH * age_s), self.settings.poll_max_s)
+
+    def learned(self, key: str) -> bool:
+        return key in self._learned
 
     def seed(self, key: str, recent_s: list[float]) -> None:
         """Start `key` from the latencies earlier runs recorded (the ledger's), not from `poll_initial_s`: each run

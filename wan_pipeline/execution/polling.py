@@ -18,6 +18,9 @@ from wan_pipeline.outputs.expectation import expectation
 from wan_pipeline.planning.plan import PlannedTask
 from wan_pipeline.providers.base import Provider, TaskSnapshot, TaskStatus
 
+#: how often a task of a cold start looks whether the schedule has learned its latency (a timer, no request)
+_LEARN_STEP_S = 0.1
+
 
 class Poller:
     def __init__(
@@ -44,22 +47,50 @@ class Poller:
         started = time.monotonic()
         deadline = started + self._deadline_s(task)
         age = _age_s(attempt.submitted_at)
-        # a task found finished (or stored) earlier is asked at once
-        delay = self.schedule.first_delay(key, age) if attempt.state == SUBMITTED else 0.0
-        polls, first_poll_s = 0, age + delay
-        while True:
-            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            snap = await self._poll_once(attempt.task_id)
-            polls += 1
-            if snap is not None and snap.status != TaskStatus.PENDING:
-                if fresh:
-                    self.schedule.observe(key, age + time.monotonic() - started, first_poll_hit=polls == 1,
-                                          first_poll_s=first_poll_s, host_latency_s=snap.host_latency_s)  # fmt: skip
-                await self.record(task, attempt, snap)
-                return snap
-            if time.monotonic() >= deadline:
-                return None
-            delay = self.schedule.next_delay(key, polls - 1)
+        scout = fresh and attempt.state == SUBMITTED and self.schedule.scout(key)
+        try:
+            if attempt.state != SUBMITTED:
+                delay = 0.0  # a task found finished (or stored) earlier is asked at once
+            else:
+                delay = self.schedule.scout_delay_s(age) if scout else self.schedule.first_delay(key, age)
+            polls, first_poll_s = 0, 0.0
+            while True:
+                delay = await self._unless_learned(key, delay, age, started, deadline)
+                await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                first_poll_s = first_poll_s or age + time.monotonic() - started
+                snap = await self._poll_once(attempt.task_id)
+                polls += 1
+                if snap is not None and snap.status != TaskStatus.PENDING:
+                    # a scout's looks say nothing about an estimate another task taught meanwhile
+                    taught = scout and polls > 1 and snap.host_latency_s is None and self.schedule.learned(key)
+                    if fresh and not taught:
+                        done_after = age + time.monotonic() - started
+                        self.schedule.observe(key, done_after, first_poll_hit=polls == 1, first_poll_s=first_poll_s,
+                                              host_latency_s=snap.host_latency_s)  # fmt: skip
+                    await self.record(task, attempt, snap)
+                    return snap
+                if time.monotonic() >= deadline:
+                    return None
+                if scout and not self.schedule.learned(key):
+                    delay = self.schedule.scout_delay_s(age + time.monotonic() - started)
+                else:
+                    delay = self.schedule.next_delay(key, polls - 1)
+        finally:
+            if scout:
+                self.schedule.scouted(key)
+
+    async def _unless_learned(self, key: str, delay: float, age: float, started: float, deadline: float) -> float:
+        """`delay`, unless nothing is learned of `key` yet (a cold start): then wait in steps of `_LEARN_STEP_S`
+        and, once the schedule learns (from the scout, or another task), what is left until the learned latency.
+        So a first wave is asked when its tasks are due, not at `poll_initial_s` and its growth."""
+        if self.schedule.learned(key):
+            return delay
+        end = min(time.monotonic() + delay, deadline)
+        while time.monotonic() + _LEARN_STEP_S < end:
+            await asyncio.sleep(_LEARN_STEP_S)
+            if self.schedule.learned(key):
+                return self.schedule.first_delay(key, age + time.monotonic() - started)
+        return max(0.0, end - time.monotonic())
 
     async def _poll_once(self, task_id: str) -> TaskSnapshot | None:
         try:
