@@ -105,3 +105,17 @@ def test_host_reported_latencies_put_the_first_poll_just_after_the_task_ends() -
     steady_polls, steady_over = polls[100:], overshoot[100:]
     assert sum(steady_polls) / len(steady_polls) <= 1.1
     assert sum(steady_over) / len(steady_over) <= 0.05 * 2.0
+
+
+def test_one_scout_per_cold_key_at_the_hosts_cadence_widening_with_age() -> None:
+    schedule = PollSchedule(EngineSettings(poll_initial_s=0.2, poll_max_s=10), host_min_interval_s=1.0)
+    assert schedule.scout(KEY) and not schedule.scout(KEY)  # one at a time
+    assert schedule.scout_delay_s(0.0) == 1.0  # the host's cadence, even below a shorter poll_initial_s
+    assert schedule.scout_delay_s(30.0) == pytest.approx(3.0) and schedule.scout_delay_s(500.0) == 10
+    schedule.scouted(KEY)
+    assert schedule.scout(KEY)  # given back: the next cold task may scout
+    schedule.scouted(KEY)
+    schedule.observe(KEY, 2.0, first_poll_hit=True)
+    assert schedule.learned(KEY) and not schedule.scout(KEY)  # learned: nobody scouts
+    no_cadence = PollSchedule(EngineSettings(poll_initial_s=2.5))
+    assert no_cadence.scout_delay_s(0.0) == 0.5

@@ -92,7 +92,7 @@ class PollSchedule:
     def scout_delay_s(self, age_s: float) -> float:
         """The scout's next look: the host's cadence, widening to a tenth of the task's age (a video's scout
         looks about 25 times in a minute, not 60), never past `poll_max_s`."""
-        cadence = min(max(self.floor_s, _SCOUT_FLOOR_S), self.settings.poll_initial_s)
+        cadence = self.floor_s if self.floor_s > 0 else min(_SCOUT_FLOOR_S, self.settings.poll_initial_s)
         return min(max(cadence, _SCOUT_GROWTH * age_s), self.settings.poll_max_s)
 
     def learned(self, key: str) -> bool:
