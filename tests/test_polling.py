@@ -149,3 +149,28 @@ async def test_a_cold_first_wave_is_asked_when_a_scout_learns_the_latency(rig: R
     assert loop.time() - start < 30.0 / 2  # not one waited for poll_initial_s
     assert polls == len(rows)  # the scout's first look, at the host's cadence, found its task done too
     assert p.schedule.expected("alibaba:wan@2.7-image/" + r.tasks[0].mode.value) is not None
+
+
+@pytest.mark.parametrize(
+    "host",
+    [{}, RUNWARE, {"provider": "dashscope", "model": "wan2.7-image"}, {"provider": "evolink", "model": "wan-2.7-image"},
+     {"provider": "reapi", "model": "wan2.7-image-pro"}],
+    ids=["rivya", "runware", "dashscope", "evolink", "reapi"],
+)  # fmt: skip
+async def test_each_emulated_host_counts_the_polls_it_answers(rig: RigFactory, host: dict[str, str]) -> None:
+    """The emulator's report counts status requests (the benchmarks' polls per task): exactly the polls sent."""
+    r = rig(config=EmulatorConfig(queue_s=0, process_s=0.2), **host)
+    task = r.tasks[0]
+    attempt = await created(r, task)
+    p = poller(r, poll_initial_s=0.05, poll_max_s=0.05)
+    sent = 0
+    poll_once = p._poll_once
+
+    async def counted(task_id: str) -> TaskSnapshot | None:
+        nonlocal sent
+        sent += 1
+        return await poll_once(task_id)
+
+    p._poll_once = counted  # type: ignore[method-assign]
+    assert await p.until_terminal(task, attempt) is not None
+    assert sent >= 2 and r.state.report()["polls"] == sent  # at least one "still running" answer counted too

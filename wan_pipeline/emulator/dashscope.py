@@ -616,6 +616,7 @@ def serialize(state: EmulatorState, task: EmuTask, base: str) -> dict[str, Any]:
 
 async def get_task(request: Request) -> Response:
     state: EmulatorState = request.app.state.emulator
+    state.note_poll()
     if not state.key_ok(bearer(request)):
         return auth_error(request)
     if state.faults.hit("rate_limit"):

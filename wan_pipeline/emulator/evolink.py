@@ -408,6 +408,7 @@ async def create_video(request: Request) -> Response:
 
 async def get_task(request: Request) -> Response:
     state: EmulatorState = request.app.state.emulator
+    state.note_poll()
     if not state.key_ok(bearer(request)):
         return auth_error()
     if state.faults.hit("rate_limit"):

@@ -361,6 +361,7 @@ async def create_video(request: Request) -> Response:
 
 async def get_task(request: Request) -> Response:
     state: EmulatorState = request.app.state.emulator
+    state.note_poll()
     denied = auth_error(request, state)
     if denied is not None:
         return denied

@@ -254,6 +254,7 @@ async def create(request: Request) -> Response:
 
 async def get_task(request: Request) -> Response:
     state: EmulatorState = request.app.state.emulator
+    state.note_poll()
     if not state.key_ok(bearer(request)):
         return auth_error(request)
     if state.faults.hit("rate_limit"):

@@ -595,6 +595,7 @@ async def _one_task(state: EmulatorState, task: Any, base: str, data: list[dict[
             await asyncio.sleep(max(0.0, made.created_at + made.queue_s + made.process_s - time.time()))
             data.extend(result_items(state, made, base, with_status=False))
     elif kind == "getResponse":
+        state.note_poll()
         uid = task.get("taskUUID")
         if not isinstance(uid, str) or not UUID4_RE.match(uid):
             raise _bad("taskUUID", "taskUUID must be a UUID v4 string.")

@@ -82,6 +82,7 @@ class EmulatorState:
         self.charged = 0.0
         self.refunded = 0.0
         self.submit_requests = 0  # every create request that reached a handler
+        self.polls = 0  # every status request that reached a handler (polls per task, benchmarks/)
         self.requests_by_key: dict[str, int] = {}
         #: SHA-256 of every create request's raw body -> how many times it arrived (replay checks compare these)
         self.create_bodies: dict[str, int] = {}
@@ -162,6 +163,10 @@ class EmulatorState:
             if key:
                 self.requests_by_key[key] = self.requests_by_key.get(key, 0) + 1
 
+    def note_poll(self) -> None:
+        with self.lock:
+            self.polls += 1
+
     def note_create_body(self, raw: bytes) -> None:
         """The exact bytes a create request carried (not re-serialised: field order and spacing count)."""
         digest = hashlib.sha256(raw).hexdigest()
@@ -199,6 +204,7 @@ class EmulatorState:
             return {
                 "tasks_created": len(self.tasks),
                 "submit_requests": self.submit_requests,
+                "polls": self.polls,
                 "requests_by_idempotency_key": dict(self.requests_by_key),
                 "create_bodies_by_sha256": dict(self.create_bodies),
                 "tasks_by_idempotency_key": _count(t.idempotency_key for t in self.tasks.values() if t.idempotency_key),
