@@ -70,3 +70,15 @@ def test_the_poller_role_passes_to_the_next_waiter() -> None:
         return again is False and await asyncio.wait_for(follower, 60)
 
     assert asyncio.run(scenario())
+
+
+def test_waiters_for_things_of_their_own_each_wake_on_the_timer() -> None:
+    async def scenario() -> tuple[int, bool]:
+        wakeups = Wakeups()
+        waits = [asyncio.create_task(wakeups.wait("outputs", TIMEOUT_S, shared=False)) for _ in range(5)]
+        await asyncio.sleep(0)
+        nobody_polls_for_the_others = not wakeups._pollers
+        results = await asyncio.wait_for(asyncio.gather(*waits), 60)
+        return sum(1 for woken in results if not woken), nobody_polls_for_the_others
+
+    assert asyncio.run(scenario()) == (5, True)  # each on its own timer: none is a follower

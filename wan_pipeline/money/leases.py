@@ -118,7 +118,7 @@ class SlotLeases:
         """Waits while another holder has `subject`; released on exit (or lapses if we die)."""
         # Database work runs off the loop (`runner`): a commit (an fsync on SQLite) must not stall its polls.
         while (slot := await self.runner.run(lambda: self.try_claim(subject))) is None:
-            await RELEASES.wait(self._subject_key, self.settings.wait_s)
+            await RELEASES.wait(self._subject_key, self.settings.wait_s, shared=False)  # each its own output
         lease = Lease(self, slot)
         self._held.add(subject)
         self._start_heartbeat()

@@ -30,18 +30,20 @@ class Wakeups:
         self._waiters: dict[str, list[_Entry]] = {}
         self._pollers: dict[str, _Entry] = {}
 
-    async def wait(self, key: str, timeout_s: float) -> bool:
+    async def wait(self, key: str, timeout_s: float, shared: bool = True) -> bool:
         """Until `notify(key)` picks this waiter (True), or the timeout passes (False: ask the database again).
         The timeout is `timeout_s` for the key's poller (the first waiter when there is none), else
-        `FOLLOWER_FACTOR` times that."""
+        `FOLLOWER_FACTOR` times that. `shared=False` where each waiter waits for something of its own (an
+        output leased elsewhere): what one finds in the database says nothing for the others, so each polls."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         entry = (loop, waiter)
         with self._lock:
             self._waiters.setdefault(key, []).append(entry)
-            polling = self._pollers.setdefault(key, entry) is entry
+            polling = shared and self._pollers.setdefault(key, entry) is entry
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout_s if polling else timeout_s * FOLLOWER_FACTOR)
+            follower = shared and not polling
+            await asyncio.wait_for(asyncio.shield(waiter), timeout_s * FOLLOWER_FACTOR if follower else timeout_s)
             return True
         except TimeoutError:
             return False
