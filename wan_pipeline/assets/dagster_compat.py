@@ -46,10 +46,12 @@ from typing import Any
 
 import dagster as dg
 from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS, EVENT_TYPE_TO_PIPELINE_RUN_STATUS
+from dagster._core.storage.event_log.schema import AssetKeyTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._core.storage.noop_compute_log_manager import NoOpComputeLogManager
 from dagster._core.storage.sql import create_engine
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS, create_db_conn_string
+from sqlalchemy import exc as db_exc
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool, QueuePool
 
@@ -132,13 +134,20 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             for insert in inserts:
                 conn.execute(insert)
         with self.index_transaction() as conn:
+            latest: dict[str, dict[str, Any]] = {}  # per asset key: its row's values as the events leave them
+            has_cols = self._has_asset_key_index_cols_on_connection(conn)
             for event, insert in zip(events, inserts, strict=True):
                 key = conn.execute(insert).inserted_primary_key
                 event_id = key[0] if key else None
                 if event_id is None:
                     raise dg.DagsterInvariantViolationError("Cannot store asset event tags for null event id.")
                 self._store_asset_event_tags(conn, [event], [event_id])
-                self._store_asset_event(conn, event, event_id)
+                asset = event.dagster_event.asset_key
+                values = self._get_asset_entry_values(event, event_id, has_cols) if asset else {}
+                if values:
+                    latest.setdefault(asset.to_string(), {}).update(values)
+            for asset_key, values in latest.items():
+                _upsert_asset_key(conn, asset_key, values)
 
     def get_dynamic_partitions(self, partitions_def_name: str) -> Sequence[str]:
         """Dagster's query (the keys in the order they were added), read through the driver's cursor: SQLAlchemy's
@@ -197,6 +206,17 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
 
 _SELECT_PARTITIONS = "SELECT partition FROM dynamic_partitions WHERE partitions_def_name = ? ORDER BY id"
 _INSERT_PARTITIONS = "INSERT OR IGNORE INTO dynamic_partitions (partitions_def_name, partition) VALUES (?, ?)"
+
+
+def _upsert_asset_key(conn: Connection, asset_key: str, values: dict[str, Any]) -> None:
+    """Dagster's `_store_asset_event` write (insert the asset's row, else update it) once per asset key for a
+    batch, with the values each event would have left in turn: every event overwrites the columns it sets, so
+    the row ends the same. Per event, a run of 512 partitions made 1,024 failed inserts and updates of two rows
+    (0.22 s before its first create)."""
+    try:  # as Dagster does it: on SQLite a refused insert ends only that statement, not the transaction
+        conn.execute(AssetKeyTable.insert().values(asset_key=asset_key, **values))
+    except db_exc.IntegrityError:
+        conn.execute(AssetKeyTable.update().values(**values).where(AssetKeyTable.c.asset_key == asset_key))
 
 
 def _driver_execute(conn: Connection, sql: str, params: Sequence[tuple[str, ...]]) -> list[Any]:
