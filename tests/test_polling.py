@@ -37,6 +37,19 @@ async def created(r: Rig, task: PlannedTask) -> Attempt:
     return latest
 
 
+def counting_polls(p: Poller) -> list[str]:
+    """The task ids `p` polls from now on, one entry per poll sent."""
+    sent: list[str] = []
+    poll_once = p._poll_once
+
+    async def counted(task_id: str) -> TaskSnapshot | None:
+        sent.append(task_id)
+        return await poll_once(task_id)
+
+    p._poll_once = counted  # type: ignore[method-assign]
+    return sent
+
+
 def record(r: Rig, task: PlannedTask) -> Attempt:
     latest = r.ledger.latest(task.identity)
     assert latest is not None
@@ -133,21 +146,13 @@ async def test_a_cold_first_wave_is_asked_when_a_scout_learns_the_latency(rig: R
     r = rig(rows=rows, config=EmulatorConfig(queue_s=0, process_s=0.3), **RUNWARE)
     attempts = [await created(r, task) for task in r.tasks]
     p = poller(r, poll_initial_s=30.0, poll_max_s=1.0)  # cold: a first poll far beyond the latency (0.3 s)
-    polls = 0
-    poll_once = p._poll_once
-
-    async def counted(task_id: str) -> TaskSnapshot | None:
-        nonlocal polls
-        polls += 1
-        return await poll_once(task_id)
-
-    p._poll_once = counted  # type: ignore[method-assign]
+    polls = counting_polls(p)
     loop = asyncio.get_running_loop()
     start = loop.time()
     snaps = await asyncio.gather(*(p.until_terminal(t, a, fresh=True) for t, a in zip(r.tasks, attempts, strict=True)))
     assert all(s is not None and s.status == TaskStatus.SUCCEEDED for s in snaps)
     assert loop.time() - start < 30.0 / 2  # not one waited for poll_initial_s
-    assert polls == len(rows)  # the scout's first look, at the host's cadence, found its task done too
+    assert len(polls) == len(rows)  # the scout's first look, at the host's cadence, found its task done too
     assert p.schedule.expected("alibaba:wan@2.7-image/" + r.tasks[0].mode.value) is not None
 
 
@@ -163,14 +168,6 @@ async def test_each_emulated_host_counts_the_polls_it_answers(rig: RigFactory, h
     task = r.tasks[0]
     attempt = await created(r, task)
     p = poller(r, poll_initial_s=0.05, poll_max_s=0.05)
-    sent = 0
-    poll_once = p._poll_once
-
-    async def counted(task_id: str) -> TaskSnapshot | None:
-        nonlocal sent
-        sent += 1
-        return await poll_once(task_id)
-
-    p._poll_once = counted  # type: ignore[method-assign]
+    sent = counting_polls(p)
     assert await p.until_terminal(task, attempt) is not None
-    assert sent >= 2 and r.state.report()["polls"] == sent  # at least one "still running" answer counted too
+    assert len(sent) >= 2 and r.state.report()["polls"] == len(sent)  # at least one "still running" answer counted too

@@ -18,7 +18,7 @@ from wan_pipeline.assets.dagster_compat import range_tags
 from wan_pipeline.planning.spec import DatasetSpec
 from wan_pipeline.resources.provider import provider_resource_from_env
 
-__all__ = ["backfill_chunks", "partitions_per_run", "range_tags"]
+__all__ = ["account_concurrency", "backfill_chunks", "partitions_per_run", "range_tags"]
 
 #: bounds of a run's size: small enough that a run is a unit worth retrying, at most an hour or so of a busy host
 MIN_PARTITIONS_PER_RUN, MAX_PARTITIONS_PER_RUN = 50, 1000
@@ -36,9 +36,13 @@ def partitions_per_run(spec: DatasetSpec) -> int:
     Dagster reading every partition key to resolve its range. At a fixed 50, a backfill of 2,000 partitions at
     concurrency 64 was 40 runs of less than one wave each, and a UI backfill delivered a third of the CLI's
     throughput (benchmarks/RESULTS.md, (f)). At the catalog's usual concurrency it stays 50."""
-    concurrency = provider_resource_from_env().settings(spec.provider).max_concurrency
-    per_run = math.ceil(WAVES_PER_RUN * concurrency / max(1, spec.variants))
+    per_run = math.ceil(WAVES_PER_RUN * account_concurrency(spec) / max(1, spec.variants))
     return max(MIN_PARTITIONS_PER_RUN, min(MAX_PARTITIONS_PER_RUN, per_run))
+
+
+def account_concurrency(spec: DatasetSpec) -> int:
+    """Tasks at the host at once on the spec's provider account, as the environment and the catalog set it."""
+    return provider_resource_from_env().settings(spec.provider).max_concurrency
 
 
 def backfill_chunks(ordered: Sequence[str], wanted: Iterable[str], policy: dg.BackfillPolicy | None) -> list[list[str]]:

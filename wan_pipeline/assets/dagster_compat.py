@@ -40,7 +40,7 @@ import os
 import tempfile
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +155,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         key of the definition three times per range run to resolve the run's range."""
         self._check_partitions_table()
         with self.index_connection() as conn:
-            rows = _driver_execute(conn, _SELECT_PARTITIONS, [(partitions_def_name,)])
+            rows = _driver_query(conn, _SELECT_PARTITIONS, (partitions_def_name,))
         return [row[0] for row in rows]
 
     def add_dynamic_partitions(self, partitions_def_name: str, partition_keys: Sequence[str]) -> None:
@@ -167,7 +167,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         rows = [(partitions_def_name, partition_key) for partition_key in dict.fromkeys(partition_keys)]
         if rows:
             with self.index_connection() as conn:
-                _driver_execute(conn, _INSERT_PARTITIONS, rows)
+                _driver_executemany(conn, _INSERT_PARTITIONS, rows)
 
     def _copy_template(self, shard: str) -> bool:
         """Create a new run's shard as a copy of an empty initialized one; False if it exists already (then
@@ -219,17 +219,16 @@ def _upsert_asset_key(conn: Connection, asset_key: str, values: dict[str, Any]) 
         conn.execute(AssetKeyTable.update().values(**values).where(AssetKeyTable.c.asset_key == asset_key))
 
 
-def _driver_execute(conn: Connection, sql: str, params: Sequence[tuple[str, ...]]) -> list[Any]:
-    """Run `sql` on the SQLite driver's own cursor inside `conn`'s transaction: one row of parameters is a query
-    (its rows returned), several are one `executemany`."""
-    cursor = conn.connection.cursor()
-    try:
-        if len(params) == 1:
-            return list(cursor.execute(sql, params[0]).fetchall())
-        cursor.executemany(sql, params)
-        return []
-    finally:
-        cursor.close()
+def _driver_query(conn: Connection, sql: str, params: tuple[str, ...]) -> list[Any]:
+    """The rows of `sql`, read on the SQLite driver's own cursor inside `conn`'s transaction."""
+    with closing(conn.connection.cursor()) as cursor:
+        return list(cursor.execute(sql, params).fetchall())
+
+
+def _driver_executemany(conn: Connection, sql: str, rows: Sequence[tuple[str, ...]]) -> None:
+    """`sql` once per row of parameters, as one `executemany` on the driver's cursor inside `conn`'s transaction."""
+    with closing(conn.connection.cursor()) as cursor:
+        cursor.executemany(sql, rows)
 
 
 def batch_event_writes(instance: dg.DagsterInstance | None = None) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import dagster as dg
 
-from wan_pipeline.assets.backfill import backfill_chunks, range_tags
+from wan_pipeline.assets.backfill import account_concurrency, backfill_chunks, range_tags
 from wan_pipeline.assets.dagster_compat import batch_event_writes, prepare_side_by_side
 from wan_pipeline.assets.dataset import dataset_definitions, generate_job_name, lineage_job_name, prompt_table_job_name
 from wan_pipeline.assets.generation import FAILED_PARTITIONS
@@ -36,7 +36,6 @@ from wan_pipeline.money.ledger import FAILED, STORED, SUBMITTED, SUBMITTING
 from wan_pipeline.outputs.status import unstored_by_prompt
 from wan_pipeline.planning.plan import Plan
 from wan_pipeline.planning.spec import DatasetSpec
-from wan_pipeline.resources.provider import provider_resource_from_env
 
 
 @dataclass
@@ -142,8 +141,7 @@ def _lanes(instance: dg.DagsterInstance, spec: DatasetSpec, policy: dg.BackfillP
     if runs <= 1 or resolve_endpoint(spec).in_process or not prepare_side_by_side(instance):
         return 1
     per_run = (policy.max_partitions_per_run if policy and policy.max_partitions_per_run else runs) * spec.variants
-    concurrency = provider_resource_from_env().settings(spec.provider).max_concurrency
-    return max(1, min(runs, MAX_LANES, math.ceil(concurrency / max(1, per_run)) + 2))
+    return max(1, min(runs, MAX_LANES, math.ceil(account_concurrency(spec) / max(1, per_run)) + 2))
 
 
 def _chunk_size(policy: dg.BackfillPolicy | None) -> str:

@@ -57,7 +57,8 @@ class Poller:
             while True:
                 delay = await self._unless_learned(key, delay, age, started, deadline)
                 await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                first_poll_s = first_poll_s or age + time.monotonic() - started
+                if polls == 0:
+                    first_poll_s = age + time.monotonic() - started
                 snap = await self._poll_once(attempt.task_id)
                 polls += 1
                 if snap is not None and snap.status != TaskStatus.PENDING:

@@ -89,7 +89,7 @@ class Lease:
                 await RELEASES.wait(leases.scope, leases.settings.wait_s)
                 continue
             self.slot, spare = promoted
-            if spare:  # freed elsewhere and found by asking: pass the rest on to the tasks waiting here
+            if spare:  # more counted slots are free (freed by a holder elsewhere, found by asking): wake a waiter
                 RELEASES.notify(leases.scope)
 
     async def idle(self) -> None:
