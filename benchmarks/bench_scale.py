@@ -11,7 +11,8 @@ tiny media (`media_max_side`) so that the server's rendering does not count eith
   (d) first    planning, and time from `generate` starting to the first create the host receives, at 100k rows
   (e) rss      peak RSS of `generate` at N outputs
   (f) ui       a backfill of every partition launched as the Dagster UI launches it (GraphQL
-               launchPartitionBackfill) and run by `dagster-daemon` on the instance the CLI uses, and `generate`
+               launchPartitionBackfill) and run by the daemon `wan-pipeline ui` starts (`wan-pipeline daemon`) on
+               the instance the CLI uses, and `generate`
                at the same N and C, in one run: per-output throughput ratio ui/cli
 
 Run: .venv/bin/python benchmarks/bench_scale.py engine generate sdk first rss ui  (see --help for sizes)
@@ -270,7 +271,7 @@ def bench_rss(n: int, latency: float) -> dict[str, Any]:
             "peak_rss_mb": round(rss_kib / 1024, 1)}  # fmt: skip
 
 
-# ---- (f) a UI backfill run by dagster-daemon, against `generate` -------------------------------------------
+# ---- (f) a UI backfill run by `wan-pipeline daemon`, against `generate` -------------------------------------------
 
 #: what the UI's "Materialize selected partitions" sends (tests/test_dagster_daemon.py launches it the same way)
 LAUNCH_BACKFILL = """
@@ -336,18 +337,19 @@ def _register_partitions(spec_path: Path) -> float:
 
 
 def _start_daemon(tmp: Path, workspace: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """`dagster-daemon run` in its own process group, logging to tmp/daemon.log; returns once its backfill
+    """The daemon `wan-pipeline ui` starts (`wan-pipeline daemon`: Dagster's, whose backfill daemon looks for new
+    backfills every second) in its own process group, logging to tmp/daemon.log; returns once its backfill
     and run-queue daemons have sent a heartbeat (a user's daemon is up before they click)."""
     import dagster as dg
 
     with (tmp / "daemon.log").open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "dagster._daemon", "run", "-w", str(workspace)], cwd=tmp,
+        proc = subprocess.Popen([sys.executable, "-m", "wan_pipeline.cli", "daemon", "-w", str(workspace)], cwd=tmp,
                                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     instance, deadline = dg.DagsterInstance.get(), time.monotonic() + 180
     while not {"BACKFILL", "QUEUED_RUN_COORDINATOR"} <= set(instance.get_daemon_heartbeats()):
         if proc.poll() is not None or time.monotonic() > deadline:
             _stop(proc)
-            raise RuntimeError("dagster-daemon did not start:\n" + _tail(tmp / "daemon.log"))
+            raise RuntimeError("wan-pipeline daemon did not start:\n" + _tail(tmp / "daemon.log"))
         time.sleep(0.5)
     return proc
 
@@ -438,7 +440,7 @@ def _event_time(instance: Any, run_id: str) -> float | None:
 
 
 def run_ui_backfill(emu: Emulator, tmp: Path, n: int, c: int, timeout: float) -> dict[str, Any]:
-    """A UI backfill of every partition's generation assets, run by `dagster-daemon` on the CLI's instance."""
+    """A UI backfill of every partition's generation assets, run by `wan-pipeline daemon` on the CLI's instance."""
     spec = write_dataset(tmp, n)
     env = _ui_env(emu, tmp, spec, c)
     workspace = tmp / "workspace.yaml"
@@ -471,8 +473,8 @@ def bench_ui(n: int, c: int, latency: float, timeout: float) -> dict[str, Any]:
         rep = emu.report()
     # "stored": partitions of the media asset materialized (one output each: variants is 1)
     out = _result("ui-backfill", n, c, latency, ui.pop("wall_s"), ui.pop("materialized"), rep)
-    # Dagster's backfill daemon looks for new backfills every 30 s (a constant in dagster._daemon.controller) and
-    # the launch lands just after its first look: the wall from the first run's creation leaves that wait out.
+    # the wall from the first run's creation leaves out the backfill daemon's pickup (Dagster's daemon: up to its
+    # 30 s interval; `wan-pipeline daemon`: its next look, within a second)
     after = out["wall_s"] - ui["first_run_created_s"] if "first_run_created_s" in ui else None
     if after:
         ui["wall_from_first_run_s"] = round(after, 2)

@@ -87,7 +87,7 @@ def test_gallery_in_the_browser(browser: Browser, generated_dataset: GeneratedDa
 
 
 @contextlib.contextmanager
-def serving(command: list[str], env: dict[str, str], cwd: Path) -> Iterator[None]:
+def serving(command: list[str], env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`command` (a web server on 127.0.0.1) in its own session until /server_info answers; then stopped."""
     with (cwd / "server.log").open("wb") as log:
         proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
@@ -103,9 +103,22 @@ def serving(command: list[str], env: dict[str, str], cwd: Path) -> Iterator[None
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError((cwd / "server.log").read_text(errors="replace")[-3000:]) from None
                 time.sleep(0.5)
-        yield
+        yield proc
     finally:
         stop_group(proc)
+
+
+def session_commands(session: int) -> list[str]:
+    """The command lines of every process in a session (a server and what it started)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat, cmdline = (entry / "stat").read_text(), (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue  # not a process, or gone
+        if int(stat.rsplit(")", 1)[1].split()[3]) == session:  # fields after the name: state ppid pgrp session
+            found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+    return found
 
 
 @contextlib.contextmanager
@@ -184,7 +197,12 @@ def test_wan_pipeline_ui_from_venv_bin_without_activation(browser: Browser, tmp_
     (tmp_path / "home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
     wan_pipeline = Path(sys.executable).parent / "wan-pipeline"
     errors: list[str] = []
-    with serving([str(wan_pipeline), "ui", str(spec), "--port", str(port)], env, tmp_path):
+    with serving([str(wan_pipeline), "ui", str(spec), "--port", str(port)], env, tmp_path) as server:
+        # `dagster dev`'s daemon is ours (a UI backfill starts within a second), the webserver Dagster's
+        commands = session_commands(server.pid)
+        assert any(" -m wan_pipeline.cli daemon " in c for c in commands), commands
+        assert not any("dagster._daemon" in c for c in commands), commands
+        assert any(" -m dagster_webserver " in c for c in commands), commands
         page = _page(browser, errors)
         page.goto(f"http://127.0.0.1:{port}/assets/demo/prompt_table")
         _skip_community_dialog(page)

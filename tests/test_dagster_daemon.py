@@ -1,4 +1,5 @@
-"""Dagster on PostgreSQL with runs launched by `dagster-daemon`, configured by deploy/dagster.yaml itself.
+"""Dagster on PostgreSQL with runs launched by the daemon deploy/docker-compose.yaml runs (`wan-pipeline daemon`:
+Dagster's daemon with the quick backfill daemon), configured by deploy/dagster.yaml itself.
 
 PostgreSQL and SeaweedFS (S3) run on 127.0.0.1; the instance uses the deploy file's PostgreSQL storage,
 queued run coordinator, tag limits, pools and S3 compute logs, with only the environment variables filled
@@ -75,7 +76,7 @@ def wait_for_backfill(instance: DagsterInstance, backfill_id: str, daemon: subpr
         done = backfill.status != BulkActionStatus.REQUESTED and all(r.is_finished for r in runs)
         if done:
             return
-        assert daemon.poll() is None, f"dagster-daemon exited:\n{log.read_text(errors='replace')[-4000:]}"
+        assert daemon.poll() is None, f"wan-pipeline daemon exited:\n{log.read_text(errors='replace')[-4000:]}"
         assert time.monotonic() < deadline, f"backfill still {backfill.status}:\n{log.read_text()[-4000:]}"
         time.sleep(1)
 
@@ -110,7 +111,7 @@ def test_daemon_runs_a_multi_run_backfill_on_postgres(
         instance.add_dynamic_partitions(spec.partitions_name, ids)  # what the prompt_table asset does
         log = tmp_path / "daemon.log"
         with log.open("wb") as out:
-            daemon = subprocess.Popen(["dagster-daemon", "run", "-w", str(workspace)], env=env, cwd=work,
+            daemon = subprocess.Popen(["wan-pipeline", "daemon", "-w", str(workspace)], env=env, cwd=work,
                                       stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             keys = [AssetKey([spec.name, "generations"]), AssetKey([spec.name, "media"])]
@@ -120,6 +121,7 @@ def test_daemon_runs_a_multi_run_backfill_on_postgres(
             stop_pid(daemon)
         report = emu.report()
 
+    assert "QuickBackfillDaemon" in log.read_text(errors="replace")  # ours ran the backfill, not Dagster's stock one
     runs = instance.get_runs(filters=RunsFilter(tags={"dagster/backfill": backfill_id}))
     assert len(runs) == 2 and all(r.status == DagsterRunStatus.SUCCESS for r in runs), [r.status for r in runs]
     assert all(r.tags.get("wan_pipeline/provider") == "rivya" for r in runs)  # the tag the run queue limits

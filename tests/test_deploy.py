@@ -78,6 +78,7 @@ def test_compose_services_share_one_image_and_pass_what_the_code_reads() -> None
         assert f"{provider.key_env}: ${{{provider.key_env}:-}}" in raw
     assert "WAN_PIPELINE_SPECS" in compose_env(code)
     assert "DASHSCOPE_API_KEY" not in yaml.safe_dump(web) + yaml.safe_dump(daemon)
+    assert daemon["command"][:2] == ["wan-pipeline", "daemon"]  # the quick backfill daemon, from the same image
     for var in S3_VARS:
         assert var in raw
     # Secrets are references to deploy/.env, never literal values; that file is ignored by git.

@@ -1,4 +1,4 @@
-"""`wan-pipeline`: validate, estimate, generate, lineage, replay, report, export, emulator, ui (DESIGN §7).
+"""`wan-pipeline`: validate, estimate, generate, lineage, replay, report, export, emulator, ui, daemon (DESIGN §7).
 
 Exit codes: 0 all done; 1 some outputs failed (listed); 2 invalid input or configuration (nothing spent).
 Expected outcomes print a clean message; `--verbose` adds the stack trace. A new command is one module in
@@ -17,6 +17,7 @@ from typing import NoReturn
 import click
 
 from wan_pipeline.cli.console import EXIT_FAILED, EXIT_INVALID, EXIT_OK, StepFailed, report_error, say
+from wan_pipeline.cli.daemon import daemon
 from wan_pipeline.cli.emulator import emulator
 from wan_pipeline.cli.estimate import estimate
 from wan_pipeline.cli.export import export
@@ -28,7 +29,7 @@ from wan_pipeline.cli.ui import ui
 from wan_pipeline.cli.validate import validate
 from wan_pipeline.errors import ConfigError, InvalidInput, WanPipelineError
 
-COMMANDS: list[click.Command] = [validate, estimate, generate, lineage, replay, report, export, emulator, ui]
+COMMANDS: list[click.Command] = [validate, estimate, generate, lineage, replay, report, export, emulator, ui, daemon]
 
 
 @click.group(

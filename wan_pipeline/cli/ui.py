@@ -1,9 +1,8 @@
-"""`wan-pipeline ui [SPEC ...]`: `dagster dev` on the same instance `generate` records into."""
+"""`wan-pipeline ui [SPEC ...]`: `dagster dev` on the instance `generate` records into, with `wan-pipeline daemon`."""
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import click
@@ -26,7 +25,19 @@ def ui(specs: tuple[str, ...], host: str, port: int) -> None:
         from wan_pipeline.assets.dagster_compat import batch_event_writes
 
         batch_event_writes()
-    # `python -m dagster` with this interpreter: works from .venv/bin without an activated venv (PATH may
-    # not hold the `dagster` script).
-    argv = [sys.executable, "-m", "dagster", "dev", "-m", "wan_pipeline.definitions", "-h", host, "-p", str(port)]
-    os.execv(sys.executable, argv)
+    _dagster_dev(["-m", "wan_pipeline.definitions", "-h", host, "-p", str(port)])
+
+
+def _dagster_dev(args: list[str]) -> None:
+    """`dagster dev ARGS` in this process, its daemon being `wan-pipeline daemon` (a backfill launched from the
+    UI starts within a second, not at Dagster's next 30 s tick). `dagster dev` starts its webserver and daemon
+    as `[python, -m, module, ...]` processes of this interpreter through one function of its module; the daemon's
+    command line is swapped there (`cli.daemon.with_our_daemon`), everything else is Dagster's."""
+    from dagster._cli import dev
+
+    from wan_pipeline.cli.daemon import with_our_daemon
+
+    names = vars(dev)
+    spawn = names["open_ipc_subprocess"]
+    names["open_ipc_subprocess"] = lambda parts, **kwargs: spawn(with_our_daemon(list(parts)), **kwargs)
+    dev.dev_command.main(args=args, prog_name="dagster dev", standalone_mode=False)
