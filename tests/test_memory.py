@@ -99,3 +99,35 @@ def test_before_arrow_is_loaded_the_choice_is_arrows_own_variable(tmp_path: Path
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "system"
+
+
+def test_generate_pauses_the_collector_until_its_first_create_then_leaves_it_as_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cyclic collector is off while `generate` starts (imports, planning, the instance) and settles once the
+    first range run's first create is on its way: on again, with what start-up made frozen out of its passes.
+    Afterwards everything is as before (an in-process caller keeps a normal collector)."""
+    from wan_pipeline.cli import generate as command
+    from wan_pipeline.cli import launch
+    from wan_pipeline.cli.main import main
+
+    spec = load_spec(write_dataset(tmp_path, [{"prompt_id": "a", "prompt": "A fox"}], name="gc"))
+    seen: dict[str, object] = {}
+
+    def run_one(chunk: list[str]) -> _Result:
+        seen.setdefault("collecting in the first run", gc.isenabled())
+        return _Result()
+
+    def fake_generate(*_args: object) -> int:
+        seen["collecting at start"] = gc.isenabled()
+        for _ in launch._side_by_side(run_one, [["a"], ["b"]], 1, spec):  # type: ignore[arg-type]
+            seen["collecting after the first create"] = gc.isenabled()
+            seen["frozen after the first create"] = gc.get_freeze_count() > 0
+        return 0
+
+    monkeypatch.setattr(command, "_generate", fake_generate)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    assert main(["generate", str(tmp_path / "spec.yaml")]) == 0
+    assert seen == {"collecting at start": False, "collecting in the first run": False,
+                    "collecting after the first create": True, "frozen after the first create": True}  # fmt: skip
+    assert gc.isenabled() and gc.get_freeze_count() == 0

@@ -6,7 +6,6 @@ Exit 0 when every selected output is stored, 1 when some failed (listed), 2 on i
 
 from __future__ import annotations
 
-import gc
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +49,18 @@ if TYPE_CHECKING:
 @click.pass_context
 def generate(ctx: click.Context, spec_path: str, only: tuple[str, ...], resubmit_ambiguous: bool, as_json: bool) -> int:
     """Generate what is missing, through Dagster."""
+    from wan_pipeline.execution.memory import pause_collector, resume_collector
+
+    pause_collector()  # until the first create is on its way (`launch._side_by_side`): see `execution.memory`
+    try:
+        return _generate(ctx, spec_path, only, resubmit_ambiguous, as_json)
+    finally:
+        resume_collector()
+
+
+def _generate(
+    ctx: click.Context, spec_path: str, only: tuple[str, ...], resubmit_ambiguous: bool, as_json: bool
+) -> int:
     from wan_pipeline.cli.launch import launch_generation
     from wan_pipeline.execution.endpoints import resolve_endpoint
     from wan_pipeline.execution.memory import prefer_system_allocator
@@ -65,14 +76,8 @@ def generate(ctx: click.Context, spec_path: str, only: tuple[str, ...], resubmit
         f"{spec.name}: {len(plan.tasks)} output(s) on {spec.provider}/{spec.model} via {endpoint.describe()}",
         to_err=True,
     )
-    # The plan (about ten objects per output) is kept until the end: spare it the cyclic garbage collector's
-    # full passes while Dagster and the engine run (at 100,000 outputs each pass took a few tenths of a second).
-    gc.freeze()
     prefer_system_allocator()  # one process runs every range run, then lineage: keep its peak low
-    try:
-        outcome = launch_generation(Path(spec_path), spec, plan, selected, verbose=settings.verbose)
-    finally:
-        gc.unfreeze()
+    outcome = launch_generation(Path(spec_path), spec, plan, selected, verbose=settings.verbose)
     summary = _summary(spec, plan, outcome, selected)
     if as_json:
         emit_json(summary)

@@ -31,6 +31,7 @@ from wan_pipeline.cli.home import ensure_dagster_home
 from wan_pipeline.cli.progress import LiveProgress, Snapshot
 from wan_pipeline.cli.runs import close_orphaned_runs, run_tags, unrecorded_partitions
 from wan_pipeline.execution.endpoints import resolve_endpoint
+from wan_pipeline.execution.memory import settle_collector
 from wan_pipeline.execution.session import open_ledger
 from wan_pipeline.money.ledger import FAILED, STORED, SUBMITTED, SUBMITTING
 from wan_pipeline.outputs.status import unstored_by_prompt
@@ -104,6 +105,7 @@ def _side_by_side(
             before = ledger.attempt_count(spec.name, sent=True)
             while not first.done() and ledger.attempt_count(spec.name, sent=True) == before:
                 time.sleep(0.05)
+        settle_collector()  # start-up is over (`execution.memory`)
         preload = threading.Thread(target=_load_lineage_modules, name="wan-preload", daemon=True)
         preload.start()
         rest = deque(pool.submit(run_one, chunk) for chunk in chunks[1:])

@@ -39,6 +39,8 @@ POLL_S = 0.05
 #: creates of one engine in a row while another engine's create waits for the turn (each one across engines
 #: waits for a commit, one within an engine does not)
 SAME_ENGINE = 8
+#: longest a download waits for this process's creates to pass (`creates_quiet`), and how often it looks
+QUIET_CAP_S, QUIET_STEP_S = 0.3, 0.005
 #: who holds ledger slots for this process (every engine in it: the process's turns keep them apart)
 PROCESS_HOLDER = new_holder()
 _GIVEN_BACK = Wakeups()
@@ -141,6 +143,27 @@ _TURNS_LOCK = threading.Lock()
 def _process_turn(slot: str) -> _ProcessTurn:
     with _TURNS_LOCK:
         return _TURNS.setdefault(slot, _ProcessTurn())
+
+
+async def creates_quiet(cap_s: float = QUIET_CAP_S) -> None:
+    """Until no create of this process holds or waits for a create turn, at most `cap_s`: work that can wait
+    (downloading and storing a finished task's output) lets the creates go first.
+
+    On a host without idempotency keys the creates are one chain, and the slots freed at the end of a wave
+    wait on it. Every finished task's download, decoding, hashing and ledger writes competed with that chain
+    for the interpreter, so a wave's late creates left 20-40 ms after their slot was freed, and some 100-200
+    ms (engine alone, 640 tasks at 32: 41.1 s; letting downloads wait for the chain: 40.8 s, with the ideal at
+    40 s — benchmarks/RESULTS.md). A download a few tenths of a second later costs nothing: result URLs
+    stay valid for hours and the slot is already free."""
+    deadline = time.monotonic() + cap_s
+    while time.monotonic() < deadline and _creating():
+        await asyncio.sleep(QUIET_STEP_S)
+
+
+def _creating() -> bool:
+    with _TURNS_LOCK:
+        turns = list(_TURNS.values())
+    return any(turn.busy for turn in turns)
 
 
 class CreateTurns:

@@ -16,6 +16,7 @@ import time
 
 from wan_pipeline import errors as e
 from wan_pipeline.execution.calls import Caller
+from wan_pipeline.execution.create_turns import creates_quiet
 from wan_pipeline.execution.delivery import Deliverer
 from wan_pipeline.execution.journal import AsyncLedger, Journal
 from wan_pipeline.execution.outcome import EventSink, Halt, Outcome, OutcomeSink
@@ -152,6 +153,7 @@ class TaskEngine:
             if snap is None:
                 return await self._pending(task, current, submitted_now)
             if snap.status == TaskStatus.SUCCEEDED:
+                await creates_quiet()  # the next creates first (`create_turns`)
                 outputs = await self.delivery.store(task, current, snap)
                 self.on_event("stored", task, f"{len(outputs)} file(s)")
                 latest = await self.ledger.latest(task.identity)
