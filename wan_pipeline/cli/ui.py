@@ -40,4 +40,7 @@ def _dagster_dev(args: list[str]) -> None:
     names = vars(dev)
     spawn = names["open_ipc_subprocess"]
     names["open_ipc_subprocess"] = lambda parts, **kwargs: spawn(with_our_daemon(list(parts)), **kwargs)
-    dev.dev_command.main(args=args, prog_name="dagster dev", standalone_mode=False)
+    try:
+        dev.dev_command.main(args=args, prog_name="dagster dev", standalone_mode=False)
+    except click.exceptions.Abort:  # Ctrl-C is how a session ends; dagster dev has stopped what it started
+        say("dagster dev stopped", to_err=True)
