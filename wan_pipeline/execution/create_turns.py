@@ -152,7 +152,7 @@ async def creates_quiet(cap_s: float = QUIET_CAP_S) -> None:
     On a host without idempotency keys the creates are one chain, and the slots freed at the end of a wave
     wait on it. Every finished task's download, decoding, hashing and ledger writes competed with that chain
     for the interpreter: a slot's next create left 1-3 ms after its terminal answer at the median but 90-140 ms
-    at the 90th percentile (engine alone, 640 tasks at 32: 41.1-41.6 s; letting downloads wait for the chain:
+    at the 90th percentile (engine alone, 640 tasks at 32: 41.1 s; letting downloads wait for the chain:
     40.8-40.9 s, the ideal being 40 s — benchmarks/RESULTS.md). A download a few tenths of a second later costs
     nothing: result URLs stay valid for hours and the slot is already free."""
     deadline = time.monotonic() + cap_s
