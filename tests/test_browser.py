@@ -234,8 +234,8 @@ def test_ctrl_c_ends_a_ui_session_cleanly(tmp_path: Path, to_group: bool) -> Non
                 time.sleep(0.5)
         (os.killpg if to_group else os.kill)(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=120) == 0
-        # the webserver and our daemon are stopped; Dagster's code servers (started with `--heartbeat`) stop
-        # themselves when the heartbeats stop, within 45 s (plain `dagster dev` leaves them the same way)
+        # the webserver and our daemon are stopped; Dagster's code servers (started with `--heartbeat`) are left
+        # to stop themselves when the heartbeats stop (their timeout is 45 s)
         left = [c for c in session_commands(proc.pid) if " --heartbeat " not in c]
         assert left == [], left
     finally:
