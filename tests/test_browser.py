@@ -117,7 +117,8 @@ def session_commands(session: int) -> list[str]:
             stat, cmdline = (entry / "stat").read_text(), (entry / "cmdline").read_bytes()
         except (OSError, ValueError):
             continue  # not a process, or gone
-        if int(stat.rsplit(")", 1)[1].split()[3]) == session:  # fields after the name: state ppid pgrp session
+        state, _, _, sid = stat.rsplit(")", 1)[1].split()[:4]  # fields after the name: state ppid pgrp session
+        if int(sid) == session and state != "Z" and cmdline:  # an exited process not yet reaped runs nothing
             found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
     return found
 
