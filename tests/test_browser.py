@@ -216,30 +216,16 @@ def test_wan_pipeline_ui_from_venv_bin_without_activation(browser: Browser, tmp_
 def test_ctrl_c_ends_a_ui_session_cleanly(tmp_path: Path, to_group: bool) -> None:
     """Ctrl-C is how a `wan-pipeline ui` session ends: exit 0, no stack trace, no "aborted", nothing left running —
     whether the interrupt reaches the whole process group (a terminal's Ctrl-C) or only the command."""
-    port = free_port()
     env = clean_environ()
     env.update(DAGSTER_HOME=str(tmp_path / "home"))
     (tmp_path / "home").mkdir()
     wan_pipeline = Path(sys.executable).parent / "wan-pipeline"
-    with (tmp_path / "ui.log").open("wb") as log:
-        proc = subprocess.Popen([str(wan_pipeline), "ui", "--port", str(port)], env=env, cwd=tmp_path,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + READY_S
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "ui.log").read_text()
-                time.sleep(0.5)
+    with serving([str(wan_pipeline), "ui", "--port", str(free_port())], env, tmp_path) as proc:
         (os.killpg if to_group else os.kill)(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=120) == 0
         # the webserver and our daemon are stopped; Dagster's code servers (started with `--heartbeat`) are left
         # to stop themselves when the heartbeats stop (their timeout is 45 s)
         left = [c for c in session_commands(proc.pid) if " --heartbeat " not in c]
         assert left == [], left
-    finally:
-        stop_group(proc)
-    output = (tmp_path / "ui.log").read_text(errors="replace")
+    output = (tmp_path / "server.log").read_text(errors="replace")
     assert "Traceback" not in output and "aborted" not in output, output[-3000:]

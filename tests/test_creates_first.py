@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_dataset
+from conftest import FAST_ENGINE, write_dataset
 
 from wan_pipeline.emulator.app import in_process
 from wan_pipeline.emulator.state import EmulatorConfig
 from wan_pipeline.execution import create_turns, engine
 from wan_pipeline.execution.create_turns import QUIET_CAP_S, QUIET_STEP_S, creates_quiet
 from wan_pipeline.execution.delivery import Deliverer
-from wan_pipeline.execution.engine import EngineSettings
 from wan_pipeline.execution.session import open_session
 from wan_pipeline.planning.plan import PlannedTask, build_plan
 from wan_pipeline.planning.spec import load_spec
@@ -99,11 +98,9 @@ def test_the_engine_lets_creates_pass_before_each_download(tmp_path: Path, monke
     monkeypatch.setattr(engine, "creates_quiet", quiet)
     monkeypatch.setattr(Deliverer, "store", store)
     state, transport = in_process(EmulatorConfig(queue_s=0, process_s=0.02), "dashscope")
-    settings = EngineSettings(max_concurrency=4, submits_per_second=1000.0, poll_initial_s=0.01, poll_max_s=0.05,
-                              backoff_base_s=0.01, backoff_max_s=0.05, request_timeout_s=10.0)  # fmt: skip
 
     async def run() -> list[str]:
-        async with open_session(plan.spec, settings, transport=transport) as session:
+        async with open_session(plan.spec, FAST_ENGINE, transport=transport) as session:
             return [o.status for o in await session.engine.run(list(plan.tasks))]
 
     assert asyncio.run(run()) == ["stored"] * len(rows)
