@@ -1,12 +1,18 @@
 """Wake-ups between engines (`money.wakeups`): one waiter per key asks the database on a timer, the others are
-woken by whoever frees what they wait for. Counted, not timed: what matters is how many times waiters would go
+woken by whoever frees what they wait for, the engine that opened first before later ones (slots and the
+create turn). Counted, not timed: what matters is how many times waiters would go
 to the database, which grew with the number of waiting tasks (issue 7)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
 
-from wan_pipeline.money.wakeups import FOLLOWER_FACTOR, Wakeups
+from wan_pipeline.execution.create_turns import _ProcessTurn
+from wan_pipeline.money.wakeups import FOLLOWER_FACTOR, Wakeups, loop_rank
 
 TIMEOUT_S = 0.05
 
@@ -82,3 +88,72 @@ def test_waiters_for_things_of_their_own_each_wake_on_the_timer() -> None:
         return sum(1 for woken in results if not woken), nobody_polls_for_the_others
 
     assert asyncio.run(scenario()) == (5, True)  # each on its own timer: none is a follower
+
+
+@contextlib.contextmanager
+def two_engines() -> Iterator[tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop]]:
+    """Two event loops in their own threads, as two range runs of `generate`; the first ranks first."""
+    loops = [asyncio.new_event_loop() for _ in range(2)]
+    for loop in loops:
+        loop_rank(loop)  # as `open_session` does when a run's engine opens
+    threads = [threading.Thread(target=loop.run_forever, daemon=True) for loop in loops]
+    for thread in threads:
+        thread.start()
+    try:
+        yield loops[0], loops[1]
+    finally:
+        for loop, thread in zip(loops, threads, strict=True):
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()
+
+
+def test_a_wake_up_goes_to_the_engine_that_opened_first() -> None:
+    """A slot freed goes to a waiter of the earliest run before older waiters of a later one: runs side by
+    side then end one after the other, and the next starts while the others keep the slots busy."""
+    wakeups = Wakeups()
+    woken: list[str] = []
+
+    async def waiter(name: str) -> None:
+        await wakeups.wait("slots", 60)
+        woken.append(name)
+
+    with two_engines() as (first, later):
+        futures = []
+        for name, loop in (("poller", later), ("later-old", later), ("first-new", first), ("later-new", later)):
+            futures.append(asyncio.run_coroutine_threadsafe(waiter(name), loop))
+            time.sleep(0.05)  # each waits before the next does
+        for future in futures:
+            wakeups.notify("slots")
+            time.sleep(0.05)
+        for future in futures:
+            future.result(10)
+    assert woken == ["first-new", "later-old", "later-new", "poller"]
+
+
+def test_the_create_turn_goes_to_the_engine_that_opened_first() -> None:
+    turn = _ProcessTurn()
+    order: list[str] = []
+
+    async def create(name: str) -> None:
+        await turn.acquire()
+        order.append(name)
+        turn.release()
+
+    async def hold_then_release(wait: threading.Event) -> None:
+        await turn.acquire()
+        await asyncio.to_thread(wait.wait, 10)
+        turn.release()
+
+    with two_engines() as (first, later):
+        go = threading.Event()
+        holder = asyncio.run_coroutine_threadsafe(hold_then_release(go), later)
+        time.sleep(0.05)
+        creates = []
+        for name, loop in (("later-1", later), ("later-2", later), ("first-1", first)):
+            creates.append(asyncio.run_coroutine_threadsafe(create(name), loop))
+            time.sleep(0.05)  # queued in this order
+        go.set()
+        for future in [holder, *creates]:
+            future.result(10)
+    assert order == ["first-1", "later-1", "later-2"]

@@ -2,7 +2,9 @@
 engine of this process and every process sharing the ledger (DESIGN §9; the ledger's slot is `money.slots`).
 
 - In this process, engines (the range runs `generate` runs side by side, each on its own event loop in its own
-  thread) queue for one turn per slot, first come first served, handed directly from one create to the next.
+  thread) queue for one turn per slot, handed directly from one create to the next: to the oldest waiting create
+  of the engine that opened first (`money.wakeups.loop_rank`), so the earliest range run sends all it can and
+  the runs end one after the other.
 - The ledger's slot is held by the process for a *streak* of creates, not taken per create: while a create of
   this process waits its turn the slot stays ours (its lease renewed as it ages), so a create costs one send
   mark and one round trip instead of four transactions. A streak ends when no create of ours waits, or after
@@ -11,9 +13,8 @@ engine of this process and every process sharing the ledger (DESIGN §9; the led
 - A create's task id is written after its turn passes on (`Submitter._send`): to a create of the same engine
   that is safe as is (one journal commits in order, and the next create awaits its own send mark), to another
   engine's create only once it is committed — so a create is never sent before the previous one's task id is
-  durable, which is what lets a lost answer be found in its own window of the host's list. Because a turn
-  that crosses engines waits for a commit and one within an engine does not, the turn prefers the engine
-  that just created (`SAME_ENGINE` in a row at most while others wait).
+  durable, which is what lets a lost answer be found in its own window of the host's list. Serving the
+  first-opened engine first also keeps the turn within one engine, which needs no such wait.
 """
 
 from __future__ import annotations
@@ -21,14 +22,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from wan_pipeline.execution.journal import Journal
 from wan_pipeline.money.slots import CreateSlots, new_holder
-from wan_pipeline.money.wakeups import Wakeups
+from wan_pipeline.money.wakeups import Wakeups, loop_rank
 
 #: longest a streak keeps the ledger's slot while creates of this process still wait
 STREAK_S = 30.0
@@ -36,9 +36,6 @@ STREAK_S = 30.0
 HANDOVER_S = 0.1
 #: how often a process waiting for a slot held elsewhere asks again
 POLL_S = 0.05
-#: creates of one engine in a row while another engine's create waits for the turn (each one across engines
-#: waits for a commit, one within an engine does not)
-SAME_ENGINE = 8
 #: longest a download waits for this process's creates to pass (`creates_quiet`), and how often it looks
 QUIET_CAP_S, QUIET_STEP_S = 0.3, 0.005
 #: who holds ledger slots for this process (every engine in it: the process's turns keep them apart)
@@ -49,22 +46,20 @@ _GIVEN_BACK = Wakeups()
 class _ProcessTurn:
     """One slot's turn within this process: a queue of waiting creates, each on its own event loop.
 
-    The turn goes to a waiter of the engine whose create just ran when there is one (at most `SAME_ENGINE` in
-    a row while others wait), else to the oldest waiter. To another engine's create it goes only once the
-    last create's task id is committed (its own engine's journal commits in order, so a create of the same
-    engine needs no wait) — handed over by that write's completion, never by waiting in the turn."""
+    The turn goes to the oldest waiter of the first-opened engine (`loop_rank`). To another engine's create
+    it goes only once the last create's task id is committed (its own engine's journal commits in order, so a
+    create of the same engine needs no wait) — handed over by that write's completion, never by waiting in the turn."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.busy = False
-        self.waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
+        self.waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self.held = False  # the ledger's slot is ours
         self.streak_start = 0.0
         self.renew_at = 0.0
         self.not_before = 0.0
         #: the engine (loop) of the last create, and that create's task id write
         self.last: tuple[asyncio.AbstractEventLoop, asyncio.Future[Any] | None] | None = None
-        self.same_in_a_row = 0
 
     async def acquire(self) -> None:
         loop = asyncio.get_running_loop()
@@ -112,15 +107,8 @@ class _ProcessTurn:
     def _next(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None:
         if not self.waiters:
             return None
-        last_loop = self.last[0] if self.last else None
-        if self.same_in_a_row < SAME_ENGINE:
-            for entry in self.waiters:
-                if entry[0] is last_loop:
-                    self.waiters.remove(entry)
-                    self.same_in_a_row += 1
-                    return entry
-        self.same_in_a_row = 0
-        return self.waiters.popleft()
+        first = min(range(len(self.waiters)), key=lambda i: loop_rank(self.waiters[i][0]))  # the oldest of a rank
+        return self.waiters.pop(first)
 
     def _wake(self, entry: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]) -> None:
         try:

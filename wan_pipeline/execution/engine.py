@@ -174,7 +174,11 @@ class TaskEngine:
 
 
 def _in_hand(limit: int) -> int:
-    """How many outputs an engine works on at once: its `limit` at the host, plus a few being recorded before
-    their create or stored after their task (`_run_task`), so none of the slots waits on that bookkeeping.
-    Each of the few has its attempt recorded and admitted by the budget (not sent) a little before its turn."""
-    return limit + max(2, limit // 4)
+    """How many outputs an engine works on at once: its `limit` at the host, plus as many again recorded before
+    their create or stored after their task (`_run_task`), so no slot waits on that bookkeeping. A wave of
+    tasks created together ends together: with only a quarter more in hand, the rest of the wave's slots
+    waited for stores to finish and new attempts to be recorded, 0.1-0.3 s with 10-24 of 32 slots idle at
+    each of the first waves, and a later run's engine took them (issue 7; benchmarks/RESULTS.md). Each
+    extra one has its attempt recorded and admitted by the budget (not sent) before its turn: a crash leaves
+    it recorded and never sent, which the next run sends (`execution.resume`)."""
+    return limit + max(2, limit)

@@ -19,6 +19,7 @@ from wan_pipeline.money.leases import LeaseSettings, SlotLeases
 from wan_pipeline.money.ledger import Ledger
 from wan_pipeline.money.location import shared_ledger_url
 from wan_pipeline.money.rate import SharedRateGate
+from wan_pipeline.money.wakeups import loop_rank
 from wan_pipeline.outputs.storage import Storage, open_storage
 from wan_pipeline.planning.spec import DatasetSpec
 from wan_pipeline.providers.registry import get_provider
@@ -66,6 +67,7 @@ async def open_session(
     transport: httpx.AsyncBaseTransport | None = None,
     storage: Storage | None = None,
 ) -> AsyncIterator[Session]:
+    loop_rank()  # this engine's place among the process's (`money.wakeups`): the order sessions open in
     endpoint = resolve_endpoint(spec)
     if transport is None and endpoint.in_process:
         _, transport = in_process_emulator(spec)  # endpoint.base_url already names it

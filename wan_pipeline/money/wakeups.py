@@ -2,26 +2,33 @@
 `generate` runs side by side), so a task of one engine can't await an asyncio primitive of another.
 
 A task that finds a shared resource taken (a concurrency lease, the create slot) waits here for a key, with a
-timeout; whoever frees that resource wakes the oldest waiter of the key at once — one waiter, since one was
-freed: waking them all would send every waiter of every engine to the database for it. Holders in other
-processes and on other machines are found by asking the database again when the timeout runs out — by one
-waiter per key, the poller, at that pace; the others wait `FOLLOWER_FACTOR` times longer (a safety net), and a
-wake-up goes to the oldest of them before the poller. With every waiter polling, an account's slot leases were
-asked for a few hundred times a second by the tasks held beyond the account's concurrency (a quarter more per
-engine, several engines per process): most of a core on two, for slots that are freed here and handed over
-by `notify` anyway.
+timeout; whoever frees that resource wakes one waiter of the key at once — one, since one was freed: waking
+them all would send every waiter of every engine to the database for it. Holders in other processes and on
+other machines are found by asking the database again when the timeout runs out — by one waiter per key, the
+poller, at that pace; the others wait `FOLLOWER_FACTOR` times longer (a safety net). With every waiter polling,
+an account's slot leases were asked for a few hundred times a second by the tasks held beyond the account's
+concurrency (as many again per engine, several engines per process): most of a core on two, for slots that
+are freed here and handed over by `notify` anyway.
+
+A wake-up goes to the oldest waiter of the engine that opened first (`loop_rank`), the poller last. With a fair
+share each, range runs side by side of one size all ended together, and the account's slots stood idle while
+the next runs started (issue 7). Served in the order they opened, the earliest run has every slot it can use
+and the others fill in behind it: runs end one after the other, and the next one starts while the others keep
+the slots busy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import threading
+import weakref
 
 #: how much longer than the poller a waiter that is not the poller waits without a wake-up
 FOLLOWER_FACTOR = 8
 
-_Entry = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+_Entry = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]", int]
 
 
 class Wakeups:
@@ -37,7 +44,7 @@ class Wakeups:
         output leased elsewhere): what one finds in the database says nothing for the others, so each polls."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-        entry = (loop, waiter)
+        entry = (loop, waiter, loop_rank(loop))
         with self._lock:
             self._waiters.setdefault(key, []).append(entry)
             polling = shared and self._pollers.setdefault(key, entry) is entry
@@ -55,15 +62,33 @@ class Wakeups:
                     del self._pollers[key]
 
     def notify(self, key: str) -> None:
-        """Wake the oldest waiter of `key` other than its poller, else the poller, if any waits."""
+        """Wake the oldest waiter of the first-opened engine of `key` other than its poller, else the poller, if
+        any waits."""
         with self._lock:
             queue = self._waiters.get(key, [])
             poller = self._pollers.get(key)
-            index = next((i for i, entry in enumerate(queue) if entry is not poller), 0)
+            others = [i for i, entry in enumerate(queue) if entry is not poller]
+            index = min(others, key=lambda i: queue[i][2]) if others else 0  # min() keeps the oldest of a rank
             entry = queue.pop(index) if queue else None
         if entry is not None:
             with contextlib.suppress(RuntimeError):  # that loop has closed: its waiter is gone
                 entry[0].call_soon_threadsafe(_wake, entry[1])
+
+
+_RANKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
+_RANKS_LOCK = threading.Lock()
+_OPENED = itertools.count()
+
+
+def loop_rank(loop: asyncio.AbstractEventLoop | None = None) -> int:
+    """Where this engine (its event loop: each engine of a process runs its own) stands in the order this
+    process's engines opened: `open_session` asks first thing, so sessions rank in the order they opened."""
+    loop = loop or asyncio.get_running_loop()
+    with _RANKS_LOCK:
+        rank = _RANKS.get(loop)
+        if rank is None:
+            rank = _RANKS[loop] = next(_OPENED)
+        return rank
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
