@@ -128,19 +128,22 @@ def test_kill_mid_run_then_resume_buys_each_output_once(tmp_path: Path, pycache:
                "WAN_PIPELINE_MAX_CONCURRENCY": str(ROWS), "WAN_PIPELINE_HTTP_RETRIES": "20"}
         spec = _dataset(tmp_path / "crash", "crash")
 
-        # 1. generate, SIGKILLed once a few (not all) tasks exist at the provider.
+        # 1. generate, SIGKILLed once its Dagster run is going and a few (not all) tasks exist at the provider
+        # (the first wave leaves before Dagster loads, `cli.head_start`; 2 creates a second keep the rest back).
         out, err = tmp_path / "killed.out", tmp_path / "killed.err"
         with out.open("wb") as o, err.open("wb") as e:
             proc = subprocess.Popen(cli_cmd("generate", str(spec)), cwd=tmp_path, stdout=o, stderr=e,
-                                    env={**env, "WAN_PIPELINE_SUBMITS_PER_SECOND": "4"}, start_new_session=True)
+                                    env={**env, "WAN_PIPELINE_SUBMITS_PER_SECOND": "2"}, start_new_session=True)
         try:
             deadline = time.monotonic() + 60
-            created = 0
-            while created < 3:
+            created, running = 0, False
+            while created < 3 or not running:
                 assert proc.poll() is None, f"generate ended before the kill:\n{err.read_text()}"
-                assert time.monotonic() < deadline, "no tasks reached the emulator within 60 s"
+                assert time.monotonic() < deadline, "no run and tasks at the emulator within 60 s"
                 time.sleep(0.02)
                 created = emu.report()["tasks_created"]
+                # the instance is opened once generate says it is set up
+                running = running or ("run(s) of at most" in err.read_text() and bool(_open_runs(dagster_home)))
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         finally:

@@ -176,7 +176,9 @@ def test_a_killed_run_keeps_what_it_stored_and_a_rerun_finishes_it(tmp_path: Pat
         def look(n: int) -> Seen:
             nonlocal instance
             if instance is None:
-                if not _ledger_stored(state, spec):  # the instance is set up by then; open it only once it is
+                # open the instance once generate says it is set up (its first wave leaves, and may be stored,
+                # before Dagster loads: `cli.head_start`)
+                if not _ledger_stored(state, spec) or "dagster instance:" not in log.read_text(errors="replace"):
                     return Seen(created=n)
                 instance = dg.DagsterInstance.from_config(str(home))
             return _look(instance, spec, state, n)

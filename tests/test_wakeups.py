@@ -123,7 +123,7 @@ def test_a_wake_up_goes_to_the_engine_that_opened_first() -> None:
         for name, loop in (("poller", later), ("later-old", later), ("first-new", first), ("later-new", later)):
             futures.append(asyncio.run_coroutine_threadsafe(waiter(name), loop))
             time.sleep(0.05)  # each waits before the next does
-        for future in futures:
+        for _ in futures:
             wakeups.notify("slots")
             time.sleep(0.05)
         for future in futures:

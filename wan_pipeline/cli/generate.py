@@ -27,7 +27,7 @@ from wan_pipeline.planning.plan_cache import plan_for
 from wan_pipeline.planning.spec import DatasetSpec, load_spec
 
 if TYPE_CHECKING:
-    from wan_pipeline.cli.launch import RunOutcome
+    from wan_pipeline.cli.outcome import RunOutcome
 
 
 @click.command("generate", context_settings={"allow_extra_args": True})
@@ -61,7 +61,8 @@ def generate(ctx: click.Context, spec_path: str, only: tuple[str, ...], resubmit
 def _generate(
     ctx: click.Context, spec_path: str, only: tuple[str, ...], resubmit_ambiguous: bool, as_json: bool
 ) -> int:
-    from wan_pipeline.cli.launch import launch_generation
+    from wan_pipeline.cli.head_start import head_start
+    from wan_pipeline.cli.outcome import starting_point
     from wan_pipeline.execution.endpoints import resolve_endpoint
     from wan_pipeline.execution.memory import prefer_system_allocator
 
@@ -77,7 +78,13 @@ def _generate(
         to_err=True,
     )
     prefer_system_allocator()  # one process runs every range run, then lineage: keep its peak low
-    outcome = launch_generation(Path(spec_path), spec, plan, selected, verbose=settings.verbose)
+    start = starting_point(spec, plan, selected)
+    early = head_start(spec, plan, start[1])  # the first wave goes now; Dagster loads once it has left
+    if early is not None:
+        early.wait_sent()
+    from wan_pipeline.cli.launch import launch_generation
+
+    outcome = launch_generation(Path(spec_path), spec, plan, selected, settings.verbose, start, early)
     summary = _summary(spec, plan, outcome, selected)
     if as_json:
         emit_json(summary)

@@ -14,7 +14,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,30 +26,46 @@ from wan_pipeline.assets.generation import FAILED_PARTITIONS
 from wan_pipeline.assets.keys import key
 from wan_pipeline.assets.prompt_table import partition_order
 from wan_pipeline.cli.console import EXIT_INVALID, StepFailed, say
+from wan_pipeline.cli.head_start import HeadStart
 from wan_pipeline.cli.home import ensure_dagster_home
+from wan_pipeline.cli.outcome import RunOutcome
 from wan_pipeline.cli.progress import LiveProgress, Snapshot
 from wan_pipeline.cli.runs import close_orphaned_runs, run_tags, unrecorded_partitions
 from wan_pipeline.execution.endpoints import resolve_endpoint
 from wan_pipeline.execution.memory import settle_collector
 from wan_pipeline.execution.session import open_ledger
 from wan_pipeline.money.ledger import FAILED, STORED, SUBMITTED, SUBMITTING
-from wan_pipeline.outputs.status import unstored_by_prompt
 from wan_pipeline.planning.plan import Plan
 from wan_pipeline.planning.spec import DatasetSpec
 
 
-@dataclass
-class RunOutcome:
-    """What the Dagster runs left behind, as data."""
-
-    before: set[str] = field(default_factory=set)  # attempts with a task id before the runs ("identity#n")
-    runs: int = 0
-    failed_partitions: dict[str, str] = field(default_factory=dict)
-    run_failed: bool = False
-
-
 def launch_generation(
-    spec_path: Path, spec: DatasetSpec, plan: Plan, selected: list[str] | None, verbose: bool
+    spec_path: Path,
+    spec: DatasetSpec,
+    plan: Plan,
+    selected: list[str] | None,
+    verbose: bool,
+    start: tuple[RunOutcome, dict[str, int]],
+    early: HeadStart | None,
+) -> RunOutcome:
+    """The runs from `start` (`outcome.starting_point`, read before `early` began), then lineage."""
+    outcome, todo = start
+    try:
+        return _launch(spec_path, spec, plan, selected, verbose, outcome, todo, early)
+    finally:
+        if early is not None:
+            early.wait()  # its outputs are in a run's range, so in practice already final
+
+
+def _launch(
+    spec_path: Path,
+    spec: DatasetSpec,
+    plan: Plan,
+    selected: list[str] | None,
+    verbose: bool,
+    outcome: RunOutcome,
+    todo: dict[str, int],
+    early: HeadStart | None,
 ) -> RunOutcome:
     home = ensure_dagster_home()
     defs = _definitions(spec_path)
@@ -63,15 +78,20 @@ def launch_generation(
         say(f"  closed {len(closed)} run(s) left open by a killed process", to_err=True)
     tags = run_tags(spec.name)
 
-    def execute(job_name: str, extra: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+    def execute(
+        job_name: str, extra: dict[str, str] | None = None, run_id: str | None = None
+    ) -> dg.ExecuteInProcessResult:
         return defs.resolve_job_def(job_name).execute_in_process(
-            instance=instance, tags={**tags, **(extra or {})}, run_config=run_config, raise_on_error=False
+            instance=instance,
+            tags={**tags, **(extra or {})},
+            run_config=run_config,
+            raise_on_error=False,
+            run_id=run_id,
         )
 
     table = execute(prompt_table_job_name(spec))
     if not table.success:
         raise StepFailed("prompt_table failed:\n" + _failure_text(table), EXIT_INVALID)
-    outcome, todo = _todo(spec, plan, selected)
     todo.update(unrecorded_partitions(instance, spec, plan, selected, todo))  # published by their runs, unbought
     policy = defs.resolve_assets_def(key(spec, "media")).backfill_policy
     chunks = backfill_chunks(partition_order(instance, spec), todo, policy)
@@ -81,10 +101,12 @@ def launch_generation(
         lanes = _lanes(instance, spec, policy, len(chunks))
         say(f"  {len(chunks)} run(s) of at most {_chunk_size(policy)} partition(s), as a backfill would, "
             f"{lanes} at a time", to_err=True)  # fmt: skip
-        with LiveProgress(_counters(spec), sum(todo.values())):
+        with LiveProgress(_counters(spec, outcome.counts_before), sum(todo.values())):
+            first_id = early.run_id if early is not None else None
 
             def run_one(chunk: list[str]) -> dg.ExecuteInProcessResult:
-                return execute(generate_job_name(spec), range_tags(chunk[0], chunk[-1]))
+                run_id = first_id if chunk is chunks[0] else None  # the head start's attempts carry its id
+                return execute(generate_job_name(spec), range_tags(chunk[0], chunk[-1]), run_id)
 
             for result in _side_by_side(run_one, chunks, lanes, spec):
                 _read_run(result, outcome)
@@ -95,15 +117,18 @@ def launch_generation(
 def _side_by_side(
     run_one: Callable[[list[str]], dg.ExecuteInProcessResult], chunks: list[list[str]], lanes: int, spec: DatasetSpec
 ) -> Iterator[dg.ExecuteInProcessResult]:
-    """The range runs, `lanes` at a time, results in order. The first starts alone until its first create is
-    on its way (its send is recorded) or it ends: runs started together would share the first seconds of CPU
-    (each reads every partition key and writes its "planned" events), and the first submission is what a user
-    waits for. So does loading the lineage step's modules."""
+    """The range runs, `lanes` at a time, results in order. The first starts alone until its first wave is on
+    its way (as many sends recorded as the account has slots, or as its range has partitions) or it ends: a
+    run starting takes most of the interpreter for half a second (it reads every partition key and writes its
+    "planned" events), which delayed the first wave's creates by as much, and the runs after it are not
+    needed before it runs out of creates (the slots serve the earliest run first: `money.wakeups`). So does
+    loading the lineage step's modules."""
     with ThreadPoolExecutor(lanes, "wan-run") as pool:
         first = pool.submit(run_one, chunks[0])
+        wave = min(account_concurrency(spec), len(chunks[0]))
         with open_ledger(spec) as ledger:
             before = ledger.attempt_count(spec.name, sent=True)
-            while not first.done() and ledger.attempt_count(spec.name, sent=True) == before:
+            while not first.done() and ledger.attempt_count(spec.name, sent=True) - before < wave:
                 time.sleep(0.05)
         settle_collector()  # start-up is over (`execution.memory`)
         preload = threading.Thread(target=_load_lineage_modules, name="wan-preload", daemon=True)
@@ -150,16 +175,6 @@ def _chunk_size(policy: dg.BackfillPolicy | None) -> str:
     return "1" if policy is None else str(policy.max_partitions_per_run or "all")
 
 
-def _todo(spec: DatasetSpec, plan: Plan, selected: list[str] | None) -> tuple[RunOutcome, dict[str, int]]:
-    """The selected partitions with an output not yet stored, and how many outputs each still needs."""
-    with open_ledger(spec) as ledger:
-        attempts = ledger.all_attempts(spec.name)  # once: the same rows give both answers
-    before = {f"{a.identity}#{a.attempt}" for a in attempts if a.task_id}
-    wanted = set(selected) if selected else None
-    todo = {p: n for p, n in unstored_by_prompt(plan, attempts).items() if wanted is None or p in wanted}
-    return RunOutcome(before=before), todo
-
-
 def _read_run(result: dg.ExecuteInProcessResult, outcome: RunOutcome) -> None:
     """Fold one generation run's result into the outcome: failed partitions as data, anything else as an error."""
     outcome.runs += 1
@@ -202,16 +217,14 @@ def _failure_text(result: dg.ExecuteInProcessResult) -> str:
 MAX_LANES = 6
 
 #: at the host: created (or being created) and not answered terminally; an attempt recorded and waiting for its
-#: slot is not (an engine records up to a quarter more than its slots, `execution.engine._in_hand`)
+#: slot is not (an engine records up to as many again as its slots, `execution.engine._in_hand`)
 _IN_FLIGHT = (SUBMITTING, SUBMITTED)
 _WAITING = "waiting"
 
 
-def _counters(spec: DatasetSpec) -> Any:
+def _counters(spec: DatasetSpec, start: dict[str, int]) -> Any:
     """Progress from the ledger's counters (three aggregate queries a tick, whatever the dataset's size),
-    counted from where this generate started."""
-    with open_ledger(spec) as ledger:
-        start = ledger.latest_state_counts(spec.name)
+    counted from `start`, the counts where this generate started."""
 
     def read() -> Snapshot:
         with open_ledger(spec) as ledger:

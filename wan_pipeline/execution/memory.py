@@ -5,11 +5,11 @@ Start-up (Dagster's imports, planning, the instance, the first run's start) make
 objects that live until the end, and almost no cyclic garbage (840 objects after the imports). The collector's
 passes over that growing heap were pure cost — 0.26 s of the 0.9 s of imports, about 0.3 s before the first
 create in all — and, once the run was going, each full pass over it stalled every poll for about 50 ms
-(benchmarks/RESULTS.md). So `generate` pauses the collector while it starts (`pause_collector`) and, once its
-first create is on its way, freezes what exists out of the collector's passes and resumes it for what the runs
-make (`settle_collector`). What start-up left as cyclic garbage stays frozen for the process's life: about
-22,000 objects, the same at 2,000 and at 100,000 rows; collecting them first would stall the first wave's
-creates 0.15-0.3 s.
+(benchmarks/RESULTS.md). So `generate` pauses the collector while it starts (`pause_collector`) and, once the
+first run's first wave of creates is on its way (`launch._side_by_side`), freezes what exists out of the
+collector's passes and resumes it for what the runs make (`settle_collector`). What start-up left as cyclic
+garbage stays frozen for the process's life: about 22,000 objects, the same at 2,000 and at 100,000 rows;
+collecting them first would stall the first wave's creates 0.15-0.3 s.
 
 `generate` executes many Dagster runs one after the other in one process, and each allocates and frees tens
 of megabytes (HTTP buffers, decoded media, ledger rows, Dagster events). glibc's malloc keeps what was freed
