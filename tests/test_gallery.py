@@ -8,16 +8,29 @@ The browser test (test_browser.py) checks the same page as a user sees it, filte
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import threading
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import pytest
 from conftest import GeneratedDataset
 from PIL import Image
 
-from wan_pipeline.outputs.gallery import GALLERY_PATH, entry_id, render_gallery, summarize
+from wan_pipeline.outputs import gallery
+from wan_pipeline.outputs.gallery import (
+    GALLERY_PATH,
+    entry_id,
+    keep_thumbnails,
+    remember_thumbnail,
+    render_gallery,
+    summarize,
+    write_gallery,
+)
+from wan_pipeline.outputs.storage import LocalStorage
 
 
 class Cards(HTMLParser):
@@ -107,3 +120,38 @@ def test_escaping_and_usd_totals() -> None:
 def test_gallery_path_is_under_the_storage_root(generated_dataset: GeneratedDataset) -> None:
     assert (generated_dataset.storage / GALLERY_PATH).resolve().is_relative_to(generated_dataset.storage.resolve())
     assert Path(GALLERY_PATH).parts[0] == "report"
+
+
+def _one_stored_image(tmp_path: Path) -> tuple[LocalStorage, dict[str, Any], Image.Image]:
+    storage = LocalStorage(tmp_path / "out")
+    img = Image.new("RGB", (40, 30), (20, 120, 200))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    uri = storage.put("media/p1/v0_0.png", buf.getvalue(), "image/png")
+    row = {"status": "succeeded", "prompt_id": "p1", "variant": 0, "output_index": 0, "attempt": 1,
+           "prompt": "A harbour", "seed": 1, "mode": "t2i", "task_id": "t-1", "width": 40, "height": 30,
+           "media_uri": uri, "media_sha256": hashlib.sha256(buf.getvalue()).hexdigest(), "error_code": None,
+           "error_message": None, "cost_usd": 0.01, "credits_final": 1.0}  # fmt: skip
+    return storage, row, img
+
+
+def test_a_thumbnail_made_while_the_run_went_is_not_made_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`generate` keeps the thumbnails made as each partition is materialized; the page after the last output
+    takes them instead of reading and decoding every file again. Elsewhere (a UI run's process) none is kept."""
+    monkeypatch.setattr(gallery, "_keeping", threading.Event())
+    monkeypatch.setattr(gallery, "_MEMO", {})
+    storage, row, img = _one_stored_image(tmp_path)
+    remember_thumbnail(row["media_sha256"], img)  # not kept: this process writes no page after its runs
+    assert gallery._MEMO == {}
+    keep_thumbnails()
+    remember_thumbnail(row["media_sha256"], img)
+    expected = gallery._MEMO[row["media_sha256"]]
+    Path(storage.uri("media/p1/v0_0.png")).unlink()  # the page cannot read the file: the kept one is used
+    write_gallery([row], "d", storage)
+    parsed = Cards()
+    parsed.feed((Path(storage.root) / GALLERY_PATH).read_text(encoding="utf-8"))
+    assert parsed.images == [expected] and gallery._MEMO == {} and gallery._memo_bytes == 0  # taken once
+    write_gallery([row], "d", storage)  # nothing kept any more, and the file is gone: no thumbnail
+    parsed = Cards()
+    parsed.feed((Path(storage.root) / GALLERY_PATH).read_text(encoding="utf-8"))
+    assert parsed.images == []

@@ -29,6 +29,7 @@ from wan_pipeline.money.location import LEDGER_URL_ENV
 from wan_pipeline.outputs.audit import audit_outputs
 from wan_pipeline.outputs.lineage import LINEAGE_PATH, lineage_table, write_lineage
 from wan_pipeline.outputs.storage import LocalStorage
+from wan_pipeline.outputs.verified import take_notes
 from wan_pipeline.planning.plan import build_plan
 from wan_pipeline.planning.spec import DatasetSpec, load_spec
 
@@ -97,7 +98,9 @@ def build(spec: DatasetSpec, storage: LocalStorage) -> int:
 
 
 def audits(spec: DatasetSpec, storage: LocalStorage) -> tuple[Any, Any]:
-    """(incremental, full) audits of the same state; the full one runs second so it sees the same files."""
+    """(incremental, full) audits of the same state; the full one runs second so it sees the same files. As
+    another process would run them: what this one noted as it stored files is dropped first (see below)."""
+    take_notes(storage)
     with open_ledger(spec) as ledger:
         incremental = audit_outputs(ledger, spec.name, storage)
         full = audit_outputs(ledger, spec.name, storage, full=True)
@@ -234,3 +237,22 @@ def test_a_change_number_seen_means_every_record_numbered_up_to_it_is_visible(le
     for seen_mark, visible in snapshots:
         # an attempt's final number is its last write; at or below the mark means written before it
         assert {i for i, seq in final.items() if seq <= seen_mark} <= visible
+
+
+async def test_files_this_process_stored_are_not_read_again_unless_they_changed(
+    backend: str, e2e_env: Path
+) -> None:
+    """The engine hashed and decoded each file as it stored it, and noted its stamp: the first audit in the same
+    process (`generate`'s lineage job) reads only a file changed since, and keeps the others as verified."""
+    spec = dataset(e2e_env, PROMPTS, variants=2)
+    storage = LocalStorage(spec.storage_root)
+    await Host().generate(spec)
+    victim = sorted((Path(storage.root) / "media").rglob("*.png"))[0]
+    victim.write_bytes(victim.read_bytes() + b"tail")
+    with open_ledger(spec) as ledger:
+        first = audit_outputs(ledger, spec.name, storage)
+        again = audit_outputs(ledger, spec.name, storage)  # the notes are taken; the state file has the rest
+        full = audit_outputs(ledger, spec.name, storage, full=True)
+    assert first.read == 1 and any(str(victim) in p for p in first.problems)
+    assert first.checked == full.checked == full.read > 1 and first.problems == full.problems
+    assert again.read == 1  # only the bad file, still not verified

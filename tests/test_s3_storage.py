@@ -63,6 +63,8 @@ def test_s3_storage_round_trip_and_presigned_url_serves_the_bytes(s3_env: str) -
     assert storage.size("media/a/absent.png") is None
     stamp = storage.stamps("media/")
     assert list(stamp) == ["media/a/file.png"]  # one listing, relative to the storage's prefix
+    assert storage.stamp("media/a/file.png") == stamp["media/a/file.png"]  # one file's, as the listing has it
+    assert storage.stamp("media/a/absent.png") is None
     storage.put("media/a/file.png", png(2), "image/png")
     assert storage.stamps("media/")["media/a/file.png"] != stamp["media/a/file.png"]  # new content, new ETag
     storage.put("media/a/file.png", data, "image/png")
@@ -199,3 +201,10 @@ def test_local_storage_tells_missing_from_unreadable(tmp_path: Path) -> None:
     loop.symlink_to(loop)  # stat fails with ELOOP: the storage cannot say
     with pytest.raises(StorageUnavailable, match="could not check"):
         storage.size("media/loop.png")
+
+
+def test_local_stamp_of_one_file_is_the_listing_s(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    storage.put("media/a/file.png", b"x" * 10, "image/png")
+    assert storage.stamp("media/a/file.png") == storage.stamps("media/")["media/a/file.png"]
+    assert storage.stamp("media/a/absent.png") is None

@@ -14,7 +14,7 @@ from PIL import Image
 
 from wan_pipeline.execution.outcome import Outcome
 from wan_pipeline.money.ledger import StoredOutput
-from wan_pipeline.outputs.gallery import gallery_link
+from wan_pipeline.outputs.gallery import gallery_link, remember_thumbnail
 from wan_pipeline.outputs.media import image_data_uri, preview_image
 from wan_pipeline.outputs.storage import Storage, relpath_of
 
@@ -95,6 +95,7 @@ def output_images(store: Storage, pairs: list[tuple[Outcome, StoredOutput]]) -> 
                     _fitting_preview(img, link)
                 )
                 large.append(f"**{label}** — [gallery entry]({link})\n\n![{label}]({image_data_uri(img, THUMB_SIDE)})")
+                remember_thumbnail(out.media_sha256, img)  # the gallery's, made while the image is decoded
         except Exception as exc:  # a thumbnail is a nicety; never fail a paid output over it
             large.append(f"**{label}** — [gallery entry]({link}) (no thumbnail: {type(exc).__name__})")
     entries["thumbnails"] = dg.MetadataValue.md("\n\n".join(large))

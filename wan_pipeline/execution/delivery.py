@@ -16,6 +16,7 @@ from wan_pipeline.outputs.expectation import expectation
 from wan_pipeline.outputs.layout import media_relpath
 from wan_pipeline.outputs.media import Expectation, MediaInfo, inspect_media
 from wan_pipeline.outputs.storage import Storage
+from wan_pipeline.outputs.verified import note_verified
 from wan_pipeline.planning.plan import PlannedTask
 from wan_pipeline.providers.base import TaskSnapshot
 
@@ -53,12 +54,18 @@ class Deliverer:
         for index, url in enumerate(snap.output_urls):
             data, info = await self._download_verified(task, url, expect)
             # fsync'd writes (disk) and boto3 (S3) block: off the loop that polls
-            uri = await asyncio.to_thread(self.storage.put, media_relpath(task, index, info.mime_type), data,
-                                          info.mime_type)  # fmt: skip
-            stored.append(_stored_output(task, attempt, index, url, uri, info))
+            stored.append(await asyncio.to_thread(self._put, task, attempt, index, url, data, info))
         # the files first, then their records and the attempt's final state, in one transaction
         await self.ledger.store(stored, task.identity, attempt.attempt, state=STORED)
         return stored
+
+    def _put(
+        self, task: PlannedTask, attempt: Attempt, index: int, url: str, data: bytes, info: MediaInfo
+    ) -> StoredOutput:
+        rel = media_relpath(task, index, info.mime_type)
+        out = _stored_output(task, attempt, index, url, self.storage.put(rel, data, info.mime_type), info)
+        note_verified(self.storage, rel, out)  # hashed and decoded before: the audit need not read it again
+        return out
 
     async def _download_verified(self, task: PlannedTask, url: str, expect: Expectation) -> tuple[bytes, MediaInfo]:
         retry = 0

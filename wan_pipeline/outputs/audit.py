@@ -3,7 +3,8 @@
 The file audit is incremental: a file verified before (SHA-256, and for an image its decoded size) is not read
 again while its stamp (size, mtime and inode on disk; size and ETag on S3: `Storage.stamps`, one listing)
 and what the ledger says of it are unchanged. The stamps of verified files are kept in
-`.wan_pipeline/audit_state.parquet` under the storage root. `full=True` reads and hashes every file again.
+`.wan_pipeline/audit_state.parquet` under the storage root; files this process stored count as verified as
+it stored them (`outputs.verified`). `full=True` reads and hashes every file again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from PIL import Image
 
 from wan_pipeline.money.ledger import FAILED, STORED, Ledger, StoredOutput
 from wan_pipeline.outputs.storage import Storage, relpath_of
+from wan_pipeline.outputs.verified import claim, take_notes
 
 AUDIT_STATE_PATH = ".wan_pipeline/audit_state.parquet"
 _STATE_SCHEMA = pa.schema([("path", pa.string()), ("claim", pa.string()), ("stamp", pa.string())])
@@ -36,31 +38,28 @@ def audit_outputs(ledger: Ledger, dataset: str, storage: Storage, full: bool = F
     identities = {a.identity for a in ledger.briefs(dataset) if a.state == STORED}
     outputs = [o for o in ledger.all_outputs(dataset) if o.identity in identities]
     rels = {o.media_uri: relpath_of(storage, o.media_uri) for o in outputs}
-    earlier = {} if full else _load_state(storage)
+    noted = take_notes(storage)  # verified as this process stored them (`outputs.verified`)
+    saved = {} if full else _load_state(storage)
+    earlier = {} if full else {**saved, **noted}
     stamps = _stamps(storage, {r for r in rels.values() if r})
     problems: list[str] = []
     verified: dict[str, tuple[str, str]] = {}
     read = 0
     for out in outputs:
-        rel, claim = rels[out.media_uri], _claim(out)
+        rel, said = rels[out.media_uri], claim(out)
         stamp = stamps.get(rel) if rel else None
-        if rel and stamp is not None and earlier.get(rel) == (claim, stamp):
-            verified[rel] = (claim, stamp)  # unchanged since it was verified
+        if rel and stamp is not None and earlier.get(rel) == (said, stamp):
+            verified[rel] = (said, stamp)  # unchanged since it was verified
             continue
         read += 1
         problem = _verify(storage, rel, out)
         if problem is not None:
             problems.append(problem)
         elif rel and stamp is not None:
-            verified[rel] = (claim, stamp)
-    if verified != earlier:
+            verified[rel] = (said, stamp)
+    if verified != saved:
         _save_state(storage, verified)
     return Audit(problems, len(outputs), read)
-
-
-def _claim(out: StoredOutput) -> str:
-    """What the ledger says of the file: a change of it means verifying the file again."""
-    return f"{out.media_sha256}:{out.mime_type}:{out.width}x{out.height}"
 
 
 def _verify(storage: Storage, rel: str | None, out: StoredOutput) -> str | None:

@@ -12,17 +12,27 @@ from __future__ import annotations
 import html
 import io
 import os
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wan_pipeline.outputs.media import thumbnail_data_uri
+from PIL import Image
+
+from wan_pipeline.outputs.media import image_data_uri, thumbnail_data_uri
 from wan_pipeline.outputs.storage import LocalStorage, Storage, relpath_of
 
 GALLERY_PATH = "report/gallery.html"
 THUMB_SIDE = 256
+#: most bytes of thumbnails kept for the page between an output's materialization and the page (`remember_thumbnail`)
+MEMO_BYTES = 64 << 20
+
+_MEMO: dict[str, str] = {}  # SHA-256 of a stored file -> its thumbnail as a data URI
+_MEMO_LOCK = threading.Lock()
+_memo_bytes = 0
+_keeping = threading.Event()
 
 
 @dataclass(frozen=True)
@@ -86,10 +96,45 @@ def write_gallery(rows: list[dict[str, Any]], dataset: str, storage: Storage) ->
     return summarize(rows, uri)
 
 
+def remember_thumbnail(sha256: str, img: Image.Image) -> None:
+    """The gallery thumbnail of a file just stored, made from its decoded image (`assets.metadata` decodes
+    each as its partition is materialized, while the run waits on the provider): the page written after the
+    last output then reads it from here instead of reading and decoding the file again — 0.3 s of the 0.7 s
+    after 2,000 outputs (issue 7). Only in a process that writes the page after its runs (`keep_thumbnails`:
+    `generate`), and at most `MEMO_BYTES`; the page makes the rest itself."""
+    global _memo_bytes
+    if not _keeping.is_set():
+        return
+    try:
+        uri = image_data_uri(img, THUMB_SIDE)
+    except Exception:  # the page makes it itself, or shows the file as not decodable
+        return
+    with _MEMO_LOCK:
+        if sha256 not in _MEMO and _memo_bytes + len(uri) <= MEMO_BYTES:
+            _MEMO[sha256] = uri
+            _memo_bytes += len(uri)
+
+
+def keep_thumbnails() -> None:
+    """This process writes the gallery after its runs (`generate`): keep their thumbnails for it."""
+    _keeping.set()
+
+
+def _remembered(sha256: str) -> str | None:
+    global _memo_bytes
+    with _MEMO_LOCK:
+        uri = _MEMO.pop(sha256, None)
+        _memo_bytes -= len(uri) if uri is not None else 0
+    return uri
+
+
 def _thumbnail(storage: Storage, row: Mapping[str, Any]) -> str | None:
     rel = relpath_of(storage, str(row.get("media_uri") or ""))
     if rel is None:
         return None
+    remembered = _remembered(str(row.get("media_sha256") or ""))
+    if remembered is not None:
+        return remembered
     try:
         return thumbnail_data_uri(storage.get(rel), max_side=THUMB_SIDE)
     except Exception:  # a missing or undecodable file is shown as such; the audit check reports it

@@ -29,6 +29,10 @@ class Storage(Protocol):
         the file's content may have (local: size, mtime, inode; S3: size and ETag)."""
         ...
 
+    def stamp(self, relpath: str) -> str | None:
+        """One file's stamp, as `stamps` gives it; None when it is not there."""
+        ...
+
 
 class LocalStorage:
     def __init__(self, root: str | Path) -> None:
@@ -81,8 +85,14 @@ class LocalStorage:
                     st = path.stat()
                 except OSError:
                     continue  # gone meanwhile: not stamped, so whoever needs it reads it
-                found[path.relative_to(self.root).as_posix()] = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+                found[path.relative_to(self.root).as_posix()] = _local_stamp(st)
         return found
+
+    def stamp(self, relpath: str) -> str | None:
+        try:
+            return _local_stamp(self.path(relpath).stat())
+        except OSError:
+            return None
 
 
 class S3Storage:
@@ -134,12 +144,23 @@ class S3Storage:
                 found[str(obj["Key"])[strip:]] = f"{obj['Size']}:{obj['ETag']}"
         return found
 
+    def stamp(self, relpath: str) -> str | None:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.key(relpath))
+        except Exception:  # not there, or no answer: unstamped, so whoever needs the file reads it
+            return None
+        return f"{head['ContentLength']}:{head['ETag']}"
+
     def presign(self, relpath: str, expires_s: int = 24 * 3600) -> str:
         return str(
             self.client.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": self.key(relpath)}, ExpiresIn=expires_s
             )
         )
+
+
+def _local_stamp(st: os.stat_result) -> str:
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
 
 
 def relpath_of(storage: Storage, uri: str) -> str | None:
