@@ -67,6 +67,29 @@ async def test_a_finished_task_is_recorded_with_its_results_and_charges(rig: Rig
     assert done.credits_final == 5 and done.completed_at is not None
 
 
+async def test_the_slot_goes_back_at_the_terminal_answer_and_the_record_is_made_before_the_poll_returns(
+    rig: RigFactory,
+) -> None:
+    """`on_terminal` (the engine gives the task's slot back there) runs once, when the host's answer is
+    terminal, without waiting for that answer's record; the record is made by the time the poll returns. A
+    task still running at the deadline does not call it."""
+    r = rig()
+    task = r.tasks[0]
+    heard: list[str] = []
+
+    async def given_back() -> None:
+        heard.append(record(r, task).state)  # what the ledger says at that moment
+
+    snap = await poller(r).until_terminal(task, await created(r, task), on_terminal=given_back)
+    assert snap is not None and snap.status == TaskStatus.SUCCEEDED
+    assert heard == [SUBMITTED] and record(r, task).state == SUCCEEDED
+    late = rig(config=EmulatorConfig(queue_s=60, process_s=60))
+    waiting = late.tasks[0]
+    attempt = await created(late, waiting)
+    assert await poller(late, poll_deadline_s=0.05).until_terminal(waiting, attempt, on_terminal=given_back) is None
+    assert heard == [SUBMITTED]
+
+
 @pytest.mark.parametrize(
     ("fault", "error"), [("fail_task", e.GenerationFailed), ("reject_content", e.ContentRejected)]
 )

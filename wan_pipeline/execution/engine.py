@@ -148,8 +148,8 @@ class TaskEngine:
                 current, sent = await self.submitter.submit(task, attempt_no, lease.busy)
                 submitted_now, tries = submitted_now + sent, tries + 1
             await lease.busy()  # a task already at the host (resumed, adopted) counts as well
-            snap = await self.poller.until_terminal(task, current, fresh=sent > 0)
-            await lease.idle()
+            snap = await self.poller.until_terminal(task, current, fresh=sent > 0, on_terminal=lease.idle)
+            await lease.idle()  # (given back already when the answer was terminal)
             if snap is None:
                 return await self._pending(task, current, submitted_now)
             if snap.status == TaskStatus.SUCCEEDED:

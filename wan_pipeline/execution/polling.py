@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from wan_pipeline import errors as e
@@ -38,10 +39,18 @@ class Poller:
         for dataset, model, mode in {(t.dataset, t.model, t.mode.value) for t in tasks}:
             self.schedule.seed(f"{model}/{mode}", await self.ledger.recent_latencies(dataset, model, mode))
 
-    async def until_terminal(self, task: PlannedTask, attempt: Attempt, fresh: bool = False) -> TaskSnapshot | None:
+    async def until_terminal(
+        self,
+        task: PlannedTask,
+        attempt: Attempt,
+        fresh: bool = False,
+        on_terminal: Callable[[], Awaitable[None]] | None = None,
+    ) -> TaskSnapshot | None:
         """The task's terminal snapshot (recorded), or None when the poll deadline passes first.
 
-        `fresh`: submitted by this run just now, so its finishing time teaches the schedule."""
+        `fresh`: submitted by this run just now, so its finishing time teaches the schedule. `on_terminal` runs
+        as soon as the host's answer is terminal, while the answer is being recorded (the engine gives the
+        task's slot back there: the next create need not wait for that commit too)."""
         assert attempt.task_id is not None
         key = f"{task.model}/{task.mode.value}"
         started = time.monotonic()
@@ -68,7 +77,12 @@ class Poller:
                         done_after = age + time.monotonic() - started
                         self.schedule.observe(key, done_after, first_poll_hit=polls == 1, first_poll_s=first_poll_s,
                                               host_latency_s=snap.host_latency_s)  # fmt: skip
-                    await self.record(task, attempt, snap)
+                    recorded = asyncio.ensure_future(self.record(task, attempt, snap))
+                    try:
+                        if on_terminal is not None:
+                            await on_terminal()
+                    finally:
+                        await recorded
                     return snap
                 if time.monotonic() >= deadline:
                     return None

@@ -77,15 +77,15 @@ class LocalStorage:
 
     def stamps(self, prefix: str) -> dict[str, str]:
         found: dict[str, str] = {}
-        top = self.path(prefix)
-        for folder, _, files in os.walk(top):
+        skip = len(self.root.rstrip(os.sep)) + 1
+        for folder, _, files in os.walk(self.path(prefix)):
             for name in files:
-                path = Path(folder) / name
+                path = os.path.join(folder, name)  # strings, not Path objects: one per stored file
                 try:
-                    st = path.stat()
+                    st = os.stat(path)
                 except OSError:
                     continue  # gone meanwhile: not stamped, so whoever needs it reads it
-                found[path.relative_to(self.root).as_posix()] = _local_stamp(st)
+                found[path[skip:].replace(os.sep, "/")] = _local_stamp(st)
         return found
 
     def stamp(self, relpath: str) -> str | None:
