@@ -143,3 +143,20 @@ def test_the_resource_fields_are_the_deployment_fields() -> None:
     for name in DEPLOYMENT_FIELDS:
         if name not in ("max_concurrency", "submits_per_second"):  # None: the host's, from the catalog
             assert getattr(resource, name) == getattr(defaults, name), name
+
+
+def test_on_an_instance_you_configured_nothing_is_bought_before_it_loads(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """No head start on a dagster.yaml the user wrote: when it does not load, nothing has been bought."""
+    with emulator_process("--api-key", API_KEY, "--root-provider", "dashscope", "--queue-s", "0",
+                          "--process-s", "0.5", env=os.environ, cwd=tmp_path, log=tmp_path / "emulator.log") as emu:
+        env = _env(tmp_path, tmp_path_factory, emu.base_url)
+        home = tmp_path / "dagster_home"
+        home.mkdir()
+        (home / "dagster.yaml").write_text("run_storage:\n  module: no_such_module\n  class: Nowhere\n", "utf-8")
+        done = run_cli("generate", str(_dataset(tmp_path)), env=env, cwd=tmp_path, timeout=600)
+        report = emu.report()
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"the Dagster instance in {home} did not load (CheckError); check its dagster.yaml" in done.stderr
+    assert report["tasks_created"] == 0 == report["submit_requests"]

@@ -14,7 +14,8 @@ waits for each and then finds it stored (or resumes its record) — exactly as a
 materializes it. The attempts carry the first range run's id, which `launch` gives that run. The head start
 opens its session before any run, so its creates go first (`money.wakeups.loop_rank`).
 
-Not for the in-process emulator (its state belongs to one engine at a time, like `launch._lanes`' runs).
+Not for the in-process emulator (its state belongs to one engine at a time, like `launch._lanes`' runs), nor
+on a Dagster instance whose dagster.yaml you wrote yourself (see `head_start`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import threading
 import uuid
 
 from wan_pipeline.cli.console import say
+from wan_pipeline.cli.home import ensure_dagster_home, written_by_us
 from wan_pipeline.errors import WanPipelineError
 from wan_pipeline.execution.endpoints import resolve_endpoint
 from wan_pipeline.execution.session import open_session
@@ -89,8 +91,10 @@ class HeadStart:
 
 def head_start(spec: DatasetSpec, plan: Plan, todo: dict[str, int]) -> HeadStart | None:
     """The head start of a `generate` with `todo` (partition -> outputs to make, in plan order), or None when
-    there is nothing to do or the endpoint is the in-process emulator."""
-    if not todo or resolve_endpoint(spec).in_process:
+    there is nothing to do, the endpoint is the in-process emulator, or the Dagster instance is not the one
+    the CLI manages: an instance you configured yourself (PostgreSQL, say) may fail to load, and a
+    configuration error must stop `generate` before anything is bought."""
+    if not todo or resolve_endpoint(spec).in_process or not written_by_us(ensure_dagster_home()):
         return None
     wave = settings_from_env(spec.provider).max_concurrency
     tasks: list[PlannedTask] = []

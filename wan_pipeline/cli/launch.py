@@ -31,6 +31,7 @@ from wan_pipeline.cli.home import ensure_dagster_home
 from wan_pipeline.cli.outcome import RunOutcome
 from wan_pipeline.cli.progress import LiveProgress, Snapshot
 from wan_pipeline.cli.runs import close_orphaned_runs, run_tags, unrecorded_partitions
+from wan_pipeline.errors import ConfigError
 from wan_pipeline.execution.endpoints import resolve_endpoint
 from wan_pipeline.execution.memory import settle_collector
 from wan_pipeline.execution.session import open_ledger
@@ -71,7 +72,13 @@ def _launch(
     home = ensure_dagster_home()
     keep_thumbnails()  # the lineage job's gallery, after the runs, reads them (`outputs.gallery`)
     defs = _definitions(spec_path)
-    instance = dg.DagsterInstance.get()
+    try:
+        instance = dg.DagsterInstance.get()
+    except Exception as exc:  # a dagster.yaml that does not load: named, not a stack trace (its text may hold
+        # a database password, so only the class of the error; --verbose shows it whole)
+        raise ConfigError(
+            f"the Dagster instance in {home} did not load ({type(exc).__name__}); check its dagster.yaml"
+        ) from exc
     batch_event_writes(instance)
     run_config = {"loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}}}}
     say(f"  dagster instance: {home}", to_err=True)
