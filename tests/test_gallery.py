@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import sqlite3
 import threading
 from html.parser import HTMLParser
 from pathlib import Path
@@ -31,6 +32,7 @@ from wan_pipeline.outputs.gallery import (
     write_gallery,
 )
 from wan_pipeline.outputs.storage import LocalStorage
+from wan_pipeline.outputs.thumbnails import THUMBNAILS_FILE
 
 
 class Cards(HTMLParser):
@@ -122,13 +124,15 @@ def test_gallery_path_is_under_the_storage_root(generated_dataset: GeneratedData
     assert Path(GALLERY_PATH).parts[0] == "report"
 
 
-def _one_stored_image(tmp_path: Path) -> tuple[LocalStorage, dict[str, Any], Image.Image]:
+def _one_stored_image(
+    tmp_path: Path, pid: str = "p1", colour: tuple[int, int, int] = (20, 120, 200)
+) -> tuple[LocalStorage, dict[str, Any], Image.Image]:
     storage = LocalStorage(tmp_path / "out")
-    img = Image.new("RGB", (40, 30), (20, 120, 200))
+    img = Image.new("RGB", (40, 30), colour)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    uri = storage.put("media/p1/v0_0.png", buf.getvalue(), "image/png")
-    row = {"status": "succeeded", "prompt_id": "p1", "variant": 0, "output_index": 0, "attempt": 1,
+    uri = storage.put(f"media/{pid}/v0_0.png", buf.getvalue(), "image/png")
+    row = {"status": "succeeded", "prompt_id": pid, "variant": 0, "output_index": 0, "attempt": 1,
            "prompt": "A harbour", "seed": 1, "mode": "t2i", "task_id": "t-1", "width": 40, "height": 30,
            "media_uri": uri, "media_sha256": hashlib.sha256(buf.getvalue()).hexdigest(), "error_code": None,
            "error_message": None, "cost_usd": 0.01, "credits_final": 1.0}  # fmt: skip
@@ -155,3 +159,33 @@ def test_a_thumbnail_made_while_the_run_went_is_not_made_again(tmp_path: Path, m
     parsed = Cards()
     parsed.feed((Path(storage.root) / GALLERY_PATH).read_text(encoding="utf-8"))
     assert parsed.images == []
+
+
+def _page_images(storage: LocalStorage) -> list[str]:
+    parsed = Cards()
+    parsed.feed((Path(storage.root) / GALLERY_PATH).read_text(encoding="utf-8"))
+    return parsed.images
+
+
+def test_a_page_takes_the_thumbnails_an_earlier_page_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thumbnails are kept between pages (`outputs.thumbnails`): a report after a `generate` that added nothing
+    reads no file; one whose file left the dataset is dropped; a cache that cannot be opened only costs time."""
+    monkeypatch.setattr(gallery, "_keeping", threading.Event())
+    storage, first, _ = _one_stored_image(tmp_path, "p1", (20, 120, 200))
+    _, second, _ = _one_stored_image(tmp_path, "p2", (200, 40, 10))
+    cache = tmp_path / "state" / THUMBNAILS_FILE
+    write_gallery([first, second], "d", storage, cache)
+    made = _page_images(storage)
+    assert len(made) == 2
+    reads: list[str] = []
+    real_get = storage.get
+    monkeypatch.setattr(storage, "get", lambda rel: reads.append(rel) or real_get(rel))
+    write_gallery([first, second], "d", storage, cache)
+    assert reads == [] and _page_images(storage) == made
+    write_gallery([first], "d", storage, cache)  # p2 is no longer in the dataset
+    with sqlite3.connect(cache) as db:
+        assert db.execute("SELECT sha256 FROM thumbs").fetchall() == [(first["media_sha256"],)]
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder", encoding="utf-8")
+    write_gallery([first, second], "d", storage, blocked / THUMBNAILS_FILE)
+    assert _page_images(storage) == made and len(reads) == 2  # made from the files again

@@ -23,6 +23,7 @@ from PIL import Image
 
 from wan_pipeline.outputs.media import image_data_uri, thumbnail_data_uri
 from wan_pipeline.outputs.storage import LocalStorage, Storage, relpath_of
+from wan_pipeline.outputs.thumbnails import ThumbnailCache
 
 GALLERY_PATH = "report/gallery.html"
 THUMB_SIDE = 256
@@ -83,15 +84,27 @@ GALLERY_COLUMNS = [
 ]  # fmt: skip
 
 
-def write_gallery(rows: list[dict[str, Any]], dataset: str, storage: Storage) -> GallerySummary:
+def write_gallery(
+    rows: list[dict[str, Any]], dataset: str, storage: Storage, cache: Path | None = None
+) -> GallerySummary:
     """Render the lineage rows (``outputs.lineage.lineage_rows`` or the Parquet's) and store the page.
 
-    Card by card, each thumbnail made as its card is written: the page's bytes are the one thing held whole
-    (a dataset of 10,000 outputs would otherwise hold every thumbnail, every card and the page twice over)."""
+    Card by card, each thumbnail taken as its card is written — kept by this process (`remember_thumbnail`),
+    kept in `cache` by an earlier page (`outputs.thumbnails`), or made from the file: the page's bytes are the
+    one thing held whole (a dataset of 10,000 outputs would otherwise hold every thumbnail, every card and the
+    page twice over)."""
     links = _media_links(storage, rows)
+    kept = ThumbnailCache(cache, THUMB_SIDE) if cache is not None else None
+    used: set[str] = set()
     buf = io.BytesIO()
-    for part in _page_parts(rows, dataset, lambda r: _thumbnail(storage, r), links):
-        buf.write(part.encode("utf-8"))
+    try:
+        for part in _page_parts(rows, dataset, lambda r: _thumbnail(storage, r, kept, used), links):
+            buf.write(part.encode("utf-8"))
+        if kept is not None:
+            kept.keep_only(used)
+    finally:
+        if kept is not None:
+            kept.close()
     uri = storage.put(GALLERY_PATH, buf.getvalue(), "text/html; charset=utf-8")
     return summarize(rows, uri)
 
@@ -128,17 +141,23 @@ def _remembered(sha256: str) -> str | None:
     return uri
 
 
-def _thumbnail(storage: Storage, row: Mapping[str, Any]) -> str | None:
+def _thumbnail(
+    storage: Storage, row: Mapping[str, Any], kept: ThumbnailCache | None, used: set[str]
+) -> str | None:
     rel = relpath_of(storage, str(row.get("media_uri") or ""))
     if rel is None:
         return None
-    remembered = _remembered(str(row.get("media_sha256") or ""))
-    if remembered is not None:
-        return remembered
-    try:
-        return thumbnail_data_uri(storage.get(rel), max_side=THUMB_SIDE)
-    except Exception:  # a missing or undecodable file is shown as such; the audit check reports it
-        return None
+    sha = str(row.get("media_sha256") or "")
+    used.add(sha)
+    found = _remembered(sha) or (kept.get(sha) if kept is not None else None)
+    if found is None:
+        try:
+            found = thumbnail_data_uri(storage.get(rel), max_side=THUMB_SIDE)
+        except Exception:  # a missing or undecodable file is shown as such; the audit check reports it
+            return None
+    if kept is not None:
+        kept.put(sha, found)
+    return found
 
 
 def _media_links(storage: Storage, rows: list[dict[str, Any]]) -> dict[str, str]:
