@@ -11,28 +11,31 @@ import base64
 import hashlib
 import io
 import sqlite3
-import threading
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import GeneratedDataset
+from conftest import GeneratedDataset, write_dataset
 from PIL import Image
 
-from wan_pipeline.outputs import gallery
+from wan_pipeline.assets.metadata import output_images
+from wan_pipeline.execution.outcome import Outcome
+from wan_pipeline.money.ledger import StoredOutput
 from wan_pipeline.outputs.gallery import (
     GALLERY_PATH,
+    THUMB_SIDE,
     entry_id,
-    keep_thumbnails,
-    remember_thumbnail,
+    gallery_thumbnail,
     render_gallery,
     summarize,
     write_gallery,
 )
 from wan_pipeline.outputs.storage import LocalStorage
-from wan_pipeline.outputs.thumbnails import THUMBNAILS_FILE
+from wan_pipeline.outputs.thumbnails import THUMBNAILS_FILE, ThumbnailCache
+from wan_pipeline.planning.plan import build_plan
+from wan_pipeline.planning.spec import load_spec
 
 
 class Cards(HTMLParser):
@@ -139,26 +142,25 @@ def _one_stored_image(
     return storage, row, img
 
 
-def test_a_thumbnail_made_while_the_run_went_is_not_made_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`generate` keeps the thumbnails made as each partition is materialized; the page after the last output
-    takes them instead of reading and decoding every file again. Elsewhere (a UI run's process) none is kept."""
-    monkeypatch.setattr(gallery, "_keeping", threading.Event())
-    monkeypatch.setattr(gallery, "_MEMO", {})
+def test_a_partition_materialized_keeps_its_gallery_thumbnails(tmp_path: Path) -> None:
+    """The generation step decodes each stored image for Dagster's previews; the gallery's thumbnail is made
+    then (while the run waits on the provider) and kept, so the page after the run decodes no file."""
     storage, row, img = _one_stored_image(tmp_path)
-    remember_thumbnail(row["media_sha256"], img)  # not kept: this process writes no page after its runs
-    assert gallery._MEMO == {}
-    keep_thumbnails()
-    remember_thumbnail(row["media_sha256"], img)
-    expected = gallery._MEMO[row["media_sha256"]]
+    spec = load_spec(write_dataset(tmp_path / "data", [{"prompt_id": "p1", "prompt": "A harbour"}], name="d"))
+    task = build_plan(spec).tasks[0]
+    out = StoredOutput(identity=task.identity, attempt=1, output_index=0, source_url="https://host/x.png",
+                       media_uri=row["media_uri"], media_sha256=row["media_sha256"], mime_type="image/png",
+                       bytes=1, width=40, height=30, duration_s=None, fps=None, warnings=None,
+                       stored_at="2026-12-01T00:00:00+00:00")  # fmt: skip
+    cache = tmp_path / "state" / THUMBNAILS_FILE
+    thumbs = ThumbnailCache(cache, THUMB_SIDE)
+    try:
+        output_images(storage, [(Outcome(task, "stored", outputs=[out]), out)], thumbs)
+    finally:
+        thumbs.close()
     Path(storage.uri("media/p1/v0_0.png")).unlink()  # the page cannot read the file: the kept one is used
-    write_gallery([row], "d", storage)
-    parsed = Cards()
-    parsed.feed((Path(storage.root) / GALLERY_PATH).read_text(encoding="utf-8"))
-    assert parsed.images == [expected] and gallery._MEMO == {} and gallery._memo_bytes == 0  # taken once
-    write_gallery([row], "d", storage)  # nothing kept any more, and the file is gone: no thumbnail
-    parsed = Cards()
-    parsed.feed((Path(storage.root) / GALLERY_PATH).read_text(encoding="utf-8"))
-    assert parsed.images == []
+    write_gallery([row], "d", storage, cache)
+    assert _page_images(storage) == [gallery_thumbnail(img)]
 
 
 def _page_images(storage: LocalStorage) -> list[str]:
@@ -170,7 +172,6 @@ def _page_images(storage: LocalStorage) -> list[str]:
 def test_a_page_takes_the_thumbnails_an_earlier_page_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Thumbnails are kept between pages (`outputs.thumbnails`): a report after a `generate` that added nothing
     reads no file; one whose file left the dataset is dropped; a cache that cannot be opened only costs time."""
-    monkeypatch.setattr(gallery, "_keeping", threading.Event())
     storage, first, _ = _one_stored_image(tmp_path, "p1", (20, 120, 200))
     _, second, _ = _one_stored_image(tmp_path, "p2", (200, 40, 10))
     cache = tmp_path / "state" / THUMBNAILS_FILE

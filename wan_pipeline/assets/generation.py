@@ -25,9 +25,12 @@ from wan_pipeline.assets.keys import key, prompt_partitions
 from wan_pipeline.assets.live import Note, OutcomeStream
 from wan_pipeline.assets.metadata import partition_metadata
 from wan_pipeline.errors import WanPipelineError
+from wan_pipeline.execution.endpoints import thumbnails_path
 from wan_pipeline.execution.engine import Outcome, OutcomeSink
 from wan_pipeline.execution.session import open_session
+from wan_pipeline.outputs.gallery import THUMB_SIDE
 from wan_pipeline.outputs.storage import Storage
+from wan_pipeline.outputs.thumbnails import ThumbnailCache
 from wan_pipeline.planning.plan import PlannedTask
 from wan_pipeline.planning.plan_cache import plan_for
 from wan_pipeline.planning.spec import DatasetSpec, SpecSource
@@ -111,22 +114,30 @@ def build_generation_assets(spec: DatasetSpec, source: SpecSource) -> dg.AssetsD
                 await session.engine.run(tasks, on_outcome)
 
         tracker = _PartitionTracker(by_partition)
-        with OutcomeStream(work) as stream:
-            for item in stream:
-                if isinstance(item, Note):
-                    context.log.info(item.text)
-                    continue
-                group = tracker.add(item)
-                if group is None:
-                    continue
-                yield from _partition_events((gen_key, media_key), group, store, failures)
+        thumbs = ThumbnailCache(thumbnails_path(current), THUMB_SIDE)  # the gallery's, made as partitions land
+        try:
+            with OutcomeStream(work) as stream:
+                for item in stream:
+                    if isinstance(item, Note):
+                        context.log.info(item.text)
+                        continue
+                    group = tracker.add(item)
+                    if group is None:
+                        continue
+                    yield from _partition_events((gen_key, media_key), group, store, failures, thumbs)
+        finally:
+            thumbs.close()
         _raise_for(stream.error, failures, len(keys))
 
     return generate
 
 
 def _partition_events(
-    asset_keys: tuple[dg.AssetKey, dg.AssetKey], group: list[Outcome], store: Storage, failures: dict[str, str]
+    asset_keys: tuple[dg.AssetKey, dg.AssetKey],
+    group: list[Outcome],
+    store: Storage,
+    failures: dict[str, str],
+    thumbs: ThumbnailCache | None = None,
 ) -> Iterator[Event]:
     """A final partition's events: both assets materialized, or observed failed (recorded in `failures`)."""
     pid, bad = group[0].task.prompt_id, [o for o in group if o.status != "stored"]
@@ -134,7 +145,7 @@ def _partition_events(
         failures[pid] = "; ".join(f"v{o.task.variant}: {o.error}" for o in bad)
         yield from _failed_events(asset_keys, pid, failures[pid], group)
         return
-    gen_meta, media_meta = partition_metadata(group, store)
+    gen_meta, media_meta = partition_metadata(group, store, thumbs)
     yield dg.AssetMaterialization(asset_key=asset_keys[0], partition=pid, metadata=gen_meta)
     yield dg.AssetMaterialization(asset_key=asset_keys[1], partition=pid, metadata=media_meta)
 

@@ -14,9 +14,10 @@ from PIL import Image
 
 from wan_pipeline.execution.outcome import Outcome
 from wan_pipeline.money.ledger import StoredOutput
-from wan_pipeline.outputs.gallery import gallery_link, remember_thumbnail
+from wan_pipeline.outputs.gallery import gallery_link, gallery_thumbnail
 from wan_pipeline.outputs.media import image_data_uri, preview_image
 from wan_pipeline.outputs.storage import Storage, relpath_of
+from wan_pipeline.outputs.thumbnails import ThumbnailCache
 
 #: the larger thumbnails (behind "Show Markdown" in the UI): the UI shows markdown images at their own size
 THUMB_SIDE = 320
@@ -39,7 +40,9 @@ def partition_usd(group: list[Outcome]) -> float | None:
     return float(sum(c for c in costs if c is not None))
 
 
-def partition_metadata(group: list[Outcome], store: Storage) -> tuple[dict[str, Any], dict[str, Any]]:
+def partition_metadata(
+    group: list[Outcome], store: Storage, thumbs: ThumbnailCache | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(generations metadata, media metadata) of one fully stored partition."""
     attempts = [o.attempt for o in group if o.attempt is not None]
     latencies = [o.latency_s for o in group if o.latency_s is not None]
@@ -69,7 +72,7 @@ def partition_metadata(group: list[Outcome], store: Storage) -> tuple[dict[str, 
     if usd is not None:
         media["usd"] = dg.MetadataValue.float(round(usd, 6))
     if pairs:
-        media.update(output_images(store, pairs))
+        media.update(output_images(store, pairs, thumbs))
         first_o, first_out = pairs[0]
         media["gallery"] = dg.MetadataValue.url(gallery_link(store, _row(first_o, first_out)))
     return gen, media
@@ -80,7 +83,9 @@ def _row(o: Outcome, out: StoredOutput) -> dict[str, Any]:
             "output_index": out.output_index}  # fmt: skip
 
 
-def output_images(store: Storage, pairs: list[tuple[Outcome, StoredOutput]]) -> dict[str, Any]:
+def output_images(
+    store: Storage, pairs: list[tuple[Outcome, StoredOutput]], thumbs: ThumbnailCache | None = None
+) -> dict[str, Any]:
     """Per output an inline `preview_v<variant>_<index>` (the UI renders markdown under 1,000 characters in
     place, longer markdown only behind "Show Markdown"), plus all of them larger in `thumbnails`."""
     entries: dict[str, Any] = {}
@@ -95,7 +100,8 @@ def output_images(store: Storage, pairs: list[tuple[Outcome, StoredOutput]]) -> 
                     _fitting_preview(img, link)
                 )
                 large.append(f"**{label}** — [gallery entry]({link})\n\n![{label}]({image_data_uri(img, THUMB_SIDE)})")
-                remember_thumbnail(out.media_sha256, img)  # the gallery's, made while the image is decoded
+                if thumbs is not None:  # the gallery's too, while the image is decoded (`outputs.thumbnails`)
+                    thumbs.put(out.media_sha256, gallery_thumbnail(img))
         except Exception as exc:  # a thumbnail is a nicety; never fail a paid output over it
             large.append(f"**{label}** — [gallery entry]({link}) (no thumbnail: {type(exc).__name__})")
     entries["thumbnails"] = dg.MetadataValue.md("\n\n".join(large))

@@ -12,12 +12,11 @@ from pydantic import Field
 from wan_pipeline.assets.automation import REFRESH
 from wan_pipeline.assets.keys import key
 from wan_pipeline.assets.metadata import unknown_usd
-from wan_pipeline.execution.endpoints import state_dir
+from wan_pipeline.execution.endpoints import thumbnails_path
 from wan_pipeline.execution.memory import release_free_memory
 from wan_pipeline.outputs.export import DEFAULT_SHARD_SIZE, ExportFormat, export_dataset
 from wan_pipeline.outputs.gallery import GALLERY_COLUMNS, write_gallery
 from wan_pipeline.outputs.storage import Storage, open_storage
-from wan_pipeline.outputs.thumbnails import THUMBNAILS_FILE
 from wan_pipeline.planning.spec import DatasetSpec, SpecSource
 from wan_pipeline.resources.storage import StorageResource
 
@@ -55,8 +54,8 @@ def build_report_asset(spec: DatasetSpec, source: SpecSource) -> dg.AssetsDefini
     def report(storage: StorageResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
         current = source.load()
         store = storage.for_spec(current)
-        cache = state_dir(current) / THUMBNAILS_FILE
-        summary = write_gallery(read_lineage_rows(store, GALLERY_COLUMNS), current.name, store, cache)
+        rows = read_lineage_rows(store, GALLERY_COLUMNS)
+        summary = write_gallery(rows, current.name, store, thumbnails_path(current))
         release_free_memory()  # the thumbnails decoded (execution/memory.py)
         return dg.MaterializeResult(
             metadata={

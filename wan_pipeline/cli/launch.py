@@ -36,7 +36,6 @@ from wan_pipeline.execution.endpoints import resolve_endpoint
 from wan_pipeline.execution.memory import settle_collector
 from wan_pipeline.execution.session import open_ledger
 from wan_pipeline.money.ledger import FAILED, STORED, SUBMITTED, SUBMITTING
-from wan_pipeline.outputs.gallery import keep_thumbnails
 from wan_pipeline.planning.plan import Plan
 from wan_pipeline.planning.spec import DatasetSpec
 
@@ -70,7 +69,6 @@ def _launch(
     early: HeadStart | None,
 ) -> RunOutcome:
     home = ensure_dagster_home()
-    keep_thumbnails()  # the lineage job's gallery, after the runs, reads them (`outputs.gallery`)
     defs = _definitions(spec_path)
     try:
         instance = dg.DagsterInstance.get()

@@ -16,17 +16,16 @@ from wan_pipeline.planning.spec import load_spec
 @verbose_option
 def report(spec_path: str, as_json: bool) -> int:
     """Write the HTML gallery of every output and failure under the storage root; print its path."""
-    from wan_pipeline.execution.endpoints import state_dir
+    from wan_pipeline.execution.endpoints import thumbnails_path
     from wan_pipeline.execution.session import open_ledger
     from wan_pipeline.outputs.gallery import write_gallery
     from wan_pipeline.outputs.lineage import lineage_rows
     from wan_pipeline.outputs.storage import open_storage
-    from wan_pipeline.outputs.thumbnails import THUMBNAILS_FILE
 
     spec = load_spec(spec_path)
     with open_ledger(spec) as ledger:
         rows = lineage_rows(ledger, spec.name)
-    summary = write_gallery(rows, spec.name, open_storage(spec.storage_root), state_dir(spec) / THUMBNAILS_FILE)
+    summary = write_gallery(rows, spec.name, open_storage(spec.storage_root), thumbnails_path(spec))
     if as_json:
         emit_json({"dataset": spec.name, **dataclasses.asdict(summary)})
         return EXIT_OK

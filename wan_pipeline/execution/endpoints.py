@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from wan_pipeline.errors import ConfigError
+from wan_pipeline.outputs.thumbnails import THUMBNAILS_FILE
 from wan_pipeline.planning.spec import DatasetSpec
 from wan_pipeline.providers.registry import get_provider
 
@@ -72,6 +73,11 @@ def state_dir(spec: DatasetSpec, env: Mapping[str, str] | None = None) -> Path:
     if not spec.is_s3:
         return Path(spec.storage_root) / "_state"
     return Path.home() / ".local" / "state" / "wan_pipeline" / spec.name
+
+
+def thumbnails_path(spec: DatasetSpec) -> Path:
+    """The gallery's thumbnails (`outputs.thumbnails`), kept beside the ledger."""
+    return state_dir(spec) / THUMBNAILS_FILE
 
 
 def emulator_config_for(spec: DatasetSpec, env: Mapping[str, str] | None = None) -> EmulatorConfig:

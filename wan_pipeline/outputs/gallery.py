@@ -12,7 +12,6 @@ from __future__ import annotations
 import html
 import io
 import os
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -27,13 +26,6 @@ from wan_pipeline.outputs.thumbnails import ThumbnailCache
 
 GALLERY_PATH = "report/gallery.html"
 THUMB_SIDE = 256
-#: most bytes of thumbnails kept for the page between an output's materialization and the page (`remember_thumbnail`)
-MEMO_BYTES = 64 << 20
-
-_MEMO: dict[str, str] = {}  # SHA-256 of a stored file -> its thumbnail as a data URI
-_MEMO_LOCK = threading.Lock()
-_memo_bytes = 0
-_keeping = threading.Event()
 
 
 @dataclass(frozen=True)
@@ -89,8 +81,8 @@ def write_gallery(
 ) -> GallerySummary:
     """Render the lineage rows (``outputs.lineage.lineage_rows`` or the Parquet's) and store the page.
 
-    Card by card, each thumbnail taken as its card is written — kept by this process (`remember_thumbnail`),
-    kept in `cache` by an earlier page (`outputs.thumbnails`), or made from the file: the page's bytes are the
+    Card by card, each thumbnail taken as its card is written — from `cache` (`outputs.thumbnails`: kept by an
+    earlier page, or as the output's partition was materialized), or made from the file: the page's bytes are the
     one thing held whole (a dataset of 10,000 outputs would otherwise hold every thumbnail, every card and the
     page twice over)."""
     links = _media_links(storage, rows)
@@ -109,36 +101,9 @@ def write_gallery(
     return summarize(rows, uri)
 
 
-def remember_thumbnail(sha256: str, img: Image.Image) -> None:
-    """The gallery thumbnail of a file just stored, made from its decoded image (`assets.metadata` decodes
-    each as its partition is materialized, while the run waits on the provider): the page written after the
-    last output then reads it from here instead of reading and decoding the file again — 0.3 s of the 0.7 s
-    after 2,000 outputs (issue 7). Only in a process that writes the page after its runs (`keep_thumbnails`:
-    `generate`), and at most `MEMO_BYTES`; the page makes the rest itself."""
-    global _memo_bytes
-    if not _keeping.is_set():
-        return
-    try:
-        uri = image_data_uri(img, THUMB_SIDE)
-    except Exception:  # the page makes it itself, or shows the file as not decodable
-        return
-    with _MEMO_LOCK:
-        if sha256 not in _MEMO and _memo_bytes + len(uri) <= MEMO_BYTES:
-            _MEMO[sha256] = uri
-            _memo_bytes += len(uri)
-
-
-def keep_thumbnails() -> None:
-    """This process writes the gallery after its runs (`generate`): keep their thumbnails for it."""
-    _keeping.set()
-
-
-def _remembered(sha256: str) -> str | None:
-    global _memo_bytes
-    with _MEMO_LOCK:
-        uri = _MEMO.pop(sha256, None)
-        _memo_bytes -= len(uri) if uri is not None else 0
-    return uri
+def gallery_thumbnail(img: Image.Image) -> str:
+    """The page's thumbnail of a decoded image (a video's first frame), as a data URI."""
+    return image_data_uri(img, THUMB_SIDE)
 
 
 def _thumbnail(
@@ -149,14 +114,14 @@ def _thumbnail(
         return None
     sha = str(row.get("media_sha256") or "")
     used.add(sha)
-    found = _remembered(sha) or (kept.get(sha) if kept is not None else None)
+    found = kept.get(sha) if kept is not None else None
     if found is None:
         try:
             found = thumbnail_data_uri(storage.get(rel), max_side=THUMB_SIDE)
         except Exception:  # a missing or undecodable file is shown as such; the audit check reports it
             return None
-    if kept is not None:
-        kept.put(sha, found)
+        if kept is not None:
+            kept.put(sha, found)
     return found
 
 

@@ -4,8 +4,11 @@ The gallery page inlines a thumbnail of every output, and each report made all o
 1024x1024 PNG on this machine, so a dataset of 10,000 images spent three minutes on its page after every
 `generate`, even one that added nothing (issue 7: what a run costs must not grow with the dataset). They are
 kept here by the file's SHA-256 and the thumbnail's size, in a SQLite file beside the ledger (local disk, also
-for an S3 dataset: a cache, rebuilt where it is missing). Looked up one at a time, so the page is still the one
-thing held whole; thumbnails of files no longer in the dataset are dropped when a page is written.
+for an S3 dataset: a cache, rebuilt where it is missing). The generation step puts each output's as its
+partition is materialized (it decodes the image for Dagster's previews then, while the run waits on the
+provider), so the page after a `generate` decodes none of the files it added either. Looked up one at a
+time, so the page is still the one thing held whole; thumbnails of files no longer in the dataset are
+dropped when a page is written.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ _SCHEMA = (
 
 
 class ThumbnailCache:
-    """`get`, `put` while a page is written, then `keep_only` what the page used and `close`. Any failure of the
-    file (locked by another report, unreadable, full disk) makes it a cache that misses: the page is still
-    written, its thumbnails made as before."""
+    """`get` and `put` (each its own transaction, unsynced: the range runs side by side and a report may write
+    at once), `keep_only` what a page used, `close`. Any failure of the file (locked past its timeout,
+    unreadable, a full disk) makes it a cache that misses: the page is still written, its thumbnails made as
+    before."""
 
     def __init__(self, path: Path, side: int) -> None:
         self.side = side
@@ -36,7 +40,6 @@ class ThumbnailCache:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=OFF")  # a cache: a lost write is a thumbnail made again
             self._db.execute(_SCHEMA)
-            self._db.execute("BEGIN")
         except (sqlite3.Error, OSError):
             self.close()
 
@@ -71,13 +74,6 @@ class ThumbnailCache:
             return
 
     def close(self) -> None:
-        if self._db is None:
-            return
-        try:
-            if self._db.in_transaction:
-                self._db.execute("COMMIT")
-        except sqlite3.Error:
-            pass
-        finally:
+        if self._db is not None:
             self._db.close()
             self._db = None
