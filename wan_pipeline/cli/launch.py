@@ -51,11 +51,12 @@ def launch_generation(
 ) -> RunOutcome:
     """The runs from `start` (`outcome.starting_point`, read before `early` began), then lineage."""
     outcome, todo = start
-    try:
-        return _launch(spec_path, spec, plan, selected, verbose, outcome, todo, early)
-    finally:
-        if early is not None:
-            early.wait()  # its outputs are in a run's range, so in practice already final
+    done = _launch(spec_path, spec, plan, selected, verbose, outcome, todo, early)
+    # Its outputs are in a run's range, so in practice already final. Not waited for when the runs raised
+    # (Ctrl-C, a failed prompt table): what it sent is recorded, and the next run resumes it.
+    if early is not None:
+        early.wait()
+    return done
 
 
 def _launch(
