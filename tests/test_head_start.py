@@ -160,3 +160,4 @@ def test_on_an_instance_you_configured_nothing_is_bought_before_it_loads(
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"the Dagster instance in {home} did not load (CheckError); check its dagster.yaml" in done.stderr
     assert report["tasks_created"] == 0 == report["submit_requests"]
+
