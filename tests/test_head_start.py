@@ -161,3 +161,35 @@ def test_on_an_instance_you_configured_nothing_is_bought_before_it_loads(
     assert f"the Dagster instance in {home} did not load (CheckError); check its dagster.yaml" in done.stderr
     assert report["tasks_created"] == 0 == report["submit_requests"]
 
+
+
+def test_ctrl_c_while_tasks_wait_on_the_host_ends_generate_and_leaves_them_recorded(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """An interrupt does not wait for tasks at the host (a video's take minutes), the head start's nor the
+    range run's: `generate` ends as if killed, and each task it bought is recorded with its id for the next
+    run to poll (`test_crash_resume` covers that next run)."""
+    with emulator_process("--api-key", API_KEY, "--root-provider", "dashscope", "--queue-s", "0",
+                          "--process-s", "600", env=os.environ, cwd=tmp_path, log=tmp_path / "emulator.log") as emu:
+        env = _env(tmp_path, tmp_path_factory, emu.base_url)
+        err = tmp_path / "generate.err"
+        with err.open("wb") as sink:
+            proc = subprocess.Popen([sys.executable, "-m", "wan_pipeline.cli", "generate", str(_dataset(tmp_path))],
+                                    env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=sink)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while "run(s) of at most" not in err.read_text(errors="replace") and time.monotonic() < deadline:
+            time.sleep(0.05)  # the head start has sent its wave; the range run is going
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=120)  # the tasks take ten minutes: it did not wait for them
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        created = emu.report()["tasks_created"]
+    text = err.read_text(errors="replace")
+    assert proc.returncode == 1 and "aborted" in text and "Traceback" not in text, text
+    with _ledger(tmp_path) as db:
+        ids = [task_id for (task_id,) in db.execute("SELECT task_id FROM attempts WHERE task_id IS NOT NULL")]
+    assert len(ids) == created >= CONCURRENCY  # every task bought is recorded with its id

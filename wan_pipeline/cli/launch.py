@@ -131,7 +131,8 @@ def _side_by_side(
     "planned" events), which delayed the first wave's creates by as much, and the runs after it are not
     needed before it runs out of creates (the slots serve the earliest run first: `money.wakeups`). So does
     loading the lineage step's modules."""
-    with ThreadPoolExecutor(lanes, "wan-run") as pool:
+    pool = ThreadPoolExecutor(lanes, "wan-run")
+    try:
         first = pool.submit(run_one, chunks[0])
         wave = min(account_concurrency(spec), len(chunks[0]))
         with open_ledger(spec) as ledger:
@@ -147,6 +148,13 @@ def _side_by_side(
         while rest:  # each result dropped once read: a run's result holds all its events
             yield rest.popleft().result()
         preload.join()
+    except BaseException:
+        # Ctrl-C (or an error reading a run): the runs' threads are not waited for — they wait on the host,
+        # minutes for a video — and end with the process, as if it were killed: what they sent is recorded
+        # and the next generate resumes it and closes their runs (`cli.runs.close_orphaned_runs`).
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _load_lineage_modules() -> None:
