@@ -8,6 +8,7 @@ order is read from the ledger's and the instance's own timestamps.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -15,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -22,7 +24,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 from conftest import write_dataset
-from e2e_helpers import cli_env, emulator_process, pycache_dir, run_cli
+from e2e_helpers import EmulatorProcess, cli_env, emulator_process, pycache_dir, run_cli
 
 from wan_pipeline.assets.dagster_compat import PARTITION_RANGE_START_TAG
 from wan_pipeline.assets.dataset import generate_job_name, prompt_table_job_name
@@ -30,6 +32,7 @@ from wan_pipeline.assets.keys import key
 from wan_pipeline.execution.settings import EngineSettings, configured_in_env, settings_for_host, settings_from_env
 from wan_pipeline.outputs.lineage import LINEAGE_PATH
 from wan_pipeline.planning.spec import load_spec
+from wan_pipeline.providers.registry import get_provider
 from wan_pipeline.resources.provider import ProviderResource, provider_resource_from_env
 
 API_KEY = "sk-head-start-0123"
@@ -44,11 +47,18 @@ def _dataset(tmp_path: Path) -> Path:
                          storage="./out")  # fmt: skip
 
 
-def _env(tmp_path: Path, factory: pytest.TempPathFactory, base_url: str) -> dict[str, str]:
-    env = cli_env(tmp_path / "dagster_home", pycache_dir(factory), WAN_PIPELINE_STATE_DIR=str(tmp_path / "state"))
-    env.update(DASHSCOPE_BASE_URL=base_url, DASHSCOPE_API_KEY=API_KEY, WAN_PIPELINE_MAX_CONCURRENCY=str(CONCURRENCY),
-               WAN_PIPELINE_SUBMITS_PER_SECOND="1000")  # fmt: skip
-    return env
+@contextlib.contextmanager
+def _host(
+    tmp_path: Path, factory: pytest.TempPathFactory, process_s: float
+) -> Iterator[tuple[EmulatorProcess, dict[str, str]]]:
+    """The DashScope emulator in its own process (tasks of `process_s`, tiny media), and `generate`'s env."""
+    with emulator_process("--api-key", API_KEY, "--root-provider", "dashscope", "--queue-s", "0", "--process-s",
+                          str(process_s), env=os.environ, cwd=tmp_path, log=tmp_path / "emulator.log") as emu:
+        emu.config({"media_max_side": 32})
+        env = cli_env(tmp_path / "dagster_home", pycache_dir(factory), WAN_PIPELINE_STATE_DIR=str(tmp_path / "state"))
+        env.update(DASHSCOPE_BASE_URL=emu.base_url, DASHSCOPE_API_KEY=API_KEY,
+                   WAN_PIPELINE_MAX_CONCURRENCY=str(CONCURRENCY), WAN_PIPELINE_SUBMITS_PER_SECOND="1000")
+        yield emu, env
 
 
 def _ledger(tmp_path: Path) -> sqlite3.Connection:
@@ -62,10 +72,7 @@ def _when(text: str) -> float:
 def test_the_first_wave_leaves_before_dagster_and_the_first_run_takes_it_over(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    with emulator_process("--api-key", API_KEY, "--root-provider", "dashscope", "--queue-s", "0",
-                          "--process-s", "0.5", env=os.environ, cwd=tmp_path, log=tmp_path / "emulator.log") as emu:
-        emu.config({"media_max_side": 32})
-        env = _env(tmp_path, tmp_path_factory, emu.base_url)
+    with _host(tmp_path, tmp_path_factory, 0.5) as (emu, env):
         spec_path = _dataset(tmp_path)
         done = run_cli("generate", str(spec_path), env=env, cwd=tmp_path, timeout=600)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -93,10 +100,7 @@ def test_the_first_wave_leaves_before_dagster_and_the_first_run_takes_it_over(
 def test_killed_while_only_the_head_start_has_sent_the_next_run_buys_nothing_twice(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    with emulator_process("--api-key", API_KEY, "--root-provider", "dashscope", "--queue-s", "0",
-                          "--process-s", "3", env=os.environ, cwd=tmp_path, log=tmp_path / "emulator.log") as emu:
-        emu.config({"media_max_side": 32})
-        env = _env(tmp_path, tmp_path_factory, emu.base_url)
+    with _host(tmp_path, tmp_path_factory, 3) as (emu, env):
         spec_path = _dataset(tmp_path)
         proc = subprocess.Popen([sys.executable, "-m", "wan_pipeline.cli", "generate", str(spec_path)], env=env,
                                 cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -134,6 +138,17 @@ def test_the_head_start_has_the_settings_the_runs_resource_gives(
     assert settings_for_host(provider, configured_in_env(env)) == settings_from_env(provider)
 
 
+@pytest.mark.parametrize("provider", ["dashscope", "runware"])
+def test_a_limit_of_zero_means_the_host_s_own(provider: str) -> None:
+    """As `ProviderResource` always read them: 0 concurrency would deadlock, a rate of 0 would mean no cap."""
+    zero = {"WAN_PIPELINE_MAX_CONCURRENCY": "0", "WAN_PIPELINE_SUBMITS_PER_SECOND": "0"}
+    host = get_provider(provider).default_limits
+    got = settings_from_env(provider, zero)
+    assert (got.max_concurrency, got.submits_per_second) == (host.max_concurrency, host.submits_per_second)
+    resource = ProviderResource(max_concurrency=0, submits_per_second=0).settings(provider)
+    assert (resource.max_concurrency, resource.submits_per_second) == (host.max_concurrency, host.submits_per_second)
+
+
 def test_the_resource_fields_are_the_deployment_fields() -> None:
     from wan_pipeline.execution.settings import DEPLOYMENT_FIELDS
 
@@ -149,9 +164,7 @@ def test_on_an_instance_you_configured_nothing_is_bought_before_it_loads(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """No head start on a dagster.yaml the user wrote: when it does not load, nothing has been bought."""
-    with emulator_process("--api-key", API_KEY, "--root-provider", "dashscope", "--queue-s", "0",
-                          "--process-s", "0.5", env=os.environ, cwd=tmp_path, log=tmp_path / "emulator.log") as emu:
-        env = _env(tmp_path, tmp_path_factory, emu.base_url)
+    with _host(tmp_path, tmp_path_factory, 0.5) as (emu, env):
         home = tmp_path / "dagster_home"
         home.mkdir()
         (home / "dagster.yaml").write_text("run_storage:\n  module: no_such_module\n  class: Nowhere\n", "utf-8")
@@ -169,9 +182,7 @@ def test_ctrl_c_while_tasks_wait_on_the_host_ends_generate_and_leaves_them_recor
     """An interrupt does not wait for tasks at the host (a video's take minutes), the head start's nor the
     range run's: `generate` ends as if killed, and each task it bought is recorded with its id for the next
     run to poll (`test_crash_resume` covers that next run)."""
-    with emulator_process("--api-key", API_KEY, "--root-provider", "dashscope", "--queue-s", "0",
-                          "--process-s", "600", env=os.environ, cwd=tmp_path, log=tmp_path / "emulator.log") as emu:
-        env = _env(tmp_path, tmp_path_factory, emu.base_url)
+    with _host(tmp_path, tmp_path_factory, 600) as (emu, env):
         err = tmp_path / "generate.err"
         with err.open("wb") as sink:
             proc = subprocess.Popen([sys.executable, "-m", "wan_pipeline.cli", "generate", str(_dataset(tmp_path))],

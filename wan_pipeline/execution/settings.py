@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -35,20 +35,23 @@ DEPLOYMENT_FIELDS = (
     "poll_deadline_video_s", "http_retries", "backoff_base_s", "backoff_max_s", "generation_attempts",
     "resubmit_ambiguous",
 )  # fmt: skip
-#: limits the host's catalog entry decides unless a deployment sets them
+#: limits the host's catalog entry decides unless a deployment sets them (0 or None: not set)
 HOST_LIMITS = ("max_concurrency", "submits_per_second")
 
 
 def settings_for_host(provider: str | None, configured: Mapping[str, object]) -> EngineSettings:
     """Engine settings for `provider`'s host: what `configured` sets (None: not set), the host's declared
-    limits for the rest of `HOST_LIMITS`, `EngineSettings`' defaults for everything else."""
+    limits for `HOST_LIMITS` not set (0 counts as not set, as it always did: no concurrency would deadlock,
+    and a rate of 0 would mean no cap), `EngineSettings`' defaults for everything else."""
     from wan_pipeline.providers.registry import get_provider
 
     limits = get_provider(provider).default_limits if provider else None
     values = {name: configured[name] for name in DEPLOYMENT_FIELDS if configured.get(name) is not None}
     for name in HOST_LIMITS:
-        if name not in values and limits is not None:
-            values[name] = getattr(limits, name)
+        if not values.get(name):
+            values.pop(name, None)
+            if limits is not None:
+                values[name] = getattr(limits, name)
     return replace(EngineSettings(), **values)  # type: ignore[arg-type]
 
 
@@ -73,5 +76,3 @@ def settings_from_env(provider: str | None, env: Mapping[str, str] | None = None
     """What `resources.provider.provider_resource_from_env().settings(provider)` gives, without Dagster."""
     return settings_for_host(provider, configured_in_env(env))
 
-
-assert {f.name for f in fields(EngineSettings)} >= set(DEPLOYMENT_FIELDS)
