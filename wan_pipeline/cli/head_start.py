@@ -29,7 +29,7 @@ from wan_pipeline.cli.home import ensure_dagster_home, written_by_us
 from wan_pipeline.errors import WanPipelineError
 from wan_pipeline.execution.endpoints import resolve_endpoint
 from wan_pipeline.execution.session import open_session
-from wan_pipeline.execution.settings import settings_from_env
+from wan_pipeline.execution.settings import EngineSettings, settings_from_env
 from wan_pipeline.planning.plan import Plan, PlannedTask
 from wan_pipeline.planning.spec import DatasetSpec
 
@@ -44,8 +44,8 @@ class HeadStart:
     """`start()` sends `tasks` on a thread of their own; `wait()` until they are final (what failed or is
     pending is left to the run that has them in its range, which resumes their records)."""
 
-    def __init__(self, spec: DatasetSpec, tasks: list[PlannedTask]) -> None:
-        self.spec, self.tasks = spec, tasks
+    def __init__(self, spec: DatasetSpec, tasks: list[PlannedTask], settings: EngineSettings) -> None:
+        self.spec, self.tasks, self.settings = spec, tasks, settings
         #: the Dagster run id the first range run is given (its attempts are recorded under it)
         self.run_id = str(uuid.uuid4())
         self._thread = threading.Thread(target=self._run, name="wan-head-start", daemon=True)
@@ -69,10 +69,8 @@ class HeadStart:
             say(f"  the head start stopped early ({why}): the runs resumed its outputs", to_err=True)
 
     def _run(self) -> None:
-        settings = settings_from_env(self.spec.provider)
-
         async def go() -> None:
-            async with open_session(self.spec, settings, run_id=self.run_id, on_event=self._heard) as session:
+            async with open_session(self.spec, self.settings, run_id=self.run_id, on_event=self._heard) as session:
                 await session.engine.run(self.tasks)
 
         try:
@@ -96,10 +94,11 @@ def head_start(spec: DatasetSpec, plan: Plan, todo: dict[str, int]) -> HeadStart
     configuration error must stop `generate` before anything is bought."""
     if not todo or resolve_endpoint(spec).in_process or not written_by_us(ensure_dagster_home()):
         return None
-    wave = settings_from_env(spec.provider).max_concurrency
+    settings = settings_from_env(spec.provider)
+    wave = settings.max_concurrency
     tasks: list[PlannedTask] = []
     for pid in todo:
         tasks.extend(plan.tasks_for(pid))
         if len(tasks) >= wave:
             break
-    return HeadStart(spec, tasks[:wave]).start()
+    return HeadStart(spec, tasks[:wave], settings).start()
