@@ -20,7 +20,7 @@ from typing import Any
 
 from PIL import Image
 
-from wan_pipeline.outputs.media import image_data_uri, thumbnail_data_uri
+from wan_pipeline.outputs.media import image_data_uri, preview_image
 from wan_pipeline.outputs.storage import LocalStorage, Storage, relpath_of
 from wan_pipeline.outputs.thumbnails import ThumbnailCache
 
@@ -117,7 +117,8 @@ def _thumbnail(
     found = kept.get(sha) if kept is not None else None
     if found is None:
         try:
-            found = thumbnail_data_uri(storage.get(rel), max_side=THUMB_SIDE)
+            with preview_image(storage.get(rel)) as img:  # as the generation step makes it for the cache
+                found = gallery_thumbnail(img)
         except Exception:  # a missing or undecodable file is shown as such; the audit check reports it
             return None
         if kept is not None:

@@ -76,12 +76,6 @@ def image_data_uri(img: Image.Image, max_side: int, fmt: str = "JPEG", quality: 
     return f"data:image/{fmt.lower()};base64," + base64.b64encode(out.getvalue()).decode("ascii")
 
 
-def thumbnail_data_uri(data: bytes, max_side: int = 96) -> str:
-    """A small JPEG as a data URI (a video's first frame), for Dagster metadata and the gallery."""
-    with preview_image(data) as img:
-        return image_data_uri(img, max_side)
-
-
 def inspect_video(
     data: bytes, expect_size: tuple[int, int] | None = None, expect_duration_s: float | None = None
 ) -> MediaInfo:
