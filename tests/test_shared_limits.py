@@ -195,6 +195,47 @@ async def test_hold_waits_for_an_output_leased_elsewhere(two_dbs: tuple[Database
     assert order in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
 
 
+async def test_an_output_released_here_goes_to_the_task_waiting_for_it_without_asking_the_others(
+    two_dbs: tuple[Database, Database],
+) -> None:
+    """Tasks of this process wait for outputs another engine here holds (the first range run for the head
+    start's): releasing one wakes the task waiting for that one at once — with the timer at 60 s, only the
+    release can — and none of the tasks waiting for the others asks the database for theirs."""
+    holder = SlotLeases(two_dbs[0], SCOPE, LeaseSettings(limit=4))
+    waiter = SlotLeases(two_dbs[1], SCOPE, LeaseSettings(limit=4, wait_s=60))
+    asks: list[str] = []
+    claim = waiter.try_claim
+
+    def counted_claim(subject: str) -> int | None:
+        asks.append(subject)
+        return claim(subject)
+
+    waiter.try_claim = counted_claim  # type: ignore[method-assign]
+    release = {f"out-{i}": asyncio.Event() for i in range(6)}
+
+    async def held(subject: str) -> None:
+        async with holder.hold(subject):
+            await release[subject].wait()
+
+    async def wanted(subject: str) -> str:
+        async with waiter.hold(subject):
+            return subject
+
+    holding = [asyncio.ensure_future(held(subject)) for subject in release]
+    await asyncio.sleep(0.2)
+    waiting = {subject: asyncio.ensure_future(wanted(subject)) for subject in release}
+    while len(asks) < len(release):  # each asked once and found its output taken
+        await asyncio.sleep(0.01)
+    release["out-3"].set()
+    assert await asyncio.wait_for(waiting["out-3"], 5) == "out-3"
+    assert sorted(asks) == sorted([*release, "out-3"])  # one more ask: the one released, by its own task
+    assert not any(task.done() for subject, task in waiting.items() if subject != "out-3")
+    for event in release.values():
+        event.set()
+    assert sorted(await asyncio.wait_for(asyncio.gather(*waiting.values()), 5)) == sorted(release)
+    await asyncio.gather(*holding)
+
+
 RESERVE = textwrap.dedent('''
     import sys
     from wan_pipeline.money.ledger import Ledger

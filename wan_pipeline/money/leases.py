@@ -118,7 +118,7 @@ class SlotLeases:
         """Waits while another holder has `subject`; released on exit (or lapses if we die)."""
         # Database work runs off the loop (`runner`): a commit (an fsync on SQLite) must not stall its polls.
         while (slot := await self.runner.run(lambda: self.try_claim(subject))) is None:
-            await RELEASES.wait(self._subject_key, self.settings.wait_s, shared=False)  # each its own output
+            await RELEASES.wait(self._subject_key(subject), self.settings.wait_s, shared=False)
         lease = Lease(self, slot)
         self._held.add(subject)
         self._start_heartbeat()
@@ -131,11 +131,15 @@ class SlotLeases:
             await asyncio.shield(self.runner.run(lambda: self.release(lease.slot)))
             if lease.counted:
                 RELEASES.notify(self.scope)
-            RELEASES.notify(self._subject_key)
+            RELEASES.notify(self._subject_key(subject))
 
-    @property
-    def _subject_key(self) -> str:
-        return f"{self.scope}#subject"
+    def _subject_key(self, subject: str) -> str:
+        """One key per output: its release in this process wakes the task waiting for that output, at once.
+        With one key for every output a release woke some waiter — most likely for another output, which asked
+        the database in vain — while the one waiting for it found it on its own timer, up to `wait_s` later;
+        the waiters for the head start's outputs (`cli.head_start`), a run's first wave of them, asked the
+        database 4 times a second each meanwhile."""
+        return f"{self.scope}#subject:{subject}"
 
     def try_acquire(self, subject: str) -> int | None:
         """Claim `subject` and a counted slot at once: the slot number, or None (and nothing taken)."""

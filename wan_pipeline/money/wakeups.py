@@ -56,8 +56,11 @@ class Wakeups:
             return False
         finally:
             with self._lock:
+                queue = self._waiters.get(key, [])
                 with contextlib.suppress(ValueError):  # already picked by a notify
-                    self._waiters.get(key, []).remove(entry)
+                    queue.remove(entry)
+                if not queue:  # keys come and go (one per output waited for): none is kept empty
+                    self._waiters.pop(key, None)
                 if polling:
                     del self._pollers[key]
 
