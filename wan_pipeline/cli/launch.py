@@ -159,11 +159,16 @@ def _side_by_side(
 
 def _load_lineage_modules() -> None:
     """What the lineage step after the runs loads — Arrow, and pandas, which Arrow imports at its first
-    conversion from Python objects: about a second — loaded while the runs wait on the provider, instead of
-    after the last output is stored (imports take the GIL; the runs' threads mostly wait on the network)."""
+    conversion from Python objects: about a second; the lineage, audit and card modules its steps import on
+    first use — loaded while the runs wait on the provider, instead of after the last output is stored
+    (imports take the GIL; the runs' threads mostly wait on the network)."""
     import pyarrow as pa
     import pyarrow.compute
     import pyarrow.parquet
+
+    import wan_pipeline.outputs.audit
+    import wan_pipeline.outputs.card
+    import wan_pipeline.outputs.lineage  # noqa: F401
 
     pa.array([""])  # the conversion that imports pandas
 
