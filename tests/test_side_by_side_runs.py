@@ -204,49 +204,65 @@ def test_dynamic_partitions_written_and_read_like_stock_ones(tmp_path: Path, mon
     assert stamps == []  # the column's server default, as Dagster's insert leaves it
 
 
-def test_a_batch_leaves_the_asset_rows_as_event_by_event_writes_do(
+def test_asset_events_leave_the_rows_dagsters_own_writes_leave(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A batch updates each asset's row once, with what its events would have left in turn: the same rows as
-    Dagster's own write of each event (same events, two fresh stores, the `asset_keys` table compared)."""
+    """A run's asset events — planned, materialized (with an indexed tag), and a second run's — written three
+    ways on fresh stores: by a stock instance (Dagster's own storage) one by one; by ours one by one (each a
+    batch of one, the asset's row updated first); and as one batch per run (each asset's row updated once,
+    with what its events would have left in turn). The index's event rows, indexed tags and `asset_keys` rows
+    come out the same."""
     parts = dg.StaticPartitionsDefinition([f"p{i}" for i in range(6)])
 
     @dg.multi_asset(specs=[dg.AssetSpec("a", partitions_def=parts, skippable=True),
                            dg.AssetSpec("b", partitions_def=parts, skippable=True)])  # fmt: skip
     def both(context):  # type: ignore[no-untyped-def]  # Dagster reads the annotation, not its string
-        raise dg.Failure("nothing made")  # leaves the run's planned events only
+        for pk in context.partition_keys[:2]:
+            context.log_event(dg.AssetMaterialization(asset_key="a", partition=pk,
+                                                      tags={"dagster/data_version": f"v-{pk}"}))  # fmt: skip
+        raise dg.Failure("the rest not made")
         yield  # a generator, as the generate assets are
 
     captured: list[Any] = []
-    store_batch = PooledSqliteEventLogStorage.store_event_batch
 
     def spy(self: PooledSqliteEventLogStorage, events: Any) -> None:
-        captured.extend(events)
-        store_batch(self, events)
+        captured.extend(e for e in events if e.is_dagster_event and e.dagster_event.asset_key)
 
-    monkeypatch.setattr(PooledSqliteEventLogStorage, "store_event_batch", spy)
+    monkeypatch.setattr(PooledSqliteEventLogStorage, "_store_asset_events", spy)
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "10000")
     job = dg.Definitions(assets=[both], jobs=[dg.define_asset_job("j", [both])]).resolve_job_def("j")
     rows = {}
-    for name in ("source", "one_by_one", "batch"):
+    for name in ("source", "dagster", "one_by_one", "batch"):
         home = tmp_path / name
         home.mkdir()
         monkeypatch.setenv("DAGSTER_HOME", str(home))
         ensure_dagster_home()
-        with dg.DagsterInstance.from_config(str(home)) as instance:
+        (home / "stock.yaml").write_text("telemetry:\n  enabled: false\n", "utf-8")
+        config = "stock.yaml" if name == "dagster" else "dagster.yaml"
+        with dg.DagsterInstance.from_config(str(home), config_filename=config) as instance:
             storage = instance.event_log_storage
-            assert isinstance(storage, PooledSqliteEventLogStorage)
+            assert isinstance(storage, PooledSqliteEventLogStorage) is (name != "dagster")
             if name == "source":
-                job.execute_in_process(instance=instance, tags=range_tags("p0", "p5"), raise_on_error=False)
-                assert len(captured) == 12  # six partitions, two assets
+                for first, last in (("p0", "p2"), ("p3", "p5")):
+                    job.execute_in_process(instance=instance, tags=range_tags(first, last), raise_on_error=False)
+                monkeypatch.undo()
+                monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "10000")
+                kinds = [str(e.dagster_event_type).rsplit(".", 1)[-1] for e in captured]
+                assert kinds.count("ASSET_MATERIALIZATION_PLANNED") == 12 and kinds.count("ASSET_MATERIALIZATION") == 4
                 continue
-            for event in captured:
-                if name == "one_by_one":
-                    storage.store_event(event)
             if name == "batch":
-                store_batch(storage, captured)
+                for run_id in dict.fromkeys(e.run_id for e in captured):
+                    storage.store_event_batch([e for e in captured if e.run_id == run_id])
+            for event in captured if name != "batch" else ():
+                storage.store_event(event)
         with sqlite3.connect(home / "history" / "runs" / "index.db") as db:
             columns = [c[1] for c in db.execute("PRAGMA table_info(asset_keys)") if c[1] != "create_timestamp"]
             # every column but when the row was made (the database's clock, not the events')
-            rows[name] = db.execute(f"SELECT {', '.join(columns)} FROM asset_keys ORDER BY asset_key").fetchall()
-    assert len(rows["batch"]) == 2 and rows["batch"] == rows["one_by_one"]
+            rows[name] = (
+                db.execute(f"SELECT {', '.join(columns)} FROM asset_keys ORDER BY asset_key").fetchall(),
+                db.execute("SELECT id, run_id, event, dagster_event_type, asset_key, partition FROM event_logs"
+                           " ORDER BY id").fetchall(),
+                db.execute("SELECT event_id, asset_key, key, value FROM asset_event_tags ORDER BY id").fetchall(),
+            )
+    assert len(rows["dagster"][0]) == 2 and len(rows["dagster"][1]) == 16 and len(rows["dagster"][2]) == 4
+    assert rows["one_by_one"] == rows["dagster"] == rows["batch"]
