@@ -26,6 +26,7 @@ import gc
 import os
 import sys
 from collections.abc import Callable
+from types import ModuleType
 
 
 def pause_collector() -> None:
@@ -55,8 +56,16 @@ def release_free_memory() -> None:
     if trim is not None:
         trim(0)
     arrow = sys.modules.get("pyarrow")  # never imported for this alone
-    if arrow is not None:
+    if arrow is not None and not _importing(arrow):
         arrow.default_memory_pool().release_unused()
+
+
+def _importing(module: ModuleType) -> bool:
+    """A module another thread is still importing: `generate` loads Arrow in a thread while its runs wait on the
+    provider (`cli.launch._load_lineage_modules`), and a run ending meanwhile found `pyarrow` in `sys.modules`
+    without its attributes yet (AttributeError: partially initialized module). The flag is the one the
+    interpreter's own import lock checks for the same purpose."""
+    return bool(getattr(module.__spec__, "_initializing", False))
 
 
 def prefer_system_allocator() -> None:
