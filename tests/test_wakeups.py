@@ -42,6 +42,26 @@ def test_only_one_waiter_per_key_wakes_on_the_timer() -> None:
     assert 1 <= timeouts <= rounds + 1  # the poller's; 40 waiters each on the timer: about 160
 
 
+def test_a_release_while_the_waiter_looks_wakes_it_at_once() -> None:
+    """A task registers (`expecting`) before it looks at the resource (a database transaction in a thread): a
+    release made while it looks wakes it as soon as it waits, where registering after the look lost that
+    release and slept the whole timeout (60 s here). Another key's release does not wake it."""
+
+    async def scenario() -> tuple[bool, bool, float]:
+        wakeups = Wakeups()
+        with wakeups.expecting("out-3", shared=False) as released:
+            await asyncio.to_thread(wakeups.notify, "out-2")  # the look, during which other outputs go...
+            other = released.picked
+            await asyncio.to_thread(wakeups.notify, "out-3")  # ... and this one
+            start = time.monotonic()
+            woken = await released.wait(60)
+            return other, woken, time.monotonic() - start
+
+    other, woken, waited = asyncio.run(scenario())
+    assert (other, woken) == (False, True)
+    assert waited < 30  # at once, not after its 60 s timer (a wide bound: this is no timing test)
+
+
 def test_a_wake_up_goes_to_the_oldest_follower_then_the_poller() -> None:
     async def scenario() -> list[str]:
         wakeups = Wakeups()

@@ -24,6 +24,7 @@ import contextlib
 import itertools
 import threading
 import weakref
+from collections.abc import Iterator
 
 #: how much longer than the poller a waiter that is not the poller waits without a wake-up
 FOLLOWER_FACTOR = 8
@@ -41,7 +42,16 @@ class Wakeups:
         """Until `notify(key)` picks this waiter (True), or the timeout passes (False: ask the database again).
         The timeout is `timeout_s` for the key's poller (the first waiter when there is none), else
         `FOLLOWER_FACTOR` times that. `shared=False` where each waiter waits for something of its own (an
-        output leased elsewhere): what one finds in the database says nothing for the others, so each polls."""
+        output leased elsewhere): what one finds in the database says nothing for the others, so each polls.
+        A caller that looks at the resource first registers with `expecting` instead."""
+        with self.expecting(key, shared) as waiting:
+            return await waiting.wait(timeout_s)
+
+    @contextlib.contextmanager
+    def expecting(self, key: str, shared: bool = True) -> Iterator[Waiting]:
+        """This task registered as a waiter of `key` before it looks whether the resource is free, and until the
+        block ends: a release between its look (a database transaction in a thread) and its wait wakes it, where
+        a waiter registered after its look missed that release and slept its whole timeout (60 s in a test)."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         entry = (loop, waiter, loop_rank(loop))
@@ -49,11 +59,7 @@ class Wakeups:
             self._waiters.setdefault(key, []).append(entry)
             polling = shared and self._pollers.setdefault(key, entry) is entry
         try:
-            follower = shared and not polling
-            await asyncio.wait_for(asyncio.shield(waiter), timeout_s * FOLLOWER_FACTOR if follower else timeout_s)
-            return True
-        except TimeoutError:
-            return False
+            yield Waiting(waiter, shared and not polling)
         finally:
             with self._lock:
                 queue = self._waiters.get(key, [])
@@ -92,6 +98,25 @@ def loop_rank(loop: asyncio.AbstractEventLoop | None = None) -> int:
         if rank is None:
             rank = _RANKS[loop] = next(_OPENED)
         return rank
+
+
+class Waiting:
+    """A registration of `Wakeups.expecting`: `wait` returns True once picked by a notify (at once if that
+    happened while the task was looking), False after the timeout."""
+
+    def __init__(self, waiter: asyncio.Future[None], follower: bool) -> None:
+        self._waiter, self._follower = waiter, follower
+
+    @property
+    def picked(self) -> bool:
+        return self._waiter.done()
+
+    async def wait(self, timeout_s: float) -> bool:
+        try:
+            await asyncio.wait_for(asyncio.shield(self._waiter), timeout_s * (FOLLOWER_FACTOR if self._follower else 1))
+            return True
+        except TimeoutError:
+            return False
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
