@@ -194,12 +194,19 @@ class CreateTurns:
             return
         if not proc.held and now < proc.not_before:
             await asyncio.sleep(proc.not_before - now)
-        while not await self.journal.run(lambda: self.slots.take(slot, self.lease_s)):
-            await _GIVEN_BACK.wait(slot, POLL_S)
+        await _GIVEN_BACK.ask_until(slot, self._take(slot), POLL_S)
         now = time.monotonic()
         if not proc.held:
             proc.streak_start = now
         proc.held, proc.renew_at = True, now + self.lease_s / 2
+
+    def _take(self, slot: str) -> Callable[[], Awaitable[bool | None]]:
+        """One try at the ledger's `slot`, for `ask_until`: True if taken, None if another process has it."""
+
+        async def take() -> bool | None:
+            return await self.journal.run(lambda: self.slots.take(slot, self.lease_s)) or None
+
+        return take
 
     async def _pass_on(self, proc: _ProcessTurn, slot: str) -> None:
         pending, self.pending = self.pending, None

@@ -83,17 +83,15 @@ class Lease:
 
     async def busy(self) -> None:
         leases = self._leases
-        while not self.counted:
-            with RELEASES.expecting(leases.scope) as freed:  # a slot freed while we ask wakes us (`expecting`)
-                promoted = await leases.runner.run(lambda: leases.try_promote(self.slot))
-                if promoted is None:
-                    await freed.wait(leases.settings.wait_s)
-                    continue
-            self.slot, spare = promoted
-            # more counted slots are free (freed by a holder elsewhere, found by asking), or a release picked us
-            # while we asked and may have freed another slot than ours: wake a waiter (at worst it asks in vain)
-            if spare or freed.picked:
-                RELEASES.notify(leases.scope)
+        if self.counted:
+            return
+        (self.slot, spare), picked = await RELEASES.ask_until(
+            leases.scope, lambda: leases.runner.run(lambda: leases.try_promote(self.slot)), leases.settings.wait_s
+        )
+        # more counted slots are free (freed by a holder elsewhere, found by asking), or a release picked us
+        # while we asked and may have freed another slot than ours: wake a waiter (at worst it asks in vain)
+        if spare or picked:
+            RELEASES.notify(leases.scope)
 
     async def idle(self) -> None:
         if self.counted:
@@ -120,12 +118,10 @@ class SlotLeases:
     async def hold(self, subject: str) -> AsyncIterator[Lease]:
         """Waits while another holder has `subject`; released on exit (or lapses if we die)."""
         # Database work runs off the loop (`runner`): a commit (an fsync on SQLite) must not stall its polls.
-        while True:
-            with RELEASES.expecting(self._subject_key(subject), shared=False) as released:
-                slot = await self.runner.run(lambda: self.try_claim(subject))
-                if slot is not None:
-                    break
-                await released.wait(self.settings.wait_s)
+        slot, _ = await RELEASES.ask_until(
+            self._subject_key(subject), lambda: self.runner.run(lambda: self.try_claim(subject)),
+            self.settings.wait_s, shared=False,
+        )  # fmt: skip
         lease = Lease(self, slot)
         self._held.add(subject)
         self._start_heartbeat()

@@ -24,7 +24,10 @@ import contextlib
 import itertools
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
 
 #: how much longer than the poller a waiter that is not the poller waits without a wake-up
 FOLLOWER_FACTOR = 8
@@ -46,6 +49,20 @@ class Wakeups:
         A caller that looks at the resource first registers with `expecting` instead."""
         with self.expecting(key, shared) as waiting:
             return await waiting.wait(timeout_s)
+
+    async def ask_until(
+        self, key: str, ask: Callable[[], Awaitable[T | None]], timeout_s: float, shared: bool = True
+    ) -> tuple[T, bool]:
+        """`ask` (a look at a shared resource: a database transaction in a thread) until it answers something
+        other than None, waiting for a wake-up of `key` (or the timeout, as `wait`) between asks: (the answer,
+        whether a notify picked this task while it asked — a release it may not have been the one to take).
+        Registered as a waiter before each ask (`expecting`), so a release during the ask is not missed."""
+        while True:
+            with self.expecting(key, shared) as waiting:
+                answer = await ask()
+                if answer is not None:
+                    return answer, waiting.picked
+                await waiting.wait(timeout_s)
 
     @contextlib.contextmanager
     def expecting(self, key: str, shared: bool = True) -> Iterator[Waiting]:
