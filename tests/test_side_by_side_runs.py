@@ -107,6 +107,14 @@ def test_the_pooled_event_log_takes_events_from_many_threads(tmp_path: Path, mon
             t.join(timeout=300)
         assert results == [True] * 4
         assert len(instance.get_materialized_partitions(thing.key)) == 40
+        # its commits do not wait for the disk (the ledger's do): WAL with synchronous=NORMAL on every connection
+        storage = instance.event_log_storage
+        assert isinstance(storage, PooledSqliteEventLogStorage)
+        run_id = instance.get_runs(limit=1)[0].run_id
+        for connection in (storage.index_connection(), storage.run_connection(run_id)):
+            with connection as conn:
+                assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+                assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
 def test_planned_events_written_as_one_batch_read_like_stock_ones(

@@ -56,6 +56,7 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_
 from dagster._core.storage.noop_compute_log_manager import NoOpComputeLogManager
 from dagster._core.storage.sql import create_engine
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS, create_db_conn_string
+from sqlalchemy import event as sa_event
 from sqlalchemy import exc as db_exc
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool, QueuePool
@@ -116,6 +117,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 max_overflow=4,  # the storage opens a second connection to a shard inside a first
                 connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
             )
+            sa_event.listen(engine, "connect", _commit_without_fsync)
             if shard not in self._initialized_dbs:
                 if shard == INDEX_SHARD_NAME or not self._copy_template(shard):
                     self._initdb(engine)
@@ -246,6 +248,17 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             for engine in self._engines.values():
                 engine.dispose()
             self._engines.clear()
+
+
+def _commit_without_fsync(dbapi_connection: Any, _record: Any) -> None:
+    """The event log's commits are not fsync'd (WAL with synchronous=NORMAL: durable when the process dies, not
+    always when the machine loses power; checkpoints still sync). Two fsyncs per materialization (run shard and
+    index) queued on the disk with the ledger's, whose commits must sync (an attempt is durable before its create
+    leaves): at a run's end and the next one's start the ledger's commits took 20-60 ms instead of 2-5, and the
+    creates waiting on them fell behind the slots the host freed (issue 7, benchmarks/RESULTS.md). The event log
+    is the UI's record, rebuilt from the ledger where it lost a partition (`cli.runs.unrecorded_partitions`)."""
+    with closing(dbapi_connection.cursor()) as cursor:
+        cursor.execute("PRAGMA synchronous=NORMAL")
 
 
 _SELECT_PARTITIONS = "SELECT partition FROM dynamic_partitions WHERE partitions_def_name = ? ORDER BY id"

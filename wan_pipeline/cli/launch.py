@@ -28,6 +28,7 @@ from wan_pipeline.assets.prompt_table import partition_order
 from wan_pipeline.cli.console import EXIT_INVALID, StepFailed, say
 from wan_pipeline.cli.head_start import HeadStart
 from wan_pipeline.cli.home import ensure_dagster_home
+from wan_pipeline.cli.lineage_warm import LineageWarmup
 from wan_pipeline.cli.outcome import RunOutcome
 from wan_pipeline.cli.progress import LiveProgress, Snapshot
 from wan_pipeline.cli.runs import close_orphaned_runs, run_tags, unrecorded_partitions
@@ -116,8 +117,12 @@ def _launch(
                 run_id = first_id if chunk is chunks[0] else None  # the head start's attempts carry its id
                 return execute(generate_job_name(spec), range_tags(chunk[0], chunk[-1]), run_id)
 
-            for result in _side_by_side(run_one, chunks, lanes, spec):
+            warmup = LineageWarmup(spec)
+            for done, result in enumerate(_side_by_side(run_one, chunks, lanes, spec), start=1):
                 _read_run(result, outcome)
+                if done < len(chunks):  # after the last, the lineage step itself adds the rows
+                    warmup.kick()
+            warmup.finish()
     outcome.run_failed |= not execute(lineage_job_name(spec)).success
     return outcome
 
@@ -164,6 +169,7 @@ def _load_lineage_modules() -> None:
     (imports take the GIL; the runs' threads mostly wait on the network)."""
     import pyarrow as pa
     import pyarrow.compute
+    import pyarrow.dataset  # what `pyarrow.parquet.read_table` imports on its first call
     import pyarrow.parquet
 
     import wan_pipeline.outputs.audit
