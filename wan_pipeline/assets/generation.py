@@ -28,6 +28,7 @@ from wan_pipeline.errors import WanPipelineError
 from wan_pipeline.execution.endpoints import thumbnails_path
 from wan_pipeline.execution.engine import Outcome, OutcomeSink
 from wan_pipeline.execution.session import open_session
+from wan_pipeline.money.lulls import wait_for_lull
 from wan_pipeline.outputs.gallery import THUMB_SIDE
 from wan_pipeline.outputs.storage import Storage
 from wan_pipeline.outputs.thumbnails import ThumbnailCache
@@ -127,6 +128,9 @@ def build_generation_assets(spec: DatasetSpec, source: SpecSource) -> dg.AssetsD
                     yield from _partition_events((gen_key, media_key), group, store, failures, thumbs)
         finally:
             thumbs.close()
+        # Dagster's end of the step and of the run hold the interpreter a while: in `generate`, where other runs'
+        # tasks are at the host, in a gap between their waves (`money.lulls`); at once when none is
+        wait_for_lull()
         _raise_for(stream.error, failures, len(keys))
 
     return generate

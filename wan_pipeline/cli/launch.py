@@ -37,6 +37,7 @@ from wan_pipeline.execution.endpoints import resolve_endpoint
 from wan_pipeline.execution.memory import settle_collector
 from wan_pipeline.execution.session import open_ledger
 from wan_pipeline.money.ledger import FAILED, STORED, SUBMITTED, SUBMITTING
+from wan_pipeline.money.lulls import collect_in_lull, wait_for_lull
 from wan_pipeline.planning.plan import Plan
 from wan_pipeline.planning.spec import DatasetSpec
 
@@ -115,12 +116,15 @@ def _launch(
 
             def run_one(chunk: list[str]) -> dg.ExecuteInProcessResult:
                 run_id = first_id if chunk is chunks[0] else None  # the head start's attempts carry its id
+                if chunk is not chunks[0]:
+                    wait_for_lull()  # a run's start holds the interpreter: in a gap between two waves
                 return execute(generate_job_name(spec), range_tags(chunk[0], chunk[-1]), run_id)
 
             warmup = LineageWarmup(spec)
             for done, result in enumerate(_side_by_side(run_one, chunks, lanes, spec), start=1):
                 _read_run(result, outcome)
                 if done < len(chunks):  # after the last, the lineage step itself adds the rows
+                    collect_in_lull()  # `execution.memory.settle_collector`
                     warmup.kick()
             warmup.finish()
     outcome.run_failed |= not execute(lineage_job_name(spec)).success
@@ -166,7 +170,8 @@ def _load_lineage_modules() -> None:
     """What the lineage step after the runs loads — Arrow, and pandas, which Arrow imports at its first
     conversion from Python objects: about a second; the lineage, audit and card modules its steps import on
     first use — loaded while the runs wait on the provider, instead of after the last output is stored
-    (imports take the GIL; the runs' threads mostly wait on the network)."""
+    (imports take the GIL; the runs' threads mostly wait on the network), in a gap between two waves."""
+    wait_for_lull()
     import pyarrow as pa
     import pyarrow.compute
     import pyarrow.dataset  # what `pyarrow.parquet.read_table` imports on its first call

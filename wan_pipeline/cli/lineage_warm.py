@@ -9,6 +9,9 @@ runs wait on the provider — the step after the last run adds that run's rows (
 The file is then a true snapshot of what is stored while the runs go on: what the step would have written had
 it run then.
 
+A pass waits for a gap between waves (`money.lulls`): built among a wave's
+creates it would delay them, and a slot's create delayed once stays late for the rest of the run.
+
 Not a second writer of the lineage: a pass starts only when none is running, and the lineage step waits for the
 last one (`finish`) before it reads and rewrites the file.
 """
@@ -19,6 +22,7 @@ import logging
 import threading
 
 from wan_pipeline.execution.session import open_ledger
+from wan_pipeline.money.lulls import wait_for_lull
 from wan_pipeline.planning.spec import DatasetSpec
 from wan_pipeline.resources.environment import resources_from_env
 from wan_pipeline.resources.storage import StorageResource
@@ -50,6 +54,7 @@ class LineageWarmup:
     def _pass(self) -> None:
         from wan_pipeline.outputs.lineage import write_lineage  # Arrow: loaded by then (`launch._load_lineage_modules`)
 
+        wait_for_lull()
         storage = resources_from_env()["storage"]
         assert isinstance(storage, StorageResource)
         try:

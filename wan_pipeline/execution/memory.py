@@ -34,18 +34,31 @@ def pause_collector() -> None:
     gc.disable()
 
 
+#: the oldest generation's threshold while `generate` makes its full collections itself, and the one before
+_NO_AUTOMATIC_FULL = 1 << 30
+_oldest_threshold = [gc.get_threshold()[2]]
+
+
 def settle_collector() -> None:
     """Start-up is over: if the collector is paused, what exists now is kept out of its passes, which resume for
-    what comes next (`resume_collector` undoes both). Not paused (a caller other than `generate`): nothing."""
+    what comes next (`resume_collector` undoes all). Full collections are left to `generate`, which makes one
+    after each range run in a gap between waves (`lulls.collect_in_lull`): one where the counters fell took
+    40-90 ms, and among a wave's creates it delayed every create after it for the rest of the run. Not paused
+    (a caller other than `generate`): nothing."""
     if gc.isenabled():
         return
     gc.freeze()
+    young, middle, _oldest_threshold[0] = gc.get_threshold()
+    gc.set_threshold(young, middle, _NO_AUTOMATIC_FULL)
     gc.enable()
 
 
 def resume_collector() -> None:
     """Everything collectable again, as before `pause_collector`."""
     gc.unfreeze()
+    young, middle, oldest = gc.get_threshold()
+    if oldest == _NO_AUTOMATIC_FULL:
+        gc.set_threshold(young, middle, _oldest_threshold[0])
     gc.enable()
 
 

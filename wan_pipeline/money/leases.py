@@ -24,6 +24,7 @@ from pathlib import Path
 
 from wan_pipeline.errors import Transient
 from wan_pipeline.money.database import Database, InThread, Runner
+from wan_pipeline.money.lulls import LULLS
 from wan_pipeline.money.wakeups import Wakeups
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class Lease:
         (self.slot, spare), picked = await RELEASES.ask_until(
             leases.scope, lambda: leases.runner.run(lambda: leases.try_promote(self.slot)), leases.settings.wait_s
         )
+        LULLS.started(self)
         # more counted slots are free (freed by a holder elsewhere, found by asking), or a release picked us
         # while we asked and may have freed another slot than ours: wake a waiter (at worst it asks in vain)
         if spare or picked:
@@ -96,6 +98,7 @@ class Lease:
     async def idle(self) -> None:
         if self.counted:
             leases = self._leases
+            LULLS.ended(self)
             self.slot = await asyncio.shield(leases.runner.run(lambda: leases.demote(self.slot)))
             RELEASES.notify(leases.scope)
 
@@ -131,6 +134,8 @@ class SlotLeases:
             self._held.discard(subject)
             if not self._held:
                 self._stop_heartbeat()
+            if lease.counted:
+                LULLS.ended(lease, answered=False)
             await asyncio.shield(self.runner.run(lambda: self.release(lease.slot)))
             if lease.counted:
                 RELEASES.notify(self.scope)
