@@ -73,13 +73,7 @@ def _launch(
 ) -> RunOutcome:
     home = ensure_dagster_home()
     defs = _definitions(spec_path)
-    try:
-        instance = dg.DagsterInstance.get()
-    except Exception as exc:  # a dagster.yaml that does not load: named, not a stack trace (its text may hold
-        # a database password, so only the class of the error; --verbose shows it whole)
-        raise ConfigError(
-            f"the Dagster instance in {home} did not load ({type(exc).__name__}); check its dagster.yaml"
-        ) from exc
+    instance = _instance(home)
     batch_event_writes(instance)
     run_config = {"loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}}}}
     say(f"  dagster instance: {home}", to_err=True)
@@ -120,15 +114,32 @@ def _launch(
                     wait_for_lull()  # a run's start holds the interpreter: in a gap between two waves
                 return execute(generate_job_name(spec), range_tags(chunk[0], chunk[-1]), run_id)
 
-            warmup = LineageWarmup(spec)
-            for done, result in enumerate(_side_by_side(run_one, chunks, lanes, spec), start=1):
-                _read_run(result, outcome)
-                if done < len(chunks):  # after the last, the lineage step itself adds the rows
-                    collect_in_lull()  # `execution.memory.settle_collector`
-                    warmup.kick()
-            warmup.finish()
+            _read_runs(_side_by_side(run_one, chunks, lanes, spec), len(chunks), outcome, spec)
     outcome.run_failed |= not execute(lineage_job_name(spec)).success
     return outcome
+
+
+def _instance(home: Path) -> dg.DagsterInstance:
+    try:
+        return dg.DagsterInstance.get()
+    except Exception as exc:  # a dagster.yaml that does not load: named, not a stack trace (its text may hold
+        # a database password, so only the class of the error; --verbose shows it whole)
+        raise ConfigError(
+            f"the Dagster instance in {home} did not load ({type(exc).__name__}); check its dagster.yaml"
+        ) from exc
+
+
+def _read_runs(results: Iterator[dg.ExecuteInProcessResult], runs: int, outcome: RunOutcome, spec: DatasetSpec) -> None:
+    """Each range run's result folded into `outcome` as it ends. Between runs (not after the last, whose rows the
+    lineage step adds itself) a full garbage collection (`execution.memory.settle_collector`) and a lineage pass
+    (`cli.lineage_warm`), each in a gap between waves."""
+    warmup = LineageWarmup(spec)
+    for done, result in enumerate(results, start=1):
+        _read_run(result, outcome)
+        if done < runs:
+            collect_in_lull()
+            warmup.kick()
+    warmup.finish()
 
 
 def _side_by_side(
