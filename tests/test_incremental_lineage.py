@@ -181,9 +181,8 @@ async def test_lineage_and_audit_built_on_the_last_pass_equal_a_build_from_scrat
 async def test_a_warm_up_pass_between_runs_leaves_the_lineage_step_only_the_last_runs_attempts(
     e2e_env: Path,
 ) -> None:
-    """`generate` builds the lineage and checks the files after each range run but the last (`cli.lineage_warm`):
-    the lineage step after the last run then recomputes that run's attempts only (and writes what a build from
-    scratch gives), and reads that run's files only."""
+    """`generate` builds the lineage after each range run but the last (`cli.lineage_warm`): the lineage step
+    after the last run then recomputes that run's attempts only, and writes what a build from scratch gives."""
     host = Host()
     first = dataset(e2e_env, dict(list(PROMPTS.items())[:2]), variants=1)
     storage = LocalStorage(first.storage_root)
@@ -198,10 +197,6 @@ async def test_a_warm_up_pass_between_runs_leaves_the_lineage_step_only_the_last
     second = dataset(e2e_env, PROMPTS, variants=1)  # the next run's range: the two other prompts
     await host.generate(second)
     assert build(second, storage) == 2
-    take_notes(storage)  # as if stored by another process: only the warm-up's record says what was verified
-    with open_ledger(second) as ledger:
-        audit = audit_outputs(ledger, second.name, storage)
-    assert (audit.checked, audit.read, audit.problems) == (4, 2, [])
 
 
 TEMPLATE = Attempt(identity="", attempt=1, dataset="race", prompt_id="p", variant=0, fingerprint="f",
