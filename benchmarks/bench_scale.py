@@ -36,7 +36,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -185,10 +185,35 @@ def run_generate(emu: Emulator, tmp: Path, n: int, c: int) -> tuple[float, int, 
 def bench_generate(n: int, c: int, latency: float) -> dict[str, Any]:
     with Emulator(latency) as emu, tempfile.TemporaryDirectory() as tmp_:
         wall, code, _ = run_generate(emu, Path(tmp_), n, c)
+        waves = wave_timeline(Path(tmp_), c, time.time())
         rep = emu.report()
     out = _result("generate", n, c, latency, wall, rep.get("tasks_created") or 0, rep)
     out["exit_code"] = code
-    return out
+    return {**out, **waves}
+
+
+def wave_timeline(tmp: Path, c: int, exited_at: float) -> dict[str, float]:
+    """From the ledger `generate` left (each attempt's `sent_at`, `updated_at`): the creates cut into waves of `c`
+    in the order they left — the widest span of a full wave, the last wave's span, the mean time between the
+    leading edges of waves after the first — and the seconds from the last write to the process's exit. A slot
+    keeps its phase for the whole run, so how far a wave's creates drift apart is how much later its last ones
+    end than they could (docs/performance.md)."""
+    import sqlite3
+    from datetime import datetime
+
+    ledger = next((tmp / "state").rglob("ledger.sqlite"))
+    with closing(sqlite3.connect(ledger)) as db:
+        rows = db.execute("SELECT sent_at, updated_at FROM attempts WHERE sent_at IS NOT NULL").fetchall()
+    sent = sorted(datetime.fromisoformat(s).timestamp() for s, _ in rows)
+    last_write = max(datetime.fromisoformat(u).timestamp() for _, u in rows)
+    waves = [sent[i : i + c] for i in range(0, len(sent), c)]
+    full = [w[-1] - w[0] for w in waves if len(w) == c]
+    leads = [w[0] for w in waves]
+    return {
+        "wave_span_max_s": round(max(full, default=0.0), 3), "last_wave_span_s": round(waves[-1][-1] - waves[-1][0], 3),
+        "wave_cycle_s": round((leads[-1] - leads[1]) / (len(leads) - 2), 4) if len(leads) > 2 else 0.0,
+        "exit_after_last_write_s": round(exited_at - last_write, 3),
+    }  # fmt: skip
 
 
 def sdk_script(base: str, n: int, workers: int, out_dir: Path) -> tuple[float, float]:
@@ -209,11 +234,12 @@ def bench_sdk(n: int, workers: int, latency: float) -> dict[str, Any]:
         sdk_wall, sdk_loop = sdk_script(emu.base, n, workers, tmp / "sdk")
     with Emulator(latency) as emu, tempfile.TemporaryDirectory() as tmp_:
         ours_wall, code, _ = run_generate(emu, Path(tmp_), n, workers)
+        waves = wave_timeline(Path(tmp_), workers, time.time())
     return {
         "what": "sdk-vs-generate", "n": n, "concurrency": workers, "latency_s": latency,
         "ideal_s": ideal(n, workers, latency), "sdk_wall_s": round(sdk_wall, 2), "sdk_loop_s": round(sdk_loop, 2),
         "generate_wall_s": round(ours_wall, 2), "sdk_efficiency": round(ideal(n, workers, latency) / sdk_wall, 3),
-        "throughput_ratio": round(sdk_wall / ours_wall, 3), "exit_code": code,
+        "throughput_ratio": round(sdk_wall / ours_wall, 3), "exit_code": code, **waves,
     }  # fmt: skip
 
 
