@@ -20,7 +20,6 @@ import pytest
 from conftest import FAST_ENGINE, write_dataset
 from servers import PostgresCluster
 
-from wan_pipeline.cli.lineage_warm import LineageWarmup
 from wan_pipeline.emulator.app import InProcessTransport, in_process
 from wan_pipeline.emulator.faults import FaultConfig
 from wan_pipeline.emulator.state import EmulatorConfig, EmulatorState
@@ -176,27 +175,6 @@ async def test_lineage_and_audit_built_on_the_last_pass_equal_a_build_from_scrat
         ledger.db.execute("DELETE FROM attempts WHERE identity=? AND attempt=?", (gone.identity, gone.attempt))
         everything = len(ledger.all_attempts(spec.name))
     assert build(spec, storage) == everything
-
-
-async def test_a_warm_up_pass_between_runs_leaves_the_lineage_step_only_the_last_runs_attempts(
-    e2e_env: Path,
-) -> None:
-    """`generate` builds the lineage after each range run but the last (`cli.lineage_warm`): the lineage step
-    after the last run then recomputes that run's attempts only, and writes what a build from scratch gives."""
-    host = Host()
-    first = dataset(e2e_env, dict(list(PROMPTS.items())[:2]), variants=1)
-    storage = LocalStorage(first.storage_root)
-    await host.generate(first)
-    warmup = LineageWarmup(first)
-    warmup.kick()
-    warmup.kick()  # one pass at a time: a kick while one runs is nothing
-    warmup.finish()
-    assert warmup.passes == 1
-    assert pq.read_table(storage.path(LINEAGE_PATH)).num_rows == 2
-
-    second = dataset(e2e_env, PROMPTS, variants=1)  # the next run's range: the two other prompts
-    await host.generate(second)
-    assert build(second, storage) == 2
 
 
 TEMPLATE = Attempt(identity="", attempt=1, dataset="race", prompt_id="p", variant=0, fingerprint="f",

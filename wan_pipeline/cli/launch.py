@@ -28,7 +28,6 @@ from wan_pipeline.assets.prompt_table import partition_order
 from wan_pipeline.cli.console import EXIT_INVALID, StepFailed, say
 from wan_pipeline.cli.head_start import HeadStart
 from wan_pipeline.cli.home import ensure_dagster_home
-from wan_pipeline.cli.lineage_warm import LineageWarmup
 from wan_pipeline.cli.outcome import RunOutcome
 from wan_pipeline.cli.progress import LiveProgress, Snapshot
 from wan_pipeline.cli.runs import close_orphaned_runs, run_tags, unrecorded_partitions
@@ -114,7 +113,7 @@ def _launch(
                     wait_for_lull()  # a run's start holds the interpreter: in a gap between two waves
                 return execute(generate_job_name(spec), range_tags(chunk[0], chunk[-1]), run_id)
 
-            _read_runs(_side_by_side(run_one, chunks, lanes, spec), len(chunks), outcome, spec)
+            _read_runs(_side_by_side(run_one, chunks, lanes, spec), len(chunks), outcome)
     outcome.run_failed |= not execute(lineage_job_name(spec)).success
     return outcome
 
@@ -129,17 +128,13 @@ def _instance(home: Path) -> dg.DagsterInstance:
         ) from exc
 
 
-def _read_runs(results: Iterator[dg.ExecuteInProcessResult], runs: int, outcome: RunOutcome, spec: DatasetSpec) -> None:
-    """Each range run's result folded into `outcome` as it ends. Between runs (not after the last, whose rows the
-    lineage step adds itself) a full garbage collection (`execution.memory.settle_collector`) and a lineage pass
-    (`cli.lineage_warm`), each in a gap between waves."""
-    warmup = LineageWarmup(spec)
+def _read_runs(results: Iterator[dg.ExecuteInProcessResult], runs: int, outcome: RunOutcome) -> None:
+    """Each range run's result folded into `outcome` as it ends; between runs (not after the last) a full garbage
+    collection in a gap between waves (`execution.memory.settle_collector`)."""
     for done, result in enumerate(results, start=1):
         _read_run(result, outcome)
         if done < runs:
             collect_in_lull()
-            warmup.kick()
-    warmup.finish()
 
 
 def _side_by_side(

@@ -1,13 +1,13 @@
 """The gaps between waves: when this process's tasks at the host are not expected back for a while, so a burst of
-work that holds the interpreter (a range run's start, a lineage pass, a full garbage collection) can run
+work that holds the interpreter (a range run's start or end, a full garbage collection) can run
 without delaying a create.
 
 Why it matters: a task holds its slot at the host for the host's latency, so a slot's next create is as late as
 its last one was, plus what delayed it: a create delayed once stays late for the rest of the run. At 2,000
 outputs and 32 in flight, the waves' creates spread from 0.1 s to 1.1-1.8 s over a run, and the last
 half-wave's creates with them (benchmarks/RESULTS.md, issue 7): a range run's start (0.3-0.5 s of the
-interpreter), a lineage pass, or a full collection (40-90 ms) landing among a wave's terminal answers pushed
-every create after it. The gaps are known in advance: a task sent at `t` comes back at `t + latency`.
+interpreter), the lineage modules' import, or a full collection (40-90 ms) landing among a wave's terminal
+answers pushed every create after it. The gaps are known in advance: a task sent at `t` comes back at `t + latency`.
 
 `Lease.busy` (a slot taken, just before the create) and `Lease.idle` (the terminal answer) report here; the
 latency is the median of the last answers. Process-wide: every engine of the process (range runs side by side)
@@ -80,7 +80,7 @@ class Lulls:
 #: this process's lulls (every engine in it reports here)
 LULLS = Lulls()
 
-#: what a range run's start and a lineage pass need, measured (0.3-0.5 s of the interpreter), and the longest
+#: what a range run's start needs, measured (0.3-0.5 s of the interpreter), and the longest
 #: they wait for it (a wave of 2 s tasks leaves about 1.5 s between its creates and its answers)
 BURST_S, BURST_CAP_S = 0.5, 2.5
 
